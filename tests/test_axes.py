@@ -4,7 +4,7 @@ import torch
 
 import attndsl
 import reference as ref
-from test_zoo_correctness import build, inputs
+from zoo_helpers import build, inputs
 from zoo_references import qkv
 
 
@@ -119,11 +119,11 @@ def test_dilated_neighbourhood_on_a_grid_the_dilation_does_not_divide():
     """15 rows with dilation 2: sub-grids of 8 and 7 rows, served by the gather-table form
     (the unfold-view form needs H, W multiples of the dilation)."""
     from zoo_references import reference_for
-    from test_zoo_correctness import compiled_form_graph
+    from zoo_helpers import compiled_form_graph
     m = build("dinat", res=(15, 14))
     x = inputs(m, (15, 14))
-    assert "unfold" not in compiled_form_graph(m).code
-    assert "unfold" in compiled_form_graph(build("dinat")).code
+    assert "sliding_windows" not in compiled_form_graph(m).code
+    assert "sliding_windows" in compiled_form_graph(build("dinat")).code
     with torch.no_grad():
         assert close(compiled_form_graph(m)(x), reference_for("dinat")(m, x))
         assert close(m(x), reference_for("dinat")(m, x))
@@ -135,7 +135,7 @@ def test_ghost_head_split_is_exact(name, monkeypatch):
     static depthwise conv; the per-channel filter form (kept for attention dropout in
     training) gives the same output, eagerly and in the compiled-graph forms."""
     from attndsl.codegen import rules
-    from test_zoo_correctness import compiled_form_graph
+    from zoo_helpers import compiled_form_graph
     from zoo_references import reference_for
     m = build(name)
     x = inputs(m, m.resolution)

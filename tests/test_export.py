@@ -5,7 +5,7 @@ import torch
 
 import attndsl
 from attndsl.export import ExportError, export, export_onnx
-from test_zoo_correctness import ZOO
+from zoo_helpers import ZOO
 
 GRIDS = {"twins_gsa": (16, 16), "pvt_sra": (16, 16)}
 # ONNX has no stable sort, which BOAT's balanced clustering needs

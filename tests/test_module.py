@@ -8,7 +8,7 @@ import torch
 import attndsl
 from attndsl import ShapeError
 from attndsl.cli import main
-from test_zoo_correctness import build, inputs
+from zoo_helpers import build, inputs
 
 
 def test_parameter_names_are_stable():

@@ -5,7 +5,7 @@ import torch
 
 import attndsl
 from attndsl.codegen.passes import PIPELINE, pass_names, run_passes
-from test_zoo_correctness import ZOO, build, inputs
+from zoo_helpers import ZOO, build, inputs
 
 
 def test_pipeline_is_listed_in_one_place():

@@ -8,33 +8,8 @@ import pytest
 import torch
 
 import attndsl
-from zoo_references import DIM, GEOMETRY, PADDED, RES, is_softmax, reference_for
-
-ZOO = attndsl.zoo_names()
-
-
-def randomize(module, seed=0):
-    """Weights of a realistic scale, biases and tables far from zero (so that padding and
-    bias semantics matter)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            fan_in = p[0].numel() if p.dim() >= 2 and name.endswith("weight") else 0
-            std = fan_in ** -0.5 if fan_in else 0.5
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * std)
-    return module
-
-
-def build(name, res=None, dtype=torch.float64, backend="eager", spec=None):
-    dim, default_res = GEOMETRY.get(name, (DIM, RES))
-    module = attndsl.compile(spec or name, dim=dim, resolution=res or default_res,
-                             backend=backend, dtype=dtype)
-    return randomize(module)
-
-
-def inputs(module, res, dtype=torch.float64, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(2, *res, module.dim, generator=gen, dtype=torch.float64).to(dtype)
+from zoo_helpers import ZOO, build, compiled_form_graph, float32_relative_error, inputs
+from zoo_references import PADDED, reference_for
 
 
 def test_every_zoo_spec_has_a_reference():
@@ -57,22 +32,6 @@ def test_float64_matches_reference(name, record_error):
     assert err <= 1e-10
 
 
-def float32_relative_error(name, backend, record_error):
-    """max |y32 − ref64| / max |ref64| for the float32 module on `backend`, the float64
-    reference getting the same (float64) weights."""
-    m64 = build(name)
-    m32 = build(name, dtype=torch.float32, backend=backend)
-    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
-    x = inputs(m64, m64.resolution)
-    with torch.no_grad():
-        r = reference_for(name)(m64, x)
-        y = m32(x.float()).double()
-    rel = ((y - r).abs().max() / r.abs().max()).item()
-    record_error(spec=name, backend=backend, dtype="float32", res=list(m64.resolution),
-                 max_rel=rel)
-    return rel
-
-
 @pytest.mark.parametrize("name", ZOO)
 def test_float32_matches_reference(name, record_error):
     # BOAT's sort can flip float32 near-ties (ZOO §3); with these seeded inputs no ratio is
@@ -89,14 +48,6 @@ def test_non_divisible_resolution_follows_padding_policy(name, record_error):
         err = (m(x) - reference_for(name)(m, x)).abs().max().item()
     record_error(spec=name, backend="eager", dtype="float64", res=list(res), max_abs=err)
     assert err <= 1e-10
-
-
-def compiled_form_graph(m):
-    """The graph lowered for inductor (strided window views, grid-layout weighting, …) but
-    run eagerly, so that those forms are checked in float64 too."""
-    from attndsl.codegen.lower import lower
-    return lower(m.plan_for(m.resolution), m._param_modules(), dtype=torch.float64,
-                 compiled=True, passes=m.passes)
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -118,23 +69,45 @@ def test_inductor_forms_on_non_divisible_resolutions(name):
         assert (compiled_form_graph(m)(x) - reference_for(name)(m, x)).abs().max() <= 1e-10
 
 
-SOFTMAX_ZOO = [n for n in ZOO if n.startswith("unified_lsa_rp_") or (
-    not n.startswith("unified_") and is_softmax(build(n)))]
-
-
-@pytest.mark.parametrize("name", SOFTMAX_ZOO)
-def test_gradients_match_reference(name):
-    m = build(name)
-    x = inputs(m, m.resolution).requires_grad_(True)
+def gradient_errors(m, forward, name, res=None):
+    """Worst |∂ − ∂ref| of the output, x and every parameter: `forward` (the module, or its
+    compiled-graph form) against the reference, same float64 weights, same cotangent."""
+    res = res or m.resolution
+    x = inputs(m, res).requires_grad_(True)
     params = [x] + list(m.parameters())
-    g = inputs(m, m.resolution, seed=7)
-    grads = torch.autograd.grad((m(x) * g).sum(), params, allow_unused=True)
-    grads_ref = torch.autograd.grad((reference_for(name)(m, x) * g).sum(), params,
-                                    allow_unused=True)
-    for (pname, _), a, b in zip([("x", x)] + list(m.named_parameters()), grads, grads_ref):
-        assert (a is None) == (b is None), pname
+    names = ["x"] + [n for n, _ in m.named_parameters()]
+    g = inputs(m, res, seed=7)
+    y, r = forward(x), reference_for(name)(m, x)
+    grads = torch.autograd.grad((y * g).sum(), params, allow_unused=True)
+    grads_ref = torch.autograd.grad((r * g).sum(), params, allow_unused=True)
+    errors = {"output": (y - r).abs().max().item()}
+    for pname, a, b in zip(names, grads, grads_ref):
+        assert (a is None) == (b is None), f"{pname}: gradient on one side only"
         if a is not None:
-            assert (a - b).abs().max().item() <= 1e-9, pname
+            assert b.abs().max() > 0 or pname != "x", "vacuous input gradient"
+            errors[pname] = (a - b).abs().max().item()
+    return errors
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_gradients_match_reference(name, record_error):
+    """Output, input and every parameter gradient of the training-mode eager module."""
+    m = build(name).train()
+    errors = gradient_errors(m, m, name)
+    record_error(spec=name, backend="eager", dtype="float64", res=list(m.resolution),
+                 grad_max_abs=max(errors.values()))
+    assert max(errors.values()) <= 1e-9, errors
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_compiled_form_gradients_match_reference(name, record_error):
+    """The same for the training graph inductor receives (window views with their own
+    backward, grid-layout weighting, …), run eagerly in float64."""
+    m = build(name).train()
+    errors = gradient_errors(m, compiled_form_graph(m, training=True), name)
+    record_error(spec=name, backend="compiled-form graph", dtype="float64",
+                 res=list(m.resolution), grad_max_abs=max(errors.values()))
+    assert max(errors.values()) <= 1e-9, errors
 
 
 def test_swin_shift_pad_then_roll_order():

@@ -53,7 +53,10 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
         # run's: give each its own, or the 9th program hits the recompile limit
         code = run.__code__.replace(co_name=f"attndsl_program_{compile_stats['compiled']}")
         run = types.FunctionType(code, run.__globals__, code.co_name, None, run.__closure__)
-        compiled = torch.compile(run, backend="inductor", fullgraph=True, dynamic=False)
+        # the batch is dynamic (marked per call below): one program serves every batch size
+        # (dynamo specializes a batch of 1, so at most two compiles), where a static batch
+        # recompiled per size and failed at the 9th. Nothing else varies within a program.
+        compiled = torch.compile(run, backend="inductor", fullgraph=True, dynamic=None)
         compile_stats["compiled"] += 1
         if key is not None:
             _COMPILED[key] = compiled
@@ -64,7 +67,11 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
         _COMPILED.move_to_end(key)
         compile_stats["reused"] += 1
     params = dict(main.named_parameters())
-    return lambda x: compiled(params, x, prologue())
+
+    def call(x):
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        return compiled(params, x, prologue())
+    return call
 
 
 def _auto(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:

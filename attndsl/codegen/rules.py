@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..spec import models as m
 from ..spec.bind import BranchPlan
+from .windows import inverse_taps, sliding_windows, tap_sources
 
 KEY_AXIS = 4
 
@@ -46,6 +47,13 @@ class Ctx:
         if not hasattr(self.root, full):
             self.root.register_buffer(full, value.to(self.device), persistent=False)
         return self.tracer.create_proxy("get_attr", full, (), {})
+
+    def call_leaf(self, fn, *args):
+        """Call `fn` as one node of the graph (not traced into): for functions that decide
+        at run time, such as whether autograd needs their custom backward."""
+        if self.tracer is None:
+            return fn(*args)
+        return self.tracer.create_proxy("call_function", fn, args, {})
 
 
 # ====================================================================== helpers
@@ -332,13 +340,25 @@ class SlidingZeroPadSelection(Selection):
 
     def windows(self, t):
         """(B, H, W, G·c) → every pixel's neighbourhood as a strided view of the zero-padded
-        map (Tensor.unfold, step 1; every δ-th element for dilation δ): (B, H, W, G, c, K, K),
-        pixel-major so that reductions over the window write channels-last outputs."""
-        k, dil = self.k, self.dil
-        r, span = dil * (k // 2), dil * (k - 1) + 1
-        t = t.unflatten(-1, (self.bp.heads, -1))                            # (B, H, W, G, c)
-        win = F.pad(t, (0, 0, 0, 0, r, r, r, r)).unfold(1, span, 1).unfold(2, span, 1)
-        return win[..., ::dil, ::dil] if dil > 1 else win
+        map, pixel-major so that reductions over the window write channels-last outputs:
+        (B, H, W, G, c, K, K). Its backward gathers (codegen/windows.py says why)."""
+        return self.ctx.call_leaf(sliding_windows, t, self.bp.heads, self.k, self.dil,
+                                  *self._starts(), self._inverse_tables())
+
+    def _starts(self):
+        return None, None
+
+    def _inverse_tables(self):
+        """Constants for the backward of `windows`: per axis, which (query, tap) entries
+        read each source position."""
+        clamp = isinstance(self, SlidingClampSelection)
+        tables = []
+        for axis, length in (("y", self.H), ("x", self.W)):
+            index, weight = inverse_taps(tap_sources(length, self.k, self.dil, clamp),
+                                           length)
+            tables += [self.ctx.constant(f"taps_{axis}", index),
+                       self.ctx.constant(f"tap_weights_{axis}", weight)]
+        return tuple(tables)
 
     def dot_windows(self, q, k):
         """q·k on the grid layout (see weigh_windows): q (B, G, N, 1, c), k the blocks of
@@ -414,24 +434,17 @@ class SlidingClampSelection(SlidingZeroPadSelection):
         keys = self.ctx.constant("neighbours", self._neighbours()[0])
         return split_heads(t, self.bp.heads)[:, :, keys]
 
-    def windows(self, t):
-        """The clamped K×K windows as strided views (Tensor.unfold) picked by the clamped
-        start of each row and column of each dilated sub-grid — separable index arithmetic
-        instead of an (N, K²) gather table, which inductor turns into far cheaper loads
-        (needs H, W multiples of the dilation; otherwise the gather table is used).
-        → (B, H, W, G, c, K, K)."""
-        k, dil = self.k, self.dil
-        h, w = self.H // dil, self.W // dil              # each dilated sub-grid
-        starts = {}
-        for axis, length in (("y", h), ("x", w)):
-            starts[axis] = self.ctx.constant(f"starts_{axis}", torch.tensor(
-                [min(max(i - k // 2, 0), length - k) for i in range(length)]))
-        t = t.unflatten(-1, (self.bp.heads, -1))                            # (B, H, W, G, c)
-        # row y = i·δ + a: sub-grid row i of residue a (δ = 1: a plain grid)
-        t = t.unflatten(2, (w, dil)).unflatten(1, (h, dil))         # (B, h, δ, w, δ, G, c)
-        win = t.unfold(1, k, 1).unfold(3, k, 1)    # (B, h−K+1, δ, w−K+1, δ, G, c, K, K)
-        win = win[:, starts["y"]][:, :, :, starts["x"]]          # (B, h, δ, w, δ, G, c, K, K)
-        return win.flatten(3, 4).flatten(1, 2)                   # (B, H, W, G, c, K, K)
+    def _starts(self):
+        """The clamped K×K windows are strided views picked by the clamped start of each
+        row and column of each dilated sub-grid — separable index arithmetic instead of an
+        (N, K²) gather table, which inductor turns into far cheaper loads (needs H, W
+        multiples of the dilation; otherwise the gather table is used)."""
+        k = self.k
+        starts = []
+        for axis, length in (("y", self.H // self.dil), ("x", self.W // self.dil)):
+            starts.append(self.ctx.constant(f"starts_{axis}", torch.tensor(
+                [min(max(i - k // 2, 0), length - k) for i in range(length)])))
+        return starts
 
     def rel_index(self):
         _, dy, dx = self._neighbours()
