@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import AttndslError
+from .codegen.module import check_output_path
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,9 +95,13 @@ def cmd_zoo(args) -> int:
                  "paper": s.paper} for p in zoo_paths()]
         out.print(json.dumps(rows, indent=1))
         return 0
-    table = Table("name", "description", "paper", title="attndsl zoo", show_lines=False)
-    for path in zoo_paths():
-        spec = load_spec(path)
+    specs = [load_spec(path) for path in zoo_paths()]
+    table = Table(title="attndsl zoo", show_lines=False)
+    # names are what users type: never wrapped or cut, whatever the terminal's width
+    table.add_column("name", no_wrap=True, min_width=max(len(s.name) for s in specs))
+    table.add_column("description", overflow="fold")
+    table.add_column("paper", overflow="fold")
+    for spec in specs:
         table.add_row(spec.name, escape(spec.description), escape(spec.paper))
     out.print(table)
     return 0
@@ -111,6 +116,11 @@ def cmd_schema(args) -> int:
 
 def cmd_compile(args) -> int:
     """Compile a spec and save it (spec + sizes + state dict); load with attndsl.load."""
+    if args.out.suffix in (".onnx", ".pt2"):
+        raise AttndslError(f"--out {args.out}: compile writes an attndsl module file (.pt, "
+                           f"read back by attndsl.load); for {args.out.suffix} use `attndsl "
+                           f"export {args.spec} --out {args.out}`")
+    check_output_path(args.out, "module file")
     module = _build(args, backend=args.backend)
     module.save(args.out)
     n = sum(p.numel() for p in module.parameters())
@@ -202,6 +212,7 @@ def cmd_convert(args) -> int:
     if args.checkpoint is None or missing:
         raise AttndslError(f"convert needs CHECKPOINT and {', '.join(missing) or 'nothing'}"
                            "; see `attndsl convert --help`, `attndsl convert --list`")
+    check_output_path(args.out, "converted state dict")
     module = _build(args, backend="eager")
     sd = _load_state_dict(args.checkpoint)
     result = convert(sd, args.layout, module, reverse=args.reverse, prefix=args.prefix)
@@ -218,6 +229,11 @@ def cmd_export(args) -> int:
     import torch
 
     from .export import export, export_onnx
+    if args.out.suffix not in (".onnx", ".pt2"):
+        raise AttndslError(f"--out {args.out}: export writes FILE.pt2 (torch.export) or "
+                           f"FILE.onnx; for a module file attndsl.load reads, use `attndsl "
+                           f"compile {args.spec} --out {args.out.with_suffix('.pt')}`")
+    check_output_path(args.out, "exported program")
     module = _build(args, backend="eager").eval()
     if args.out.suffix == ".onnx":
         if args.dynamic_resolution:
@@ -237,13 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attndsl", description="A compiler for vision attention: YAML specs of the "
         "unified local-attention paradigm, lowered through torch.fx into nn.Modules.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"attndsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help=cmd_validate.__doc__, description=cmd_validate.__doc__)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML file or zoo name")
     p.add_argument("--dim", type=int, default=None, help="also check bind-time rules at "
                    "this width")
-    p.add_argument("--resolution", type=int, nargs=2, default=[56, 56], metavar=("H", "W"))
+    p.add_argument("--resolution", type=int, nargs=2, default=[56, 56], metavar=("H", "W"),
+                   help="token grid for the bind-time rules (with --dim; default 56 56)")
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("show", help=cmd_show.__doc__, description=cmd_show.__doc__)
@@ -265,9 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_schema)
 
     p = sub.add_parser("compile", help=cmd_compile.__doc__, description=cmd_compile.__doc__)
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="YAML file or zoo name")
     _size_args(p)
-    p.add_argument("--out", required=True, type=Path, help="output file (.pt)")
+    p.add_argument("--out", required=True, type=Path, help="output module file (.pt)")
     p.add_argument("--backend", default="auto", help="eager | inductor | auto")
     p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16")
     p.set_defaults(fn=cmd_compile)
@@ -275,17 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__ + (
         " With --suite (and no SPEC), run the whole benchmark suite instead: "
         "`attndsl bench --suite --help` lists its options."))
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="YAML file or zoo name")
     p.add_argument("--suite", action="store_true", help="run benchmarks/suite.py (all "
                    "families, baselines, JSON + markdown results)")
     _size_args(p, default_res=(28, 28))
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch", type=int, default=2, help="images per call (default 2)")
     p.add_argument("--backend", default="inductor", help="backend to time against eager "
                    "(default inductor)")
     p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: this "
                    "machine's timings are noisy with more)")
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per backend "
+                   "(default 10; the median is reported)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__)
@@ -302,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="YAML file or zoo name")
     _size_args(p)
     p.add_argument("--out", required=True, type=Path, help="FILE.pt2 (torch.export) or "
                    "FILE.onnx")

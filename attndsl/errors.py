@@ -37,3 +37,13 @@ class LoweringError(AttndslError):
 
 class ShapeError(AttndslError, ValueError):
     """The input given to a compiled module does not match what it was built for."""
+
+
+class ArgumentError(SpecError, TypeError):
+    """An argument of the Python API (dim, resolution, heads, dtype, device, a size given
+    to forward_tokens, …) is invalid: names the argument, the value and what is valid.
+    A SpecError (the spec is bound with these arguments) and a TypeError."""
+
+    def __init__(self, message: str, *, argument: str):
+        super().__init__(message, path=argument)
+        self.argument = argument

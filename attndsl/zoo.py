@@ -1,9 +1,10 @@
-"""The zoo: one YAML spec per mechanism of ZOO.md, in the repository's specs/ folder."""
+"""The zoo: one YAML spec per mechanism, in attndsl/specs/ (package data, so an installed
+wheel has it; the repository's top-level specs/ is a link to it)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"   # package data: ships in the wheel
 
 
 def zoo_paths() -> list[Path]:

@@ -9,7 +9,9 @@ reuse, and a new resolution.
             kernel caches hit on disk (dynamo still traces);
 * reuse  -- a second module of the same spec and sizes in the same process: attndsl's
             process-wide program cache, no tracing at all;
-* new resolution -- the same module at a (2H, W) grid: one more lowering and compile.
+* new resolution -- the same module at a (2H, W) grid: one more lowering and compile;
+* new batch -- the same module at batch 5 after batch 2 (the batch is dynamic: no compile),
+  and at batch 1 (dynamo specializes a batch of one: one more compile).
 Times are of the first forward (compile + one run) minus nothing: they are what a user
 waits. Results as JSON with device, torch version and threads.
 """
@@ -50,6 +52,14 @@ t0 = time.perf_counter()
 with torch.no_grad():
     m(x)
 times["cached_call_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+with torch.no_grad():
+    m(torch.randn(5, H, W, dim))      # the batch is dynamic: no new program
+times["new_batch_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+with torch.no_grad():
+    m(torch.randn(1, H, W, dim))      # dynamo specializes a batch of 1: one more compile
+times["batch_of_one_s"] = time.perf_counter() - t0
 print(json.dumps(times))
 """
 

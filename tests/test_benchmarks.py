@@ -177,7 +177,9 @@ def test_paired_timing_writes_ratios(tmp_path):
                         "--name", "p"]) == 0
     data = json.loads((tmp_path / "p.json").read_text())
     rows = {r["family"]: r for r in data["rows"]}
-    assert rows["vit_mhsa"]["best"] == "sdpa"
+    # which baseline is fastest is a measurement, not a fact to assert: only that the best
+    # is one of the family's baselines and every ratio is well-formed
+    assert rows["vit_mhsa"]["best"] in rows["vit_mhsa"]["ratio_vs"]
     ratio = rows["vit_mhsa"]["ratio_vs"]["sdpa"]
     assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
     md = (tmp_path / "p.md").read_text()

@@ -38,13 +38,16 @@ def test_unused_constants_are_dropped():
     gm.register_buffer("stale_constant", torch.zeros(3))
     from attndsl.codegen.passes import drop_unused_attributes
     assert drop_unused_attributes(gm) is True
-    assert not hasattr(gm, "stale_constant") and hasattr(gm, "attn_rel_index")
+    assert not hasattr(gm, "stale_constant") and hasattr(gm, "_attn__rel_index")
 
 
 def test_unknown_pass_names_are_errors():
-    with pytest.raises(attndsl.LoweringError, match="valid"):
-        attndsl.compile("vit_mhsa", dim=24, resolution=(4, 4), passes=["fuse_everything"]
-                        ).graph_module()
+    """Refused at compile (not at the first forward), naming the valid passes."""
+    with pytest.raises(attndsl.SpecError, match="unknown pass.*fuse_everything.*valid: "
+                                                 r"\['softmax_attention_to_sdpa'"):
+        attndsl.compile("vit_mhsa", dim=24, resolution=(4, 4), passes=["fuse_everything"])
+    with pytest.raises(attndsl.SpecError, match="passes must be a list"):
+        attndsl.compile("vit_mhsa", dim=24, resolution=(4, 4), passes="eliminate_dead_code")
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -117,10 +120,10 @@ def test_parameter_prologue_before_and_after():
     from attndsl.codegen.passes import split_parameter_prologue
     m = attndsl.compile("nat", dim=24, resolution=(9, 9), heads=3)
     gm = m.graph_module()
-    assert "self.attn_rel_index" in gm.code and "self.attn.rel_pos.bias" in gm.code
+    assert "self._attn__rel_index" in gm.code and "self.attn.rel_pos.bias" in gm.code
     prologue, main = split_parameter_prologue(gm)
     assert "def forward(self):" in prologue.code
-    assert "self.attn_rel_index" in prologue.code and "self.attn.rel_pos.bias" in prologue.code
+    assert "self._attn__rel_index" in prologue.code and "self.attn.rel_pos.bias" in prologue.code
     assert "self.attn.qkv" not in prologue.code and "starts" not in prologue.code
     assert "def forward(self, x, static_0):" in main.code
     assert "rel_index" not in main.code and "rel_pos" not in main.code

@@ -9,6 +9,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -210,7 +211,7 @@ def test_error_from_path_carries_source(tmp_path):
 
 def test_specs_are_frozen_and_hashable():
     spec = load_spec("hilo")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
     assert hash(spec) == hash(load_spec(dump_spec(spec)))
 

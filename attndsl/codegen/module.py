@@ -7,22 +7,27 @@ import copy
 import os
 import types
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import AttndslError, ShapeError
+from ..errors import ArgumentError, AttndslError, ShapeError
+from ..spec import arguments
 from ..spec.bind import Plan, bind
-from ..spec.io import SpecLike, dump_spec, load_spec
+from ..spec.io import SpecLike, dump_spec, load_spec, load_spec_text
 from .autoplan import explain, wants_inductor
 from .lower import lower
-from .passes import split_parameter_prologue
+from .passes import pass_names, split_parameter_prologue
 from .params import spec_parameters
 
 SAVE_FORMAT = "attndsl-module/1"
 CACHE_SIZE = 8   # graphs kept per module; a resolution sweep beyond this re-lowers
+# compiled programs take any batch size (benchmarks/dynamic_batch.py turns it off to
+# measure what the dynamic batch costs at run time)
+DYNAMIC_BATCH = True
 
 
 # ---------------------------------------------------------------- backends
@@ -40,6 +45,7 @@ compile_stats = {"compiled": 0, "reused": 0}
 def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
     # parameter-only work (table gathers, masks) runs eagerly before the compiled program
     prologue, main = split_parameter_prologue(gm)
+    dynamic_batch = DYNAMIC_BATCH
     if key is None or key not in _COMPILED:
         # the template holds placeholders, not this module's parameters: had it aliased
         # them, dynamo would guard on that aliasing and recompile for the next module
@@ -56,7 +62,8 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
         # the batch is dynamic (marked per call below): one program serves every batch size
         # (dynamo specializes a batch of 1, so at most two compiles), where a static batch
         # recompiled per size and failed at the 9th. Nothing else varies within a program.
-        compiled = torch.compile(run, backend="inductor", fullgraph=True, dynamic=None)
+        compiled = torch.compile(run, backend="inductor", fullgraph=True,
+                                 dynamic=None if dynamic_batch else False)
         compile_stats["compiled"] += 1
         if key is not None:
             _COMPILED[key] = compiled
@@ -69,7 +76,8 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
     params = dict(main.named_parameters())
 
     def call(x):
-        torch._dynamo.maybe_mark_dynamic(x, 0)
+        if dynamic_batch:
+            torch._dynamo.maybe_mark_dynamic(x, 0)
         return compiled(params, x, prologue())
     return call
 
@@ -86,8 +94,9 @@ BACKENDS: dict[str, Callable[[fx.GraphModule, Plan], Callable]] = {
 
 
 def check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise AttndslError(f"unknown backend {name!r}; valid backends: {sorted(BACKENDS)}")
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ArgumentError(f"unknown backend {name!r}; valid backends: {sorted(BACKENDS)}",
+                            argument="backend")
     return name
 
 
@@ -96,11 +105,37 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    """None, a floating torch.dtype, or its name ("float32", "bfloat16", …)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
         return dtype
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise AttndslError(f"unknown dtype {dtype!r}; valid: {sorted(_DTYPES)}")
+    raise ArgumentError(f"dtype must be a floating dtype, got {dtype!r}; valid: "
+                        f"{', '.join(sorted(_DTYPES))} (names or torch dtypes)", argument="dtype")
+
+
+def resolve_device(device) -> torch.device | None:
+    """None, or a device this process can run on ("cpu", "cuda", "cuda:1", torch.device)."""
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ArgumentError(f"device must be a device to run on such as 'cpu' or 'cuda:0', "
+                            f"got {device!r}", argument="device")
+    if resolved.type != "cpu":
+        backend = getattr(torch, resolved.type, None)
+        count = backend.device_count() if backend and backend.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise ArgumentError(f"device {device!r} is not available in this process "
+                                f"({count} {resolved.type} device(s)); valid: 'cpu'"
+                                + (f" or '{resolved.type}:0'…'{resolved.type}:{count - 1}'"
+                                   if count else ""), argument="device")
+    return resolved
 
 
 # ---------------------------------------------------------------- the module
@@ -119,16 +154,35 @@ class CompiledAttention(nn.Module):
                  backend: str = "eager", passes: list[str] | None = None):
         super().__init__()
         self.spec = load_spec(spec)
-        self.dim, self.heads_override = int(dim), heads
+        self.dim, self.heads_override = arguments.dim(dim), arguments.heads(heads)
         self.plan: Plan = bind(self.spec, self.dim, resolution, heads)
-        self.backend = check_backend(backend)
-        self.passes = passes
+        self._graphs: OrderedDict = OrderedDict()
+        self.backend, self.passes = backend, passes
         for name, mod in spec_parameters(self.plan).items():
             self.add_module(name, mod)
-        self._graphs: OrderedDict = OrderedDict()
         self.lowerings = 0   # how many graphs were built (tests count recompilation)
 
     # -- plans and graphs ------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """"auto", "eager" or "inductor"; setting it drops the graphs built for the old one."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        self._backend = check_backend(value)
+        self._graphs.clear()
+
+    @property
+    def passes(self) -> list[str] | None:
+        """The passes run on every lowered graph (None: the whole pipeline, []: none)."""
+        return self._passes
+
+    @passes.setter
+    def passes(self, value):
+        self._passes = arguments.passes(value, pass_names())
+        self._graphs.clear()     # graphs lowered with the old passes are stale
+
     @property
     def resolution(self) -> tuple[int, int]:
         return self.plan.resolution
@@ -174,7 +228,7 @@ class CompiledAttention(nn.Module):
                    training=training, passes=self.passes, compiled=compiled)
         # passes=None (the whole pipeline) and passes=[] (none) are different programs
         passes = "*" if self.passes is None else tuple(self.passes)
-        structure = (self.spec, self.dim, self.heads_override, passes)
+        structure = (self.spec, self.dim, self.heads_override, passes, DYNAMIC_BATCH)
         entry = (gm, BACKENDS[self.backend](gm, plan, structure + key))
         self.lowerings += 1
         self._graphs[key] = entry
@@ -198,18 +252,25 @@ class CompiledAttention(nn.Module):
             raise ShapeError(f"'{self.spec.name}' expects x of shape (B, H, W, {self.dim}) "
                              f"(channels last), got {shape}; for (B, N, C) tokens call "
                              "forward_tokens(x, (H, W))")
-        dtype, _ = self._dtype_device()
+        dtype, device = self._dtype_device()
         if x.dtype != dtype:
             raise ShapeError(f"input dtype {x.dtype} does not match the module's {dtype}; "
                              f"cast one of them (module.to({x.dtype}) or x.to({dtype}))")
+        if x.device != device:
+            raise ShapeError(f"input is on {x.device}, the module on {device}: move one of "
+                             f"them (module.to('{x.device}') or x.to('{device}'))")
+        if x.shape[0] == 0:
+            raise ShapeError(f"'{self.spec.name}' got an empty batch {tuple(x.shape)}; "
+                             "a batch holds at least one image")
         return self._entry((x.shape[1], x.shape[2]), self.training)[1](x)
 
     def forward_tokens(self, x: torch.Tensor, size) -> torch.Tensor:
         """timm-style entry: x (B, N, C) with N = H·W row-major → (B, N, C)."""
-        H, W = size
-        if x.dim() != 3 or x.shape[1] != H * W:
+        H, W = arguments.resolution(size, "size", square_ok=False)
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != H * W:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ShapeError(f"forward_tokens expects (B, {H}*{W}={H * W}, {self.dim}), "
-                             f"got {tuple(x.shape)}")
+                             f"got {shape}")
         return self(x.reshape(x.shape[0], H, W, x.shape[2])).reshape(x.shape)
 
     # -- keep the cache consistent -------------------------------------------------------
@@ -228,10 +289,27 @@ class CompiledAttention(nn.Module):
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write spec + sizes + state dict; `attndsl.load(path)` rebuilds the module."""
+        """Write spec text + sizes + passes + state dict; `attndsl.load(path)` rebuilds the
+        module (the spec text is stored, never a path to read again)."""
+        path = check_output_path(path, "module file")
         torch.save({"format": SAVE_FORMAT, "spec": dump_spec(self.spec), "dim": self.dim,
                     "resolution": list(self.resolution), "heads": self.heads_override,
-                    "backend": self.backend, "state_dict": self.state_dict()}, path)
+                    "backend": self.backend, "passes": self.passes,
+                    "state_dict": self.state_dict()}, path)
+
+
+def check_output_path(path, what: str) -> Path:
+    """A file path whose folder exists and that is not itself a folder."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ArgumentError(f"the {what} path must be a file path, got {path!r}", argument="path")
+    path = Path(path)
+    if path.is_dir():
+        raise ArgumentError(f"{path} is a directory; give a file path for the {what} "
+                            f"(e.g. {path / 'attn.pt'})", argument="path")
+    if not path.parent.is_dir():
+        raise ArgumentError(f"cannot write the {what} {path}: folder {path.parent} does not "
+                            "exist (create it first)", argument="path")
+    return path
 
 
 def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
@@ -248,9 +326,9 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
     >>> attn(torch.randn(2, 14, 14, 96)).shape
     torch.Size([2, 14, 14, 96])
     """
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
     module = CompiledAttention(spec, dim, resolution, heads=heads, backend=backend,
                                passes=passes)
-    dtype = resolve_dtype(dtype)
     if dtype is not None or device is not None:
         module = module.to(device=device, dtype=dtype)
     return module
@@ -259,20 +337,64 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
 def load(path: str | os.PathLike, *, backend: str | None = None,
          map_location=None) -> CompiledAttention:
     """Load a module written by `CompiledAttention.save` / `attndsl compile --out`."""
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise AttndslError(f"no such file: {path}") from None
-    if not isinstance(blob, dict) or blob.get("format") != SAVE_FORMAT:
-        raise AttndslError(f"{path} is not an attndsl module file (format {SAVE_FORMAT})")
-    module = CompiledAttention(blob["spec"], blob["dim"], tuple(blob["resolution"]),
-                               heads=blob["heads"], backend=backend or blob["backend"])
+    blob = _read_module_file(path, map_location)
+    missing = sorted({"spec", "dim", "resolution", "state_dict"} - set(blob))
+    if missing:
+        raise AttndslError(f"{path} is an attndsl module file without {missing}: it was cut "
+                           "or written by something else; save the module again")
     state = blob["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AttndslError(f"{path}: 'state_dict' is not a mapping of names to tensors")
+    try:
+        spec = load_spec_text(blob["spec"], origin=f"{path} (stored spec)")
+        module = CompiledAttention(spec, blob["dim"], blob["resolution"],
+                                   heads=blob.get("heads"),
+                                   backend=backend or blob.get("backend", "auto"),
+                                   passes=blob.get("passes"))
+    except AttndslError as exc:   # a hand-edited or foreign file: the same checks as the API
+        raise AttndslError(f"{path}: the stored module is invalid: {exc}") from None
     first = next(iter(state.values()), None)
     if first is not None:
+        if not first.dtype.is_floating_point:
+            raise AttndslError(f"{path}: weights of dtype {first.dtype}; expected a float dtype")
         module = module.to(dtype=first.dtype, device=first.device)
+    have = module.state_dict()
+    unexpected = sorted(set(state) - set(have))
+    absent = sorted(set(have) - set(state))
+    mis_shaped = sorted(k for k in set(state) & set(have) if state[k].shape != have[k].shape)
+    if unexpected or absent or mis_shaped:
+        detail = "; ".join(f"{what}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+                           for what, keys in (("missing", absent), ("unexpected", unexpected),
+                                              ("wrong shape", mis_shaped)) if keys)
+        raise AttndslError(f"{path}: the weights do not fit spec '{spec.name}' at dim "
+                           f"{module.dim}, resolution {module.resolution} ({detail}); were "
+                           "they saved from another spec?")
     module.load_state_dict(state)
     return module
+
+
+def _read_module_file(path, map_location) -> dict:
+    """torch.load's many failure modes (missing, a folder, empty, cut short, not a torch
+    file) as one AttndslError that says what the file is not."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"path must be a file path, got {path!r}", argument="path")
+    p = Path(path)
+    if not p.exists():
+        raise AttndslError(f"no such file: {p}")
+    if p.is_dir():
+        raise AttndslError(f"{p} is a directory, not an attndsl module file")
+    try:
+        blob = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:   # EOFError, RuntimeError (zip reader), UnpicklingError, …
+        reason = str(exc).strip().split(". ")[0][:160] if str(exc).strip() else type(exc).__name__
+        raise AttndslError(f"{p} is not a readable attndsl module file ({p.stat().st_size} "
+                           f"bytes; torch.load: {reason}); write one with module.save(path) "
+                           "or attndsl compile --out") from None
+    if not isinstance(blob, dict) or blob.get("format") != SAVE_FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise AttndslError(f"{p} is not an attndsl module file (format {SAVE_FORMAT}, found "
+                           f"{found!r}); for a foreign checkpoint use attndsl.convert")
+    return blob
 
 
 __all__ = ["CompiledAttention", "compile", "load", "BACKENDS"]

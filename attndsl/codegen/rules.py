@@ -43,7 +43,9 @@ class Ctx:
         return it as a graph value (a get_attr node), so passes can see where it is used."""
         if self.tracer is None:          # rules running eagerly: the tensor itself
             return value.to(self.device)
-        full = f"{self.bp.name}_{name}"
+        # "_" + …: branch names start with a letter, so a constant never takes the name of
+        # a branch's parameter module (branch "a"'s mask vs a branch named "a_mask")
+        full = f"_{self.bp.name}__{name}"
         if not hasattr(self.root, full):
             self.root.register_buffer(full, value.to(self.device), persistent=False)
         return self.tracer.create_proxy("get_attr", full, (), {})

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import SpecError
+from . import arguments
 from . import models as m
 
 
@@ -89,8 +90,8 @@ LAYOUT_MAKES = {"qkv": "qkv", "q_kv": "qkv", "qk": "qk", "qv": "qv", "q": "q",
 
 def bind(spec: m.Spec, dim: int, resolution, heads: int | None = None) -> Plan:
     """Resolve a spec at a model width and a token grid (H, W)."""
-    resolution = _resolution(resolution)
-    return _bind(spec, int(dim), resolution, heads)
+    return _bind(spec, arguments.dim(dim), arguments.resolution(resolution),
+                 arguments.heads(heads))
 
 
 @functools.lru_cache(maxsize=256)
@@ -127,19 +128,6 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
         start += g
     return Plan(spec=spec, dim=dim, resolution=resolution, grid=grid, heads=heads,
                 head_dim=d, branches=tuple(plans))
-
-
-def _resolution(resolution) -> tuple[int, int]:
-    if isinstance(resolution, int):
-        resolution = (resolution, resolution)
-    try:
-        H, W = (int(r) for r in resolution)
-    except (TypeError, ValueError):
-        raise SpecError(f"resolution must be (H, W), got {resolution!r}",
-                        path="resolution") from None
-    if H < 1 or W < 1:
-        raise SpecError(f"resolution must be positive, got {(H, W)}", path="resolution")
-    return H, W
 
 
 def _split_heads(spec: m.Spec, heads: int) -> list[int]:

@@ -16,6 +16,11 @@ from . import models as m
 
 SpecLike = typing.Union[m.Spec, dict, str, os.PathLike]
 
+# A zoo spec is ~1 KB and ~100 YAML nodes. YAML aliases let 600 bytes expand to 10^9
+# nodes (an "alias bomb"): every walk over the expanded tree is bounded by these.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_NODES = 20_000
+
 
 # ---------------------------------------------------------------- loading
 def load_spec(source: SpecLike) -> m.Spec:
@@ -30,6 +35,17 @@ def load_spec(source: SpecLike) -> m.Spec:
     if isinstance(source, dict):
         return _validate(source, lines={}, origin=None)
     text, origin = _read_source(source)
+    return load_spec_text(text, origin)
+
+
+def load_spec_text(text: str, origin: str | None = None) -> m.Spec:
+    """A spec from YAML text only: never read as a path or a zoo name (module files store
+    their spec this way, so loading one never reads another file)."""
+    if not isinstance(text, str):
+        raise SpecError(f"spec text must be a string, got {type(text).__name__}", source=origin)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec text is {len(text):,} characters; a spec is a few KB (limit "
+                        f"{MAX_SPEC_BYTES:,})", source=origin)
     data, lines = _parse_yaml(text, origin)
     return _validate(data, lines=lines, origin=origin)
 
@@ -44,6 +60,9 @@ def _read_source(source) -> tuple[str, str | None]:
             hint = f"; the zoo has {zoo_path(path.stem)}" if zoo_path(path.stem) else ""
             raise SpecError(f"spec file {what}: {path}{hint}")
         try:
+            if path.stat().st_size > MAX_SPEC_BYTES:
+                raise SpecError(f"spec file {path} is {path.stat().st_size:,} bytes; a spec is "
+                                f"a few KB (limit {MAX_SPEC_BYTES:,})")
             return path.read_text(), str(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"cannot read spec file {path}: {exc}") from None
@@ -78,7 +97,7 @@ def _parse_yaml(text: str, origin: str | None) -> tuple[Any, dict]:
                         f"{type(data).__name__}", source=origin, line=1)
     lines: dict[tuple, int] = {}
     try:
-        _collect_lines(node, (), lines)
+        _collect_lines(node, (), lines, budget=[MAX_SPEC_NODES])
     except SpecError as exc:
         exc.source = origin
         raise SpecError(exc.detail, path=exc.path, line=exc.line, source=origin) from None
@@ -88,8 +107,14 @@ def _parse_yaml(text: str, origin: str | None) -> tuple[Any, dict]:
     return data, lines
 
 
-def _collect_lines(node, path: tuple, lines: dict) -> None:
-    """Record the 1-based line of every key and list item, keyed by its path."""
+def _collect_lines(node, path: tuple, lines: dict, budget: list) -> None:
+    """Record the 1-based line of every key and list item, keyed by its path. `budget`
+    counts the nodes of the expanded tree (aliases expand): past it the YAML is refused
+    before pydantic or anything else walks it."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SpecError(f"YAML expands to more than {MAX_SPEC_NODES:,} nodes (aliases "
+                        "repeating anchors?); a spec has a few hundred", line=1)
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -99,11 +124,11 @@ def _collect_lines(node, path: tuple, lines: dict) -> None:
                                 f"{lines[path + (key,)]} and {key_node.start_mark.line + 1})",
                                 path=_dotted(path + (key,)), line=key_node.start_mark.line + 1)
             lines[path + (key,)] = key_node.start_mark.line + 1
-            _collect_lines(value_node, path + (key,), lines)
+            _collect_lines(value_node, path + (key,), lines, budget)
             lines[path + (key,)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _collect_lines(item, path + (i,), lines)
+            _collect_lines(item, path + (i,), lines, budget)
 
 
 def _validate(data: dict, *, lines: dict, origin: str | None) -> m.Spec:

@@ -32,6 +32,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEFAULT_BRANCH = "attn"
 RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
+# A branch's parameters are a submodule named after it, on the compiled module and on the
+# traced root, so a branch name must not shadow an attribute of either (nor of
+# nn.Module); tests/test_spec_errors.py keeps this set in sync with the classes.
+MODULE_ATTRIBUTES = frozenset({
+    "backend", "code", "dim", "explain_plan", "forward_tokens", "graph_module",
+    "heads_override", "lowerings", "passes", "plan", "plan_for", "resolution", "save", "spec",
+    "dtype", "device", "is_training", "compiled", "shape_generic"})
+
+
+def check_branch_name(name: str) -> str:
+    """A branch name becomes a Python attribute and part of parameter names: refuse
+    keywords and names that would shadow a module attribute."""
+    import keyword
+
+    from torch import nn
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"branch name '{name}' is a Python keyword; choose another, e.g. "
+                         f"'{name}_branch'")
+    if name in MODULE_ATTRIBUTES or name in RESERVED_NAMES or hasattr(nn.Module, name):
+        raise ValueError(f"branch name '{name}' is reserved (an attribute of the compiled "
+                         f"module); choose another, e.g. '{name}_branch'")
+    return name
 
 
 class Component(BaseModel):
@@ -317,6 +339,11 @@ class Branch(Component):
 
     name: str = Field(default=DEFAULT_BRANCH, pattern=r"^[a-z][a-z0-9_]*$")
     heads: BranchHeads = "rest"
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name):
+        return check_branch_name(name)
     projections: Projections = Projections()
     parameterization: Parameterization
     normalization: Normalization
