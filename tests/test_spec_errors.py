@@ -181,7 +181,7 @@ LOAD_CASES = [
     ("dropout-one", BASE + "dropout: {attention: 1.0}\n", "dropout.attention", 13,
      ["less than 1", "got 1.0"]),
     ("temperature-zero", edit(BASE, "kind: softmax", "kind: softmax\n  temperature: 0"),
-     "normalization.temperature", 10, ["greater than 0", "got 0"]),
+     "normalization.temperature", 10, ["greater than or equal to 0.000001", "got 0"]),
     ("spec-heads-zero", edit(BASE, "heads: 3", "heads: 0"), "heads", 2,
      ["heads must be >= 1 or 'channels'", "got 0"]),
     ("pad-to-multiple-zero", BASE + "pad_to_multiple: 0\n", "pad_to_multiple", 13,

@@ -131,12 +131,12 @@ def test_dump_keeps_kind_tags_even_when_default():
 
 def test_dump_float_formats_round_trip():
     text = ("name: demo\n" + textwrap.dedent(BODY).replace(
-        "{kind: softmax}", "{kind: softmax, temperature: 1.0e-07}")
-        .replace("[query_key]}", "[query_key], scale: 1.0e+20}"))
+        "{kind: softmax}", "{kind: softmax, temperature: 1.0e-05}")
+        .replace("[query_key]}", "[query_key], scale: 2.5e+5}"))
     spec = load_spec(text)
     assert load_spec(dump_spec(spec)) == spec
-    assert spec.branches[0].normalization.temperature == 1e-7
-    assert math.isclose(spec.branches[0].parameterization.scale, 1e20)
+    assert spec.branches[0].normalization.temperature == 1e-5
+    assert math.isclose(spec.branches[0].parameterization.scale, 2.5e5)
 
 
 def test_dump_quotes_awkward_strings():
@@ -276,7 +276,7 @@ def test_schema_structure(schema):
     assert set(window["padding"]["enum"]) == {"error", "pad_unmasked", "pad_masked"}
     assert defs["Dropout"]["properties"]["attention"]["exclusiveMaximum"] == 1
     assert defs["GhostHead"]["properties"]["lam"]["type"] == "integer"
-    assert defs["Softmax"]["properties"]["temperature"]["exclusiveMinimum"] == 0
+    assert defs["Softmax"]["properties"]["temperature"]["minimum"] == 1e-6
 
 
 def _refs(node):

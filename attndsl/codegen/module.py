@@ -19,6 +19,7 @@ from ..spec import arguments
 from ..spec.bind import Plan, bind
 from ..spec.io import SpecLike, dump_spec, load_spec, load_spec_text
 from .autoplan import explain, wants_inductor
+from .footprint import check_footprint
 from .lower import lower
 from .passes import pass_names, split_parameter_prologue
 from .params import spec_parameters
@@ -156,6 +157,7 @@ class CompiledAttention(nn.Module):
         self.spec = load_spec(spec)
         self.dim, self.heads_override = arguments.dim(dim), arguments.heads(heads)
         self.plan: Plan = bind(self.spec, self.dim, resolution, heads)
+        check_footprint(self.plan)       # before any parameter is allocated
         self._graphs: OrderedDict = OrderedDict()
         self.backend, self.passes = backend, passes
         for name, mod in spec_parameters(self.plan).items():
@@ -193,6 +195,8 @@ class CompiledAttention(nn.Module):
     def plan_for(self, resolution) -> Plan:
         plan = bind(self.spec, self.dim, resolution, self.heads_override)
         if plan.resolution != self.plan.resolution:
+            dtype, device = self._dtype_device()
+            check_footprint(plan, device, dtype)
             with torch.device("meta"):
                 wanted = {f"{n}.{k}": tuple(v.shape) for n, mod in spec_parameters(plan).items()
                           for k, v in mod.state_dict().items()}
@@ -330,6 +334,7 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
     module = CompiledAttention(spec, dim, resolution, heads=heads, backend=backend,
                                passes=passes)
     if dtype is not None or device is not None:
+        check_footprint(module.plan, device, dtype or torch.float32)
         module = module.to(device=device, dtype=dtype)
     return module
 

@@ -112,8 +112,10 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
     grid = resolution
     if spec.pad_to_multiple:
         p = spec.pad_to_multiple
+        fits_grid(p, resolution, "pad_to_multiple", "padding the grid to a multiple of")
         grid = (-(-H // p) * p, -(-W // p) * p)
     for i, pe in enumerate(spec.positional):
+        fits_grid(pe.size, resolution, f"positional[{i}].size", "a PEG kernel of")
         if pe.size % 2 == 0:
             raise SpecError(f"PEG kernel size must be odd to keep the grid, got {pe.size}",
                             path=f"positional[{i}].size")
@@ -128,6 +130,16 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
         start += g
     return Plan(spec=spec, dim=dim, resolution=resolution, grid=grid, heads=heads,
                 head_dim=d, branches=tuple(plans))
+
+
+def fits_grid(size: int, grid: tuple[int, int], path: str, what: str) -> None:
+    """A size read against the token grid must not exceed 2·max(H, W) − 1: beyond it every
+    extra tap or row is padding (and 10^9 would be allocated or unrolled as given)."""
+    limit = 2 * max(grid) - 1
+    if size > limit:
+        raise SpecError(f"{what} {size} at the {grid[0]}x{grid[1]} grid reads nothing but "
+                        f"padding beyond {limit} (2·max(H, W) − 1); valid: 1..{limit}",
+                        path=path)
 
 
 def _split_heads(spec: m.Spec, heads: int) -> list[int]:
@@ -217,6 +229,21 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
     if isinstance(par, m.Additive) and "q" in needs and qk_dim % heads:
         raise SpecError(f"q/k width {qk_dim} is not divisible by {heads} heads",
                         path=f"{path}projections.qk_width")
+
+    # -- sizes against the grid: a kernel wider than twice the map reads only padding, and
+    # unbounded sizes would allocate (or unroll) without limit
+    if isinstance(app, m.Window):
+        fits_grid(app.size, grid, f"{path}application.size", "a window of")
+    if isinstance(app, m.Sliding):
+        fits_grid(app.dilation * (app.size - 1) + 1, grid, f"{path}application.size",
+                  f"a neighbourhood of size {app.size} with dilation {app.dilation} spans")
+    if isinstance(par, m.Hadamard) and par.dw_kernel:
+        fits_grid(par.dw_kernel, grid, f"{path}parameterization.dw_kernel", "a conv kernel of")
+    if ker.size > 1:
+        fits_grid(ker.size, grid, f"{path}kernel.size", "K×K keys of")
+    if b.extras.value_conv is not None:
+        fits_grid(b.extras.value_conv.size, grid, f"{path}extras.value_conv.size",
+                  "a value conv of")
 
     # -- application
     if isinstance(app, m.Window):

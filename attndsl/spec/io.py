@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,17 @@ MAX_SPEC_NODES = 20_000
 
 
 # ---------------------------------------------------------------- loading
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e5` and `1.0e308` as numbers as YAML 1.2 does (YAML
+    1.1 wants a sign in the exponent, so PyYAML reads them as strings)."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_spec(source: SpecLike) -> m.Spec:
     """Load and validate a spec from a path, a YAML string, a dict or a `Spec`.
 
@@ -83,8 +95,8 @@ def _read_source(source) -> tuple[str, str | None]:
 
 def _parse_yaml(text: str, origin: str | None) -> tuple[Any, dict]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=SpecLoader)
+        data = yaml.load(text, Loader=SpecLoader)
     except RecursionError:
         raise SpecError("YAML is nested too deeply to be a spec", source=origin) from None
     except yaml.YAMLError as exc:
@@ -180,7 +192,10 @@ def _member_fits(member: str, value: Any) -> bool:
         return isinstance(value, dict)
     if member.startswith("literal["):
         return isinstance(value, str)
-    if member.startswith(("int", "constrained-int", "float")):
+    # validator-wrapped members name their type last: "function-after[…, function-before[
+    # check(), int]]"
+    if member.startswith(("int", "constrained-int", "float")) or re.search(
+            r"\b(int|float)\]*$", member):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
+                      model_validator)
 
 DEFAULT_BRANCH = "attn"
 RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
@@ -63,8 +64,25 @@ class Component(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+def _numbers_only(kind: str):
+    """pydantic's lax mode reads `size: true` as 1 and `size: "7"` as 7: a number field
+    takes numbers only (YAML's true/false and quoted strings are errors)."""
+    def check(value):
+        if isinstance(value, bool):
+            raise ValueError(f"input should be a valid {kind}, got {value!r} (a YAML boolean)")
+        if isinstance(value, str):
+            raise ValueError(f"input should be a valid {kind}, got the string {value!r}")
+        return value
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _numbers_only("integer")]
+Float = Annotated[float, _numbers_only("number")]
+
+
 # ---------------------------------------------------------------- parameterization
-Scale = Union[float, Literal["head_dim^-0.5"]]
+# |scale| beyond 1e6 overflows the logits (1e308 made every output NaN)
+Scale = Union[Annotated[Float, Field(ge=-1e6, le=1e6)], Literal["head_dim^-0.5"]]
 
 Term = Literal["query_key", "query_rel_pos", "key_rel_pos", "rel_pos_bias", "query_mean"]
 TERM_DOC = {
@@ -97,8 +115,8 @@ class Hadamard(Component):
     """ELSA (ZOO §2): h = q ⊙ k · s, logits = PW(act(DW(h))) with G·K² outputs."""
 
     kind: Literal["hadamard"] = "hadamard"
-    dw_kernel: int | None = Field(default=None, ge=1)
-    group_width: int = Field(default=8, ge=1)
+    dw_kernel: Int | None = Field(default=None, ge=1)
+    group_width: Int = Field(default=8, ge=1)
     activation: Literal["gelu", "relu", "identity"] = "gelu"
     scale: Scale = 1.0
 
@@ -109,7 +127,8 @@ Parameterization = Annotated[Union[Additive, Hadamard], Field(discriminator="kin
 # ---------------------------------------------------------------- normalization
 class Softmax(Component):
     kind: Literal["softmax"] = "softmax"
-    temperature: float = Field(default=1.0, gt=0)
+    # logits / temperature: below 1e-6 (1e-320 was accepted) the quotient overflows
+    temperature: Float = Field(default=1.0, ge=1e-6, le=1e6)
 
 
 class Identity(Component):
@@ -127,7 +146,7 @@ class LayerNormOverKernels(Component):
     """(w − mean_j w) / sqrt(var_j w + eps), biased variance, no affine."""
 
     kind: Literal["layernorm"] = "layernorm"
-    eps: float = Field(default=1e-5, gt=0)
+    eps: Float = Field(default=1e-5, ge=1e-12, le=1.0)
 
 
 class Sigmoid(Component):
@@ -138,14 +157,14 @@ class L1(Component):
     """w / max(Σ_j |w_j|, eps)."""
 
     kind: Literal["l1"] = "l1"
-    eps: float = Field(default=1e-12, gt=0)
+    eps: Float = Field(default=1e-12, ge=1e-12, le=1.0)
 
 
 class FilterNorm(Component):
     """(w − mean_j w) / (std_j w + 1e-10) · gain / K, unbiased std (DDF uses gain √2)."""
 
     kind: Literal["filter_norm"] = "filter_norm"
-    gain: float = 1.0
+    gain: Float = Field(default=1.0, ge=-1e6, le=1e6)
 
 
 Normalization = Annotated[
@@ -174,8 +193,8 @@ class Window(Component):
     """
 
     kind: Literal["window"] = "window"
-    size: int = Field(ge=1)
-    shift: int = Field(default=0, ge=0)
+    size: Int = Field(ge=1)
+    shift: Int = Field(default=0, ge=0)
     padding: Literal["error", "pad_unmasked", "pad_masked"] = "error"
     shift_order: Literal["roll_then_pad", "pad_then_roll"] = "roll_then_pad"
     shrink_to_map: bool = False
@@ -191,8 +210,8 @@ class Sliding(Component):
     """
 
     kind: Literal["sliding"] = "sliding"
-    size: int = Field(ge=1)
-    dilation: int = Field(default=1, ge=1)
+    size: Int = Field(ge=1)
+    dilation: Int = Field(default=1, ge=1)
     border: Literal["zero_pad", "clamp"] = "zero_pad"
 
 
@@ -205,9 +224,9 @@ class Pooled(Component):
 
     kind: Literal["pooled"] = "pooled"
     op: Literal["avg", "conv"] = "avg"
-    ratio: int = Field(ge=1)
+    ratio: Int = Field(ge=1)
     norm: Literal["layernorm", "none"] = "none"
-    norm_eps: float = Field(default=1e-5, gt=0)
+    norm_eps: Float = Field(default=1e-5, ge=1e-12, le=1.0)
 
 
 class SoftSelect(Component):
@@ -215,7 +234,7 @@ class SoftSelect(Component):
     (learned E, F of shape (keys, N), shared across heads)."""
 
     kind: Literal["soft_select"] = "soft_select"
-    keys: int = Field(ge=1)
+    keys: Int = Field(ge=1)
 
 
 class Clusters(Component):
@@ -223,10 +242,11 @@ class Clusters(Component):
     into clusters of `size` tokens; sibling clusters share `overlap` keys."""
 
     kind: Literal["clusters"] = "clusters"
-    size: int = Field(default=49, ge=2)
-    overlap: int = Field(default=20, ge=0)
-    iterations: int = Field(default=2, ge=0)
-    temperature: float = Field(default=100.0, gt=0)
+    size: Int = Field(default=49, ge=2)
+    overlap: Int = Field(default=20, ge=0)
+    # the trace unrolls every refinement iteration at every level (BOAT uses 2)
+    iterations: Int = Field(default=2, ge=0, le=16)
+    temperature: Float = Field(default=100.0, ge=1e-6, le=1e6)
 
 
 Application = Annotated[
@@ -240,8 +260,8 @@ class GhostHead(Component):
     non-negative integer (a fractional power of a signed parameter is NaN)."""
 
     kind: Literal["ghost_head"] = "ghost_head"
-    lam: int = Field(default=0, ge=0)
-    gamma: float = 1.0
+    lam: Int = Field(default=0, ge=0)
+    gamma: Float = Field(default=1.0, ge=-1e6, le=1e6)
 
 
 class Kernel(Component):
@@ -249,7 +269,7 @@ class Kernel(Component):
     keys) and an optional expansion of head filters to channel filters."""
 
     type: Literal["standard", "depthwise"] = "standard"
-    size: int = Field(default=1, ge=1)
+    size: Int = Field(default=1, ge=1)
     expand: GhostHead | None = None
 
 
@@ -265,9 +285,9 @@ class QKWidth(Component):
     """Width of q and k: C // den · num, rounded up to a multiple (ELSA: 2/3, 8)."""
 
     kind: Literal["ratio"] = "ratio"
-    num: int = Field(ge=1)
-    den: int = Field(ge=1)
-    multiple_of: int = Field(default=1, ge=1)
+    num: Int = Field(ge=1)
+    den: Int = Field(ge=1)
+    multiple_of: Int = Field(default=1, ge=1)
 
 
 class QKNorm(Component):
@@ -275,7 +295,7 @@ class QKNorm(Component):
     (timm ViT's qk_norm; eps 1e-6 as timm's VisionTransformer builds it)."""
 
     kind: Literal["layernorm"] = "layernorm"
-    eps: float = Field(default=1e-6, gt=0)
+    eps: Float = Field(default=1e-6, ge=1e-12, le=1.0)
 
 
 class Projections(Component):
@@ -297,7 +317,7 @@ class Projections(Component):
 class ValueConv(Component):
     """A depthwise size×size conv on the value map added to the output (BOAT, LePE)."""
 
-    size: int = Field(default=3, ge=1)
+    size: Int = Field(default=3, ge=1)
     bias: bool = True
 
 
@@ -308,15 +328,15 @@ class Extras(Component):
 
 
 class Dropout(Component):
-    attention: float = Field(default=0.0, ge=0, lt=1)
-    projection: float = Field(default=0.0, ge=0, lt=1)
+    attention: Float = Field(default=0.0, ge=0, lt=1)
+    projection: Float = Field(default=0.0, ge=0, lt=1)
 
 
 class Peg(Component):
     """Conditional positional encoding: x ← x + DWConv_size(x) before attention."""
 
     kind: Literal["peg"] = "peg"
-    size: int = Field(default=3, ge=1)
+    size: Int = Field(default=3, ge=1)
 
 
 PositionalEncoding = Annotated[Union[Peg], Field(discriminator="kind")]
@@ -324,11 +344,11 @@ PositionalEncoding = Annotated[Union[Peg], Field(discriminator="kind")]
 
 # ---------------------------------------------------------------- branches and spec
 class HeadFraction(Component):
-    fraction: float = Field(gt=0, le=1)
+    fraction: Float = Field(gt=0, le=1)
     rounding: Literal["floor", "ceil", "round"] = "floor"
 
 
-BranchHeads = Union[Literal["rest"], Annotated[int, Field(ge=0)], HeadFraction]
+BranchHeads = Union[Literal["rest"], Annotated[Int, Field(ge=0)], HeadFraction]
 
 BRANCH_AXES = ("projections", "parameterization", "normalization", "application",
                "kernel", "kernel_bank", "extras", "dropout")
@@ -369,8 +389,8 @@ class Spec(Component):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     paper: str = ""
     description: str = ""
-    heads: int | Literal["channels"] = Field(default=1)
-    pad_to_multiple: int | None = Field(default=None, ge=1)
+    heads: Int | Literal["channels"] = Field(default=1)
+    pad_to_multiple: Int | None = Field(default=None, ge=1)
     positional: tuple[PositionalEncoding, ...] = ()
     branches: tuple[Branch, ...] = Field(min_length=1)
     merge: Merge = Merge()
