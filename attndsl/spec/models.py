@@ -39,7 +39,7 @@ RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
 MODULE_ATTRIBUTES = frozenset({
     "backend", "code", "dim", "explain_plan", "forward_tokens", "graph_module",
     "heads_override", "lowerings", "passes", "plan", "plan_for", "resolution", "save", "spec",
-    "dtype", "device", "is_training", "compiled", "shape_generic"})
+    "dtype", "device", "is_training", "compiled", "shape_generic", "training"})
 
 
 def check_branch_name(name: str) -> str:
