@@ -241,7 +241,7 @@ def swin_relative_position_index(ws: int) -> torch.Tensor:
 
 
 def _window(module) -> int:
-    return _branch(module).spec.application.size
+    return _branch(module).window      # the bound window (shrink_to_map shrinks it)
 
 
 def _swin_check(module):

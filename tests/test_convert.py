@@ -14,6 +14,10 @@ CASES = {
                   dict(dim=48, heads=3), (14, 14)),
     "timm.swin/shifted": (lambda: lm.TimmWindowAttention(48, 3, 7, shift=3), "swin_swmsa",
                           dict(dim=48, heads=3), (15, 13)),
+    # a 4×4 map: the spec's window shrinks to the map (shrink_to_map), as timm's does,
+    # so timm's table and index are those of a 4×4 window
+    "timm.swin/small-map": (lambda: lm.TimmWindowAttention(48, 3, 4), "swin_wmsa",
+                            dict(dim=48, heads=3), (4, 4)),
     "timm.twins_lsa": (lambda: lm.TimmLocallyGroupedAttn(48, 3, 7), "twins_lsa",
                        dict(dim=48, heads=3), (15, 13)),
     "timm.twins_gsa": (lambda: lm.TimmGlobalSubSampleAttn(48, 3, 8), "twins_gsa",
