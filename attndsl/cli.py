@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -27,7 +28,8 @@ def _size_args(p: argparse.ArgumentParser, *, default_res=(56, 56)) -> None:
     p.add_argument("--dim", type=int, default=96, help="model width C (default 96)")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
                    default=list(default_res), help="token grid (default %(default)s)")
-    p.add_argument("--heads", type=int, default=None, help="override the spec's head count")
+    p.add_argument("--heads", type=_heads, default=None, help="override the spec's head "
+                   "count (an integer, or 'channels': one head per channel)")
 
 
 def _build(args, backend=None):
@@ -346,6 +348,42 @@ def run_suite(argv: list[str]) -> int:
     return suite_main(argv)
 
 
+# the API's words in error messages, as the command line spells them
+CLI_WORDS = {"dim": "--dim", "resolution": "--resolution", "heads": "--heads",
+             "dtype": "--dtype", "backend": "--backend", "path": "--out"}
+CLI_HINTS = {
+    "export(module, resolution=(H, W))":
+        "attndsl export SPEC --resolution H W --out FILE (without --dynamic-resolution)",
+}
+
+
+def cli_message(exc: AttndslError) -> str:
+    """An error as a command-line user reads it: flags, not Python keyword arguments."""
+    path = getattr(exc, "path", "")
+    detail = getattr(exc, "detail", None)
+    if path in CLI_WORDS and detail is not None:
+        flag = CLI_WORDS[path]
+        text = re.sub(rf"^{path}\b", flag, detail)   # "dim must be …" → "--dim must be …"
+        text = f"{flag}: {text}" if not text.startswith(flag) else text
+        text = text.replace(f"in {path} ", f"in {flag} ")
+    else:
+        text = str(exc)
+    for api, cli in CLI_HINTS.items():
+        text = text.replace(api, cli)
+    return text
+
+
+def _heads(value: str):
+    """--heads: a positive integer or 'channels' (one head per channel)."""
+    if value == "channels":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'channels', got "
+                                         f"{value!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"] and "--suite" in argv:
@@ -354,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except AttndslError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {escape(cli_message(exc))}")
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")

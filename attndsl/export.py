@@ -178,7 +178,12 @@ def export_onnx(module, path, *, resolution=None, dynamic_batch: bool = True) ->
         ops = sorted(set(re.findall(r"op='(aten\.\w+)', overload='(\w+)'", text)))
         if ops:
             names = [f"{o}.{v}" for o, v in ops]
-            gm = module.graph_module(tuple(resolution or module.resolution), training=False)
+            # lowered again with the stack traces recorded (ordinary lowering skips them:
+            # recording costs ~1.5 s of one-time imports in a process)
+            from .codegen.lower import lower
+            gm = lower(module.plan_for(tuple(resolution or module.resolution)),
+                       module._param_modules(), dtype=module._dtype_device()[0],
+                       passes=module.passes, stack_traces=True)
             where = "; ".join(f"{n} — from {_axis_of(gm, n)}" for n in names)
             raise ExportError(f"spec '{module.spec.name}' can't be exported to ONNX: ONNX has "
                               f"no lowering for {where}") from exc

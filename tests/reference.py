@@ -1,7 +1,7 @@
 """Independent plain-PyTorch reference implementations of the attention zoo.
 
 These functions are the ground truth the ``attndsl`` compiler is checked against.
-They follow ``ZOO.md`` literally and deliberately share no code with the compiler:
+They follow ``docs/mechanisms.md`` literally and deliberately share no code with the compiler:
 they depend on ``torch`` and ``math`` only, and they favour obviously-correct code
 (explicit padding, explicit index tables, Python loops over windows / clusters /
 offsets) over speed.  They are meant to be run at tiny sizes (e.g. B=2, 14x14, C=24).

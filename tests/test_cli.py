@@ -1,11 +1,13 @@
 """The `attndsl` command line."""
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from attndsl.cli import main
+import attndsl
+from attndsl.cli import build_parser, main
 
 
 def test_zoo_lists_every_spec_with_its_paper(capsys):
@@ -114,3 +116,56 @@ def test_export_writes_a_program(tmp_path, capsys):
                  "--out", str(path)]) == 0
     program = torch.export.load(str(path))
     assert program.module()(torch.randn(3, 9, 9, 16)).shape == (3, 9, 9, 16)
+
+
+def test_version_and_help_on_every_option(capsys):
+    import argparse
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"attndsl {attndsl.__version__}"
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {act.option_strings or act.dest}" for name, p in sub.choices.items()
+               for act in p._actions if act.help is None]
+    assert not missing
+
+
+def test_zoo_names_are_never_cut(capsys, monkeypatch):
+    from attndsl.cli import out
+    monkeypatch.setattr(out, "_width", 60)      # a narrow terminal
+    assert main(["zoo"]) == 0
+    text = capsys.readouterr().out
+    for name in attndsl.zoo_names():
+        assert re.search(rf"\b{name}\b", text), name
+
+
+def test_errors_speak_in_flags(capsys):
+    assert main(["show", "swin_wmsa", "--dim", "48", "--heads", "5"]) == 2
+    assert "--heads: dim 48 is not divisible by heads 5" in capsys.readouterr().err
+    assert main(["show", "swin_wmsa", "--dim", "0"]) == 2
+    assert "--dim must be a positive integer" in capsys.readouterr().err
+    assert main(["export", "swin_wmsa", "--dim", "48", "--resolution", "14", "14", "--out",
+                 "x.pt2", "--dynamic-resolution"]) == 2
+    err = capsys.readouterr().err
+    assert "attndsl export SPEC --resolution H W" in err and "export(module" not in err
+
+
+def test_output_paths_are_checked(capsys, tmp_path):
+    assert main(["compile", "swin_wmsa", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "use `attndsl export swin_wmsa --out" in capsys.readouterr().err
+    assert main(["compile", "swin_wmsa", "--out", str(tmp_path / "no" / "m.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", "swin_wmsa", "--out", str(tmp_path)]) == 2
+    assert "FILE.pt2" in capsys.readouterr().err
+    assert main(["export", "swin_wmsa", "--out", str(tmp_path / "no" / "m.pt2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,foreign", [("elsa", ["Swin", "twins", "NAT"]),
+                                          ("dynamic_dwconv", ["ELSA", "Swin", "dynconv_relu"]),
+                                          ("nat", ["ELSA", "twins_lsa"])])
+def test_plan_quotes_only_its_own_evidence(capsys, name, foreign):
+    assert main(["show", name, "--dim", "48", "--resolution", "14", "14", "--plan"]) == 0
+    text = capsys.readouterr().out
+    for word in foreign:
+        assert word not in text, word

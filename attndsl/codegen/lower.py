@@ -171,14 +171,16 @@ def shape_generic_module(plan: Plan, params: dict[str, nn.Module], *, dtype, dev
 
 
 def lower(plan: Plan, params: dict[str, nn.Module], *, dtype=torch.float32,
-          device="cpu", training=False, passes=None, compiled=False) -> fx.GraphModule:
+          device="cpu", training=False, passes=None, compiled=False,
+          stack_traces: bool = False) -> fx.GraphModule:
     """Trace the plan into a GraphModule (B, H, W, C) → (B, H, W, C) and run the passes.
     `compiled`: the graph will run under inductor, so rules may pick forms that only pay
-    off once fused (strided window views instead of materialized gathers)."""
+    off once fused (strided window views instead of materialized gathers).
+    `stack_traces`: record which rule made each node (export's error messages read them)."""
     root = GraphRoot(plan, params, dtype, torch.device(device), training, compiled)
     try:
         tracer = fx.Tracer()
-        tracer.record_stack_traces = True   # which rule made each node (export errors)
+        tracer.record_stack_traces = stack_traces
         graph = tracer.trace(root)
     except Exception as exc:  # a lowering rule bug, not a user error: say where
         raise LoweringError(f"lowering spec '{plan.spec.name}' failed: "
