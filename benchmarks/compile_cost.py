@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, nargs=2, default=[28, 28])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    import torch
+    from .suite import device_info, save_result
     rows = []
     for name in args.specs:
         # BOAT needs N = 49·2^L: keep its grid valid at both resolutions
@@ -94,13 +93,9 @@ def main(argv=None) -> int:
                "warm": warm}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"device": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, "threads": 1, "dtype": "float32",
+    result = {**device_info("cpu", 1), "dtype": "float32",
               "date": datetime.date.today().isoformat(), "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"compile_cost_cpu_{result['date']}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    save_result(args.out, f"compile_cost_cpu_{result['date']}", result)
     return 0
 
 

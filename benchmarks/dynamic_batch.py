@@ -10,7 +10,6 @@ faster) and their spread; JSON under benchmarks/results/ with device, torch, thr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ import torch
 import attndsl
 from attndsl.codegen import module as M
 
-from .suite import device_info
+from .suite import device_info, save_result
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_SPECS = ["nat", "dinat", "elsa", "swin_swmsa", "hilo", "unified_lsa_rp_sliding_softmax",
@@ -98,10 +97,7 @@ def main(argv=None) -> int:
     result = {**device_info("cpu", args.threads),
               "dtype": "float32", "date": datetime.now().isoformat(timespec="minutes"),
               "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"dynamic_batch_cpu_{datetime.now():%Y-%m-%dT%H%M}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    save_result(args.out, f"dynamic_batch_cpu_{datetime.now():%Y-%m-%dT%H%M}", result)
     return 0
 
 

@@ -406,6 +406,15 @@ def device_info(device: str, threads: int) -> dict:
                 python=platform.python_version())
 
 
+def save_result(out: Path, stem: str, result: dict) -> Path:
+    """Write a benchmark's JSON result as out/stem.json and say where."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return path
+
+
 def _git_rev():
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
