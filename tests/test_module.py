@@ -159,3 +159,61 @@ def test_parameters_doc_lists_every_zoo_parameter():
         m = attndsl.compile(name, dim=96, resolution=(56, 56))
         for key, value in m.state_dict().items():
             assert f"| `{key}` | {tuple(value.shape)} |" in section, (name, key)
+
+
+def test_module_file_keeps_the_spec_text_and_passes(tmp_path):
+    """The file holds the spec's text (loading never reads the spec file again, which may
+    have changed or gone) and the passes: a passes=[] module reloads as passes=[]."""
+    spec_file = tmp_path / "mine.yaml"
+    spec_file.write_text(attndsl.zoo_path("swin_wmsa").read_text().replace(
+        "name: swin_wmsa", "name: mine"))
+    m = attndsl.compile(str(spec_file), dim=48, resolution=(14, 14), backend="eager",
+                        passes=[])
+    m.save(tmp_path / "m.pt")
+    spec_file.write_text("this is no longer a spec")
+    again = attndsl.load(tmp_path / "m.pt")
+    x = torch.randn(2, 14, 14, 48)
+    with torch.no_grad():
+        assert torch.equal(again(x), m(x))
+    assert again.passes == [] and again.spec == m.spec
+    assert "scaled_dot_product_attention" not in again.code
+
+
+def test_changing_passes_or_backend_rebuilds_the_graph():
+    m = attndsl.compile("swin_wmsa", dim=48, resolution=(14, 14), backend="eager")
+    x = torch.randn(2, 14, 14, 48)
+    with torch.no_grad():
+        m(x)
+        assert "scaled_dot_product_attention" in m.code
+        m.passes = []
+        assert "scaled_dot_product_attention" not in m.code
+        m.backend = "eager"
+        m(x)
+    assert m.lowerings == 3
+    with pytest.raises(attndsl.SpecError, match="unknown backend 'tvm'"):
+        m.backend = "tvm"
+
+
+def test_file_sizes_go_through_the_api_checks(tmp_path):
+    m = attndsl.compile("swin_wmsa", dim=48, resolution=(14, 14), backend="eager")
+    m.save(tmp_path / "m.pt")
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    blob["resolution"] = [14.5, 14]
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(attndsl.AttndslError, match="bad.pt: the stored module is invalid: .*"
+                                                   "resolution H must be an integer"):
+        attndsl.load(tmp_path / "bad.pt")
+
+
+def test_memory_estimate_names_the_field_and_the_size():
+    from attndsl.codegen.footprint import estimate
+    spec = attndsl.load_spec("vit_mhsa").model_dump()
+    spec["branches"][0]["parameterization"]["terms"] = ["query_key", "rel_pos_bias"]
+    with pytest.raises(attndsl.SpecError, match=r"needs about [\d.,]+ GiB .* more than the "
+                                                r"[\d.,]+ GiB of cpu .*relative-position") as e:
+        attndsl.compile(spec, dim=48, resolution=(160, 160))
+    assert e.value.path in ("application", "parameterization.terms")
+    # the estimate counts the parameters exactly
+    m = attndsl.compile("hilo", dim=96, resolution=(14, 14))
+    params = [n for n in estimate(m.plan) if n.path.startswith("parameter ")]
+    assert sum(n.bytes for n in params) == 4 * sum(p.numel() for p in m.parameters())
