@@ -48,7 +48,8 @@ def cmd_validate(args) -> int:
         try:
             spec = load_spec(path)
             if args.dim:
-                bind(spec, args.dim, tuple(args.resolution))
+                from .codegen.footprint import check_footprint
+                check_footprint(bind(spec, args.dim, tuple(args.resolution)))
             out.print(f"[green]ok[/green]    {path}  ({spec.name}, {len(spec.branches)} "
                       f"branch{'es' if len(spec.branches) > 1 else ''})")
         except AttndslError as exc:

@@ -110,6 +110,18 @@ def test_compiled_form_gradients_match_reference(name, record_error):
     assert max(errors.values()) <= 1e-9, errors
 
 
+@pytest.mark.parametrize("name,res", [
+    ("nat", (9, 11)), ("nat", (7, 7)), ("dinat", (16, 18)), ("dinat", (28, 14)),
+    ("dinat", (15, 14)), ("elsa", (9, 11)), ("unified_lsa_rp_sliding_softmax", (11, 9)),
+    ("dynamic_dwconv", (8, 5))])
+def test_neighbourhood_backward_at_other_grids(name, res):
+    """The window views' own backward (shifted slices; NATTEN's clamped starts folded) on
+    grids where the neighbourhood is the whole sub-grid, or leaves many windows."""
+    m = build(name, res=res).train()
+    errors = gradient_errors(m, compiled_form_graph(m, res, training=True), name, res)
+    assert max(errors.values()) <= 1e-9, errors
+
+
 def test_swin_shift_pad_then_roll_order():
     """The official detection code pads, then rolls; both orders are supported and differ."""
     spec = attndsl.load_spec("swin_swmsa").model_dump()

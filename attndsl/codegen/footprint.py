@@ -5,7 +5,8 @@ tables at 160×160, a q/k width of 10^9) would otherwise end in an allocation tr
 deep inside torch, or in the kernel's OOM killer. The estimate counts the parameters
 exactly (built on the meta device) and the dominant activations of one image in training:
 the q/k/v maps, the attention weights of every query over its keys (three copies: logits,
-normalized weights, their gradient) and the offset-index tables the rules build.
+normalized weights, their gradient; none where SDPA's fused kernel runs without a bias)
+and the offset-index tables the rules build.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from ..errors import SpecError
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
+from .autoplan import choose
 from .params import spec_parameters
 
 COPIES_IN_TRAINING = 3    # logits, normalized weights, and their gradient
@@ -54,17 +56,23 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32) -> list[Need]:
         app = bp.spec.application
         queries, keys = _keys_per_query(bp)
         per_channel = bp.head_dim if bp.depthwise else 1
+        terms = set(getattr(bp.spec.parameterization, "terms", ()))
+        if choose(bp).engine == "sdpa" and not terms - {"query_key"} and isinstance(
+                app, (m.Global, m.Pooled, m.SoftSelect)):
+            # SDPA's fused kernel never holds the (queries × keys) weights (no bias to add)
+            keys = 0
         needs.append(Need(
             f"{bp.path}application", f"{app.kind} attention weights, {bp.heads} heads × "
             f"{queries:,} queries × {keys:,} keys{f' × {per_channel} channels' if per_channel > 1 else ''} "
             f"(×{COPIES_IN_TRAINING} in training)",
             COPIES_IN_TRAINING * bp.heads * queries * keys * per_channel * item))
         taps = bp.spec.kernel.size ** 2
-        needs.append(Need(f"{bp.path}projections", f"q, k, v maps of {queries:,} tokens "
-                          f"({bp.qk_dim} + {bp.qk_dim} + {bp.width} channels"
-                          f"{f', × {taps} taps' if taps > 1 else ''})",
-                          queries * (2 * bp.qk_dim * taps + bp.width) * item))
-        terms = set(getattr(bp.spec.parameterization, "terms", ()))
+        needs.append(Need(f"{bp.path}projections", f"q, k, v and output maps of {queries:,} "
+                          f"tokens ({bp.qk_dim} + {bp.qk_dim} + {bp.width} + {bp.width} "
+                          f"channels{f', q and k × {taps} taps' if taps > 1 else ''}; "
+                          f"×{COPIES_IN_TRAINING} in training)",
+                          COPIES_IN_TRAINING * queries * (2 * bp.qk_dim * taps + 2 * bp.width)
+                          * item))
         if isinstance(app, m.Global) and terms - {"query_key", "query_mean"}:
             n = queries
             needs.append(Need(f"{bp.path}parameterization.terms",

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..spec import models as m
 from ..spec.bind import BranchPlan
-from .windows import inverse_taps, sliding_windows, tap_sources
+from .windows import sliding_windows
 
 KEY_AXIS = 4
 
@@ -345,22 +345,10 @@ class SlidingZeroPadSelection(Selection):
         map, pixel-major so that reductions over the window write channels-last outputs:
         (B, H, W, G, c, K, K). Its backward gathers (codegen/windows.py says why)."""
         return self.ctx.call_leaf(sliding_windows, t, self.bp.heads, self.k, self.dil,
-                                  *self._starts(), self._inverse_tables())
+                                  *self._starts())
 
     def _starts(self):
         return None, None
-
-    def _inverse_tables(self):
-        """Constants for the backward of `windows`: per axis, which (query, tap) entries
-        read each source position."""
-        clamp = isinstance(self, SlidingClampSelection)
-        tables = []
-        for axis, length in (("y", self.H), ("x", self.W)):
-            index, weight = inverse_taps(tap_sources(length, self.k, self.dil, clamp),
-                                           length)
-            tables += [self.ctx.constant(f"taps_{axis}", index),
-                       self.ctx.constant(f"tap_weights_{axis}", weight)]
-        return tuple(tables)
 
     def dot_windows(self, q, k):
         """q·k on the grid layout (see weigh_windows): q (B, G, N, 1, c), k the blocks of

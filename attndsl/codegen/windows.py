@@ -1,4 +1,4 @@
-"""Sliding K×K neighbourhoods as strided views, with a backward that gathers.
+"""Sliding K×K neighbourhoods as strided views, with a backward of shifted slices.
 
 Compiled graphs read every pixel's neighbourhood as a strided view of the map
 (`Tensor.unfold`): inductor turns the view into plain loop indices inside the reduction
@@ -16,49 +16,16 @@ torch 2.13.0 CPU, two threads:
 
 (docs/inductor-cpu-unfold-backward.md has the generated code and the heap-corrupting size).
 
-So `WindowViews` keeps the view for the forward and writes the backward as the
-transposed gather: each source pixel sums the gradient of the (query, tap) pairs that read
-it, listed per axis in constant inverse tables. No scatter, nothing atomic, and the
-forward is the same view as before.
+So `WindowViews` keeps the view for the forward and writes the backward as its transpose
+in shifted slices: per axis, source s sums the gradient of the K (query, tap) pairs that
+read it, each a shifted slice of the zero-padded gradient (NATTEN's clamped starts first
+fold the border queries onto the first and last window). No scatter, nothing atomic,
+plain loop indices, and the forward is the same view as before.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def tap_sources(length: int, k: int, dilation: int, clamp: bool) -> torch.Tensor:
-    """(length, K) source index along one axis for each (query position, tap); −1 where
-    the tap falls in the zero padding. Zero padding: i + t·δ − δ·⌊K/2⌋. Clamped (NATTEN):
-    the window slides inside the query's dilated sub-grid, so it never leaves the map."""
-    sources = torch.empty(length, k, dtype=torch.long)
-    for i in range(length):
-        if clamp:
-            residue, pos = i % dilation, i // dilation
-            n_sub = len(range(residue, length, dilation))
-            start = min(max(pos - k // 2, 0), n_sub - k)
-            sources[i] = (torch.arange(k) + start) * dilation + residue
-        else:
-            src = i + (torch.arange(k) - k // 2) * dilation
-            sources[i] = torch.where((src >= 0) & (src < length), src, -1)
-    return sources
-
-
-def inverse_taps(sources: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The transpose of `tap_sources`: for every source position, the flat (query·K + tap)
-    entries that read it, padded to the longest list. → index (length, M) and a 0/1 weight
-    (length, M) that zeroes the padding entries."""
-    readers: list[list[int]] = [[] for _ in range(length)]
-    for flat, src in enumerate(sources.flatten().tolist()):
-        if src >= 0:
-            readers[src].append(flat)
-    longest = max(len(r) for r in readers)
-    index = torch.zeros(length, longest, dtype=torch.long)
-    weight = torch.zeros(length, longest)
-    for src, flats in enumerate(readers):
-        index[src, :len(flats)] = torch.tensor(flats, dtype=torch.long)
-        weight[src, :len(flats)] = 1.0
-    return index, weight
 
 
 def window_view(t, heads: int, k: int, dilation: int, starts_y=None, starts_x=None):
@@ -79,40 +46,69 @@ def window_view(t, heads: int, k: int, dilation: int, starts_y=None, starts_x=No
     return win.flatten(3, 4).flatten(1, 2)                # (B, H, W, G, c, K, K)
 
 
-def _gather_taps(g, axis: int, tap_axis: int, index, weight):
-    """Sum, for each source position along `axis`, the gradient entries (query, tap) that
-    read it: g with `axis` and `tap_axis` → g with `axis` over sources, `tap_axis` gone."""
-    g = g.movedim(tap_axis, axis + 1).flatten(axis, axis + 1)      # (…, L·K, …)
-    picked = g.index_select(axis, index.flatten()).unflatten(axis, tuple(index.shape))
-    shape = [1] * picked.dim()
-    shape[axis], shape[axis + 1] = index.shape
-    return (picked * weight.view(shape)).sum(axis + 1)
+def _shift_taps(g, axis: int, tap_axis: int, k: int, step: int, offset: int, length: int):
+    """Σ_t g[s − t·step + offset, t] for every source s < length, the reads outside g
+    being zero: the transpose of "query q reads source q + t·step − offset at tap t",
+    as K shifted slices of the zero-padded gradient (plain loop indices for inductor)."""
+    n = g.shape[axis]
+    lo = (k - 1) * step
+    hi = max(length + offset - n, 0)
+    g = F.pad(g, [0, 0] * (g.dim() - 1 - axis) + [lo, hi])
+    total = 0
+    for t in range(k):
+        total = total + g.narrow(axis, lo + offset - t * step, length).select(tap_axis, t)
+    return total
+
+
+def _fold_clamped_starts(g, axis: int, r: int):
+    """Transpose of picking each query's clamped window start: the first r+1 queries all
+    read window 0 and the last r+1 the last window (NATTEN's clamp), the others window
+    q − r. → g with `axis` over the n − 2r windows."""
+    n = g.shape[axis]
+    windows = n - 2 * r
+    middle = g.narrow(axis, r, windows)
+    if r == 0:
+        return middle
+    pad = [0, 0] * (g.dim() - 1 - axis)
+    head = F.pad(g.narrow(axis, 0, r).sum(axis, keepdim=True), pad + [0, windows - 1])
+    tail = F.pad(g.narrow(axis, n - r, r).sum(axis, keepdim=True), pad + [windows - 1, 0])
+    return middle + head + tail
 
 
 class WindowViews(torch.autograd.Function):
-    """`window_view` with a gathering backward (see the module docstring for why)."""
+    """`window_view` with a backward of shifted slices (see the module docstring for why)."""
 
     @staticmethod
-    def forward(t, heads, k, dilation, starts_y, starts_x, index_y, weight_y, index_x,
-                weight_x):
+    def forward(t, heads, k, dilation, starts_y, starts_x):
         return window_view(t, heads, k, dilation, starts_y, starts_x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[6:])
+        t, _, ctx.k, ctx.dilation, starts_y, _ = inputs
+        ctx.clamped = starts_y is not None
+        ctx.grid = t.shape[1], t.shape[2]
 
     @staticmethod
     def backward(ctx, grad):
-        index_y, weight_y, index_x, weight_x = ctx.saved_tensors
-        g = grad.flatten(3, 4)                                  # (B, H, W, G·c, K, K)
-        g = _gather_taps(g, 1, 4, index_y, weight_y.to(g.dtype))   # (B, H, W, G·c, K)
-        g = _gather_taps(g, 2, 4, index_x, weight_x.to(g.dtype))   # (B, H, W, G·c)
-        return (g,) + (None,) * 9
+        k, dil, (H, W) = ctx.k, ctx.dilation, ctx.grid
+        g = grad.flatten(3, 4)                                      # (B, H, W, G·c, K, K)
+        if not ctx.clamped:
+            # query q reads source q + t·δ − δ⌊K/2⌋: separable shifts along y, then x
+            g = _shift_taps(g, 1, 4, k, dil, dil * (k // 2), H)      # (B, H, W, G·c, K)
+            return _shift_taps(g, 2, 4, k, dil, dil * (k // 2), W), None, None, None, None, None
+        # clamped: per dilated sub-grid, fold the queries onto their windows' starts, then
+        # window j reads sub-grid rows j + t (an unpadded unfold)
+        g = g.unflatten(2, (W // dil, dil)).unflatten(1, (H // dil, dil))  # (B,h,δ,w,δ,C,K,K)
+        g = _fold_clamped_starts(g, 1, k // 2)
+        g = _shift_taps(g, 1, 6, k, 1, 0, H // dil)                  # (B, h, δ, w, δ, C, K)
+        g = _fold_clamped_starts(g, 3, k // 2)
+        g = _shift_taps(g, 3, 6, k, 1, 0, W // dil)                  # (B, h, δ, w, δ, C)
+        return g.flatten(3, 4).flatten(1, 2), None, None, None, None, None
 
 
-def sliding_windows(t, heads: int, k: int, dilation: int, starts_y, starts_x, tables):
+def sliding_windows(t, heads: int, k: int, dilation: int, starts_y=None, starts_x=None):
     """The traced entry (an fx leaf): `WindowViews` when autograd will differentiate
     through it, the plain view otherwise."""
     if torch.is_grad_enabled() and t.requires_grad:
-        return WindowViews.apply(t, heads, k, dilation, starts_y, starts_x, *tables)
+        return WindowViews.apply(t, heads, k, dilation, starts_y, starts_x)
     return window_view(t, heads, k, dilation, starts_y, starts_x)
