@@ -672,3 +672,18 @@ def test_sequence_error_says_list(text, path):
     assert info.value.path == path
     assert "tuple" not in str(info.value)
     assert "list" in str(info.value)
+
+
+def test_reserved_branch_names_cover_the_module_attributes():
+    """A branch's parameters become an attribute of the compiled module and of the traced
+    root: every public attribute of those must be a refused branch name."""
+    import torch
+    from attndsl.codegen.lower import GraphRoot
+    from attndsl.spec.models import check_branch_name
+    m = attndsl.compile("hilo", dim=48, resolution=(14, 14), backend="eager")
+    root = GraphRoot(m.plan, m._param_modules(), torch.float32, torch.device("cpu"), False, False)
+    attributes = set(dir(type(m))) | set(vars(m)) | set(dir(type(root))) | set(vars(root))
+    branches = {b.name for b in m.plan.branches}
+    for name in sorted(a for a in attributes if not a.startswith("_") and a not in branches):
+        with pytest.raises(ValueError, match="reserved|keyword"):
+            check_branch_name(name)

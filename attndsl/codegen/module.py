@@ -78,6 +78,7 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
 
     def call(x):
         if dynamic_batch:
+            x = x.view_as(x)      # mark an alias: the caller's tensor keeps no dynamo marks
             torch._dynamo.maybe_mark_dynamic(x, 0)
         return compiled(params, x, prologue())
     return call

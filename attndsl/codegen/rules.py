@@ -343,7 +343,7 @@ class SlidingZeroPadSelection(Selection):
     def windows(self, t):
         """(B, H, W, G·c) → every pixel's neighbourhood as a strided view of the zero-padded
         map, pixel-major so that reductions over the window write channels-last outputs:
-        (B, H, W, G, c, K, K). Its backward gathers (codegen/windows.py says why)."""
+        (B, H, W, G, c, K, K). Its backward is written out (codegen/windows.py says why)."""
         return self.ctx.call_leaf(sliding_windows, t, self.bp.heads, self.k, self.dil,
                                   *self._starts())
 
