@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..spec import models as m
 from ..spec.bind import BranchPlan
-from .windows import sliding_windows
+from .windows import constant_gather, inverse_index, sliding_windows
 
 KEY_AXIS = 4
 
@@ -420,9 +420,17 @@ class SlidingClampSelection(SlidingZeroPadSelection):
 
     def gathered(self, t):
         """The eager form (and the form for grids the dilation does not divide): one
-        (N, K²) table of key ids, (B, G, N, K², c)."""
-        keys = self.ctx.constant("neighbours", self._neighbours()[0])
-        return split_heads(t, self.bp.heads)[:, :, keys]
+        (N, K²) table of key ids, (B, G, N, K², c). Compiled graphs gather through
+        `constant_gather`, whose backward is a gather too (codegen/windows.py says why)."""
+        table = self._neighbours()[0]
+        keys = self.ctx.constant("neighbours", table)
+        t = split_heads(t, self.bp.heads)
+        if not self.ctx.compiled:
+            return t[:, :, keys]
+        readers, weight = inverse_index(table, self.H * self.W)
+        return self.ctx.call_leaf(constant_gather, t, 2, keys,
+                                  self.ctx.constant("neighbour_readers", readers),
+                                  self.ctx.constant("neighbour_reader_weights", weight))
 
     def _starts(self):
         """The clamped K×K windows are strided views picked by the clamped start of each

@@ -112,3 +112,54 @@ def sliding_windows(t, heads: int, k: int, dilation: int, starts_y=None, starts_
     if torch.is_grad_enabled() and t.requires_grad:
         return WindowViews.apply(t, heads, k, dilation, starts_y, starts_x)
     return window_view(t, heads, k, dilation, starts_y, starts_x)
+
+
+# ---------------------------------------------------------------- constant-index gathers
+def inverse_index(index: torch.Tensor, sources: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transpose of a constant gather `out[f] = t[index.flat[f]]`: for every source,
+    the flat positions that read it, padded to the longest list → (sources, M) positions
+    and a 0/1 weight (sources, M) that zeroes the padding."""
+    readers: list[list[int]] = [[] for _ in range(sources)]
+    for flat, src in enumerate(index.flatten().tolist()):
+        readers[src].append(flat)
+    longest = max(len(r) for r in readers)
+    positions = torch.zeros(sources, longest, dtype=torch.long)
+    weight = torch.zeros(sources, longest)
+    for src, flats in enumerate(readers):
+        positions[src, :len(flats)] = torch.tensor(flats, dtype=torch.long)
+        weight[src, :len(flats)] = 1.0
+    return positions, weight
+
+
+class ConstantGather(torch.autograd.Function):
+    """`t.index_select(dim, index)` shaped like `index`, with its backward written as the
+    transposed gather (the readers of each source, from `inverse_index`) instead of
+    autograd's scatter-add, which inductor's CPU backend miscompiles (module docstring)."""
+
+    @staticmethod
+    def forward(t, dim, index, readers, weight):
+        return t.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.dim, index, readers, weight = inputs
+        ctx.index_dims = index.dim()
+        ctx.save_for_backward(readers, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        readers, weight = ctx.saved_tensors
+        dim = ctx.dim
+        g = grad.flatten(dim, dim + ctx.index_dims - 1)             # (…, F, …)
+        picked = g.index_select(dim, readers.flatten()).unflatten(dim, tuple(readers.shape))
+        shape = [1] * picked.dim()
+        shape[dim], shape[dim + 1] = readers.shape
+        return (picked * weight.to(g.dtype).view(shape)).sum(dim + 1), None, None, None, None
+
+
+def constant_gather(t, dim: int, index, readers, weight):
+    """The traced entry (an fx leaf): `ConstantGather` when autograd will differentiate
+    through it, the plain gather otherwise."""
+    if torch.is_grad_enabled() and t.requires_grad:
+        return ConstantGather.apply(t, dim, index, readers, weight)
+    return t.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
