@@ -44,11 +44,13 @@ def _keys_per_query(bp: BranchPlan) -> tuple[int, int]:
     return H * W, bp.kv_tokens            # global, pooled, soft selection
 
 
-def estimate(plan: Plan, dtype: torch.dtype = torch.float32) -> list[Need]:
-    """What one image needs, largest first."""
+def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> list[Need]:
+    """What one image needs, largest first. `params`: the plan's parameter modules when the
+    caller has built them already (on any device); else they are built on meta."""
     item = torch.empty((), dtype=dtype).element_size()
-    with torch.device("meta"):
-        params = spec_parameters(plan)
+    if params is None:
+        with torch.device("meta"):
+            params = spec_parameters(plan)
     needs = [Need(f"parameter {mod_name}.{name}", f"{'×'.join(map(str, p.shape))} parameter",
                   p.numel() * item)
              for mod_name, mod in params.items() for name, p in mod.named_parameters()]
@@ -97,14 +99,15 @@ def gib(n: int) -> str:
     return f"{n / 2 ** 30:,.1f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:,.1f} MiB"
 
 
-def check_footprint(plan: Plan, device=None, dtype: torch.dtype = torch.float32) -> None:
+def check_footprint(plan: Plan, device=None, dtype: torch.dtype = torch.float32,
+                    params=None) -> None:
     """Refuse a bound spec whose parameters and one training image don't fit the device,
     naming the largest needs and the estimate."""
     device = torch.device(device or "cpu")
     have = device_memory(device)
     if have is None:
         return
-    needs = estimate(plan, dtype)
+    needs = estimate(plan, dtype, params)
     total = sum(need.bytes for need in needs)
     if total <= have:
         return

@@ -196,11 +196,10 @@ class CompiledAttention(nn.Module):
     def plan_for(self, resolution) -> Plan:
         plan = bind(self.spec, self.dim, resolution, self.heads_override)
         if plan.resolution != self.plan.resolution:
-            dtype, device = self._dtype_device()
-            check_footprint(plan, device, dtype)
             with torch.device("meta"):
-                wanted = {f"{n}.{k}": tuple(v.shape) for n, mod in spec_parameters(plan).items()
-                          for k, v in mod.state_dict().items()}
+                params = spec_parameters(plan)
+            wanted = {f"{n}.{k}": tuple(v.shape) for n, mod in params.items()
+                      for k, v in mod.state_dict().items()}
             have = {k: tuple(v.shape) for k, v in self.state_dict().items()}
             if wanted != have:
                 diff = sorted(k for k in set(wanted) | set(have) if wanted.get(k) != have.get(k))
@@ -208,6 +207,8 @@ class CompiledAttention(nn.Module):
                     f"spec '{self.spec.name}' has parameters sized for the {self.resolution} "
                     f"grid ({', '.join(diff[:4])}); it cannot run at {plan.resolution}. "
                     "Compile it again at that resolution.")
+            dtype, device = self._dtype_device()
+            check_footprint(plan, device, dtype, params)
         return plan
 
     def _dtype_device(self):

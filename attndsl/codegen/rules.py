@@ -391,6 +391,12 @@ class SlidingZeroPadSelection(Selection):
         return self.ctx.constant("rel_index", index.view(1, 1, -1))
 
 
+def clamped_start(pos: int, length: int, k: int) -> int:
+    """NATTEN: the first of the K positions a query at `pos` attends to, along an axis of
+    `length` — centred, then shifted to stay inside."""
+    return min(max(pos - k // 2, 0), length - k)
+
+
 class SlidingClampSelection(SlidingZeroPadSelection):
     """NATTEN neighbourhood: the K×K window is shifted inside the image at borders; with
     dilation δ it runs within each of the δ×δ interleaved sub-grids."""
@@ -402,7 +408,7 @@ class SlidingClampSelection(SlidingZeroPadSelection):
             for i in range(length):
                 r, pos = i % self.dil, i // self.dil          # residue sub-grid, position
                 n_sub = len(range(r, length, self.dil))
-                start = min(max(pos - self.k // 2, 0), n_sub - self.k)
+                start = clamped_start(pos, n_sub, self.k)
                 idx[i] = torch.arange(start, start + self.k) * self.dil + r
                 starts.append(pos)
             return idx, torch.tensor(starts)
@@ -441,7 +447,7 @@ class SlidingClampSelection(SlidingZeroPadSelection):
         starts = []
         for axis, length in (("y", self.H // self.dil), ("x", self.W // self.dil)):
             starts.append(self.ctx.constant(f"starts_{axis}", torch.tensor(
-                [min(max(i - k // 2, 0), length - k) for i in range(length)])))
+                [clamped_start(i, length, k) for i in range(length)])))
         return starts
 
     def rel_index(self):

@@ -131,6 +131,11 @@ def inverse_index(index: torch.Tensor, sources: int) -> tuple[torch.Tensor, torc
     return positions, weight
 
 
+def _gather(t, dim: int, index):
+    """t's rows along `dim` picked by `index`, shaped like it (index.shape replaces dim)."""
+    return t.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
+
+
 class ConstantGather(torch.autograd.Function):
     """`t.index_select(dim, index)` shaped like `index`, with its backward written as the
     transposed gather (the readers of each source, from `inverse_index`) instead of
@@ -138,7 +143,7 @@ class ConstantGather(torch.autograd.Function):
 
     @staticmethod
     def forward(t, dim, index, readers, weight):
-        return t.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
+        return _gather(t, dim, index)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -151,7 +156,7 @@ class ConstantGather(torch.autograd.Function):
         readers, weight = ctx.saved_tensors
         dim = ctx.dim
         g = grad.flatten(dim, dim + ctx.index_dims - 1)             # (…, F, …)
-        picked = g.index_select(dim, readers.flatten()).unflatten(dim, tuple(readers.shape))
+        picked = _gather(g, dim, readers)
         shape = [1] * picked.dim()
         shape[dim], shape[dim + 1] = readers.shape
         return (picked * weight.to(g.dtype).view(shape)).sum(dim + 1), None, None, None, None
@@ -162,4 +167,4 @@ def constant_gather(t, dim: int, index, readers, weight):
     through it, the plain gather otherwise."""
     if torch.is_grad_enabled() and t.requires_grad:
         return ConstantGather.apply(t, dim, index, readers, weight)
-    return t.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
+    return _gather(t, dim, index)

@@ -6,7 +6,6 @@ is valid otherwise.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 from ..errors import ArgumentError
@@ -41,10 +40,6 @@ def resolution(value, argument: str = "resolution", square_ok: bool = True) -> t
         raise ArgumentError(f"{argument} must be (H, W): two positive integers{square}, "
                             f"got {value!r}", argument=argument)
     H, W = value
-    for name, side in (("H", H), ("W", W)):
-        if isinstance(side, float) and not math.isfinite(side):
-            raise ArgumentError(f"{argument} {name} must be a positive integer, got {side!r}",
-                                argument=argument)
     try:
         return (integer(H, argument, high=MAX_SIDE, label=f"{argument} H"),
                 integer(W, argument, high=MAX_SIDE, label=f"{argument} W"))

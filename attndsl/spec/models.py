@@ -51,7 +51,7 @@ def check_branch_name(name: str) -> str:
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise ValueError(f"branch name '{name}' is a Python keyword; choose another, e.g. "
                          f"'{name}_branch'")
-    if name in MODULE_ATTRIBUTES or name in RESERVED_NAMES or hasattr(nn.Module, name):
+    if name in MODULE_ATTRIBUTES or hasattr(nn.Module, name):
         raise ValueError(f"branch name '{name}' is reserved (an attribute of the compiled "
                          f"module); choose another, e.g. '{name}_branch'")
     return name
@@ -359,11 +359,6 @@ class Branch(Component):
 
     name: str = Field(default=DEFAULT_BRANCH, pattern=r"^[a-z][a-z0-9_]*$")
     heads: BranchHeads = "rest"
-
-    @field_validator("name")
-    @classmethod
-    def _usable_name(cls, name):
-        return check_branch_name(name)
     projections: Projections = Projections()
     parameterization: Parameterization
     normalization: Normalization
@@ -372,6 +367,11 @@ class Branch(Component):
     kernel_bank: KernelBank = KernelBank()
     extras: Extras = Extras()
     dropout: Dropout = Dropout()
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name):
+        return check_branch_name(name)
 
 
 class Merge(Component):
