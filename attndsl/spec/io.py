@@ -66,18 +66,7 @@ def _read_source(source) -> tuple[str, str | None]:
     if isinstance(source, os.PathLike) or (
             isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
         path = Path(source)
-        if not path.is_file():
-            from ..zoo import zoo_path
-            what = "is a directory, not a spec file" if path.is_dir() else "not found"
-            hint = f"; the zoo has {zoo_path(path.stem)}" if zoo_path(path.stem) else ""
-            raise SpecError(f"spec file {what}: {path}{hint}")
-        try:
-            if path.stat().st_size > MAX_SPEC_BYTES:
-                raise SpecError(f"spec file {path} is {path.stat().st_size:,} bytes; a spec is "
-                                f"a few KB (limit {MAX_SPEC_BYTES:,})")
-            return path.read_text(), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"cannot read spec file {path}: {exc}") from None
+        return _read_text_file(path, "spec"), str(path)
     if isinstance(source, str):
         from ..zoo import zoo_names, zoo_path  # a bare zoo name such as "swin_wmsa"
         word = source.strip()
@@ -93,19 +82,36 @@ def _read_source(source) -> tuple[str, str | None]:
                     "give a path, a YAML string, a dict or an attndsl.Spec")
 
 
-def _parse_yaml(text: str, origin: str | None) -> tuple[Any, dict]:
+def _read_text_file(path: Path, what: str) -> str:
+    """The text of a YAML file (a spec, a backbone, a search space), or a SpecError that
+    says why not."""
+    if not path.is_file():
+        from ..zoo import zoo_path
+        state = f"is a directory, not a {what} file" if path.is_dir() else "not found"
+        hint = f"; the zoo has {zoo_path(path.stem)}" if what == "spec" and zoo_path(path.stem) else ""
+        raise SpecError(f"{what} file {state}: {path}{hint}")
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{what} file {path} is {path.stat().st_size:,} bytes; a {what} is "
+                            f"a few KB (limit {MAX_SPEC_BYTES:,})")
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {what} file {path}: {exc}") from None
+
+
+def _parse_yaml(text: str, origin: str | None, what: str = "spec") -> tuple[Any, dict]:
     try:
         node = yaml.compose(text, Loader=SpecLoader)
         data = yaml.load(text, Loader=SpecLoader)
     except RecursionError:
-        raise SpecError("YAML is nested too deeply to be a spec", source=origin) from None
+        raise SpecError(f"YAML is nested too deeply to be a {what}", source=origin) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"invalid YAML: {problem}", line=line, source=origin) from None
     if not isinstance(data, dict):
-        raise SpecError(f"a spec must be a YAML mapping with at least 'name', got "
+        raise SpecError(f"a {what} must be a YAML mapping with at least 'name', got "
                         f"{type(data).__name__}", source=origin, line=1)
     lines: dict[tuple, int] = {}
     try:
