@@ -1,4 +1,5 @@
-"""`attndsl` command line: validate, show, zoo, schema, compile, bench, convert, export.
+"""`attndsl` command line: validate, show, zoo, schema, compile, bench, search, report,
+convert, export.
 
 Every user error (a bad spec, a bad size, a missing file) is printed as one message
 without a traceback, and the command exits with status 2.
@@ -46,6 +47,24 @@ def cmd_validate(args) -> int:
     failed = 0
     for path in args.specs:
         try:
+            kind = yaml_kind(path)
+            if kind == "space":
+                from .search.space import load_space
+                space = load_space(path)
+                seeds = space.seeds()
+                out.print(f"[green]ok[/green]    {path}  (search space {space.name}: "
+                          f"{len(space.leaves)} leaves, task {space.file.task.kind}"
+                          + (f", zoo seeds {', '.join(seeds)}" if seeds else "") + ")")
+                continue
+            if kind == "backbone":
+                from .model.net import bind_stages
+                from .model.spec import load_backbone
+                backbone = load_backbone(path)
+                grids = bind_stages(backbone)
+                out.print(f"[green]ok[/green]    {path}  (backbone {backbone.name}: "
+                          f"{len(backbone.stages)} stages, grids "
+                          f"{', '.join(f'{g[0]}x{g[1]}' for g in grids)})")
+                continue
             spec = load_spec(path)
             if args.dim:
                 from .codegen.footprint import check_footprint
@@ -117,8 +136,35 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def yaml_kind(path) -> str:
+    """'space', 'backbone' or 'spec': what a YAML file (or zoo name) describes."""
+    p = Path(str(path))
+    if p.suffix not in (".yaml", ".yml") or not p.is_file():
+        return "spec"
+    import yaml
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return "spec"     # the spec loader reports the problem with its line
+    from .model.spec import is_backbone_data
+    from .search.space import is_space_data
+    if is_space_data(data):
+        return "space"
+    return "backbone" if is_backbone_data(data) else "spec"
+
+
 def cmd_compile(args) -> int:
-    """Compile a spec and save it (spec + sizes + state dict); load with attndsl.load."""
+    """Compile a spec (or a backbone file, e.g. a search's pareto/*.yaml) and save it (spec +
+    sizes + state dict); load with attndsl.load."""
+    if yaml_kind(args.spec) == "backbone":
+        from .model.net import build_model, count_parameters
+        check_output_path(args.out, "model file")
+        net = build_model(args.spec, backend=args.backend)
+        net.save(args.out)
+        out.print(f"wrote {args.out}: backbone {net.spec.name} for {net.image_size}×"
+                  f"{net.image_size} images, {len(net.spec.stages)} stages, "
+                  f"{count_parameters(net):,} parameters")
+        return 0
     if args.out.suffix in (".onnx", ".pt2"):
         raise AttndslError(f"--out {args.out}: compile writes an attndsl module file (.pt, "
                            f"read back by attndsl.load); for {args.out.suffix} use `attndsl "
@@ -252,6 +298,67 @@ def cmd_export(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def cmd_search(args) -> int:
+    """Search a space of attention designs for the Pareto front of validation accuracy
+    against measured throughput, within a device-hour budget (resumable: run the same
+    command again)."""
+    from .search import SearchStopped, search
+    try:
+        result = search(args.space, args.budget, runs_dir=args.runs_dir, study=args.study,
+                        storage=args.storage, sampler=args.sampler, seed=args.seed,
+                        seed_zoo=args.seed_zoo, prune=not args.no_prune,
+                        deploy_resolution=args.deploy_resolution,
+                        deploy_batch=args.deploy_batch, deploy_dtype=args.deploy_dtype,
+                        trial_timeout=args.trial_timeout, threads=args.threads,
+                        device=args.device, progress="lines" if args.no_progress else True,
+                        remeasure=not args.no_remeasure, console=err)
+    except SearchStopped as exc:
+        err.print(f"[yellow]stopped:[/yellow] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt as exc:
+        where = getattr(exc, "run_dir", None)
+        err.print("interrupted: finished trials are kept and the running one will re-run; "
+                  "run the same command again to resume" + (f" ({where})" if where else ""))
+        return 130
+    err.print(f"search ended: {escape(result.stop_reason)}")
+    _print_front(result.summary, result.run_dir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Print a search's front and regenerate its files (trials.csv, front.json, pareto/,
+    plots) from the study storage."""
+    from .search import report
+    summary = report(args.run_dir, storage=args.storage, study=args.study,
+                     remeasure=args.remeasure, threads=args.threads)
+    _print_front(summary, Path(args.run_dir))
+    return 0
+
+
+def _print_front(summary: dict, run_dir: Path) -> None:
+    counts = summary["counts"]
+    out.print(f"[b]{summary['study']}[/b]: " + ", ".join(f"{n} {state}" for state, n in
+                                                           sorted(counts.items())) +
+              f"; spent {summary['spent_device_s'] / 3600:.3f} {summary['unit']} "
+              f"({summary['spent_device_s']:.0f} s)")
+    remeasured = {e["number"]: e for e in ((summary.get("remeasure") or {}).get("entries") or [])}
+    table = Table("#", "trial", "design", "val acc", "images/s", "spread", "params",
+                  "re-measured", title="Pareto front (accuracy × throughput)")
+    for i, r in enumerate(summary["front"], 1):
+        again = remeasured.get(r["number"])
+        ties = f" (ties {', '.join(again['ties_with'])})" if again and again["ties_with"] else ""
+        table.add_row(f"{i:02d}", str(r["number"]), escape(r["name"]) + (" [seed]" if r["seed"] else ""),
+                      f"{r['accuracy']:.3f}", f"{r['images_per_s']:,.0f}",
+                      f"{100 * (r['spread'] or 0):.0f}%", f"{r['params']:,}",
+                      (f"{again['images_per_s']:,.0f}{escape(ties)}" if again else ""))
+    out.print(table)
+    out.print(f"files: {run_dir}/pareto/*.yaml (compile with `attndsl compile FILE --out m.pt`), "
+              f"trials.csv, front.json, pareto.png, hypervolume.png")
+    journal = run_dir / "journal.log"
+    if journal.exists():
+        out.print(f"look deeper: optuna-dashboard {journal}   (pip install optuna-dashboard)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attndsl", description="A compiler for vision attention: YAML specs of the "
@@ -261,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help=cmd_validate.__doc__, description=cmd_validate.__doc__)
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML file or zoo name")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML file (a spec, a backbone "
+                   "or a search space) or zoo name")
     p.add_argument("--dim", type=int, default=None, help="also check bind-time rules at "
                    "this width")
     p.add_argument("--resolution", type=int, nargs=2, default=[56, 56], metavar=("H", "W"),
@@ -310,6 +418,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10, help="timed calls per backend "
                    "(default 10; the median is reported)")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("search", help=cmd_search.__doc__, description=cmd_search.__doc__)
+    p.add_argument("space", metavar="SPACE", help="search-space YAML (attndsl validate checks it)")
+    p.add_argument("--budget", default=None, help="device time (50gpu-h, 2h, 12m, 90s) or a "
+                   "trial count (40trials); the study's total, so a resume counts what was spent")
+    p.add_argument("--runs-dir", default="attndsl-runs", help="where run directories go "
+                   "(default ./attndsl-runs; the run is RUNS_DIR/<study>)")
+    p.add_argument("--study", default=None, help="study name (default: the space's name)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///f.db, "
+                   "postgresql://…) or a journal file; default RUN_DIR/journal.log")
+    p.add_argument("--sampler", default="tpe", help="tpe (default; multi-objective TPE), "
+                   "nsga2, gp (needs scipy), random")
+    p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
+    p.add_argument("--seed-zoo", action="store_true", help="start from the zoo designs the "
+                   "space can express (labelled as seeds in every output)")
+    p.add_argument("--no-prune", action="store_true", help="train every trial to the end "
+                   "(no MO-ASHA pruning)")
+    p.add_argument("--deploy-resolution", type=int, default=None, help="image size at which "
+                   "throughput is measured (default: the space's deploy.resolution, else the task's)")
+    p.add_argument("--deploy-batch", type=int, default=None, help="batch at which throughput "
+                   "is measured (default: the space's deploy.batch, 64)")
+    p.add_argument("--deploy-dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--trial-timeout", type=float, default=3600.0, help="seconds before a "
+                   "trial is stopped and recorded as timed out (default 3600)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each trial")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true", help="no live display: one line per trial")
+    p.add_argument("--no-remeasure", action="store_true", help="skip the interleaved "
+                   "re-measurement of the final front")
+    p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a search's run directory "
+                   "(./attndsl-runs/<study>)")
+    p.add_argument("--storage", default=None, help="the study's storage URL, if not the run "
+                   "directory's journal")
+    p.add_argument("--study", default=None, help="study name (default: the only one)")
+    p.add_argument("--remeasure", action="store_true", help="re-time the front interleaved")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for --remeasure")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__)
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", type=Path,

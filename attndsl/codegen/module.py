@@ -25,6 +25,7 @@ from .passes import pass_names, split_parameter_prologue
 from .params import spec_parameters
 
 SAVE_FORMAT = "attndsl-module/1"
+BACKBONE_FORMAT = "attndsl-backbone/1"   # attndsl.model.BackboneNet.save
 CACHE_SIZE = 8   # graphs kept per module; a resolution sweep beyond this re-lowers
 # compiled programs take any batch size (benchmarks/dynamic_batch.py turns it off to
 # measure what the dynamic batch costs at run time)
@@ -345,6 +346,9 @@ def load(path: str | os.PathLike, *, backend: str | None = None,
          map_location=None) -> CompiledAttention:
     """Load a module written by `CompiledAttention.save` / `attndsl compile --out`."""
     blob = _read_module_file(path, map_location)
+    if blob.get("format") == BACKBONE_FORMAT:       # a whole backbone (attndsl compile BACKBONE)
+        from ..model.net import load_model_blob
+        return load_model_blob(blob, path, backend=backend)
     missing = sorted({"spec", "dim", "resolution", "state_dict"} - set(blob))
     if missing:
         raise AttndslError(f"{path} is an attndsl module file without {missing}: it was cut "
@@ -397,7 +401,7 @@ def _read_module_file(path, map_location) -> dict:
         raise AttndslError(f"{p} is not a readable attndsl module file ({p.stat().st_size} "
                            f"bytes; torch.load: {reason}); write one with module.save(path) "
                            "or attndsl compile --out") from None
-    if not isinstance(blob, dict) or blob.get("format") != SAVE_FORMAT:
+    if not isinstance(blob, dict) or blob.get("format") not in (SAVE_FORMAT, BACKBONE_FORMAT):
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise AttndslError(f"{p} is not an attndsl module file (format {SAVE_FORMAT}, found "
                            f"{found!r}); for a foreign checkpoint use attndsl.convert")

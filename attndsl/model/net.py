@@ -16,7 +16,7 @@ from torch import nn
 from ..codegen.module import compile as compile_attention
 from ..errors import SpecError
 from ..spec.bind import bind
-from .spec import Backbone, BackboneLike, Stage, load_backbone
+from .spec import Backbone, BackboneLike, Stage, dump_backbone, load_backbone
 
 
 class ChannelsLastConv(nn.Module):
@@ -124,6 +124,15 @@ class BackboneNet(nn.Module):
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
 
+    def save(self, path) -> None:
+        """Backbone YAML + input size + state dict; `attndsl.load(path)` rebuilds it."""
+        from ..codegen.module import BACKBONE_FORMAT, check_output_path
+        path = check_output_path(path, "model file")
+        backend = next((m.backend for m in self.modules() if hasattr(m, "plan")), "auto")
+        torch.save({"format": BACKBONE_FORMAT, "backbone": dump_backbone(self.spec),
+                    "image_size": self.image_size, "backend": backend,
+                    "state_dict": self.state_dict()}, path)
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.embed(images.permute(0, 2, 3, 1))
         for down, stage in zip(self.downsample, self.stages):
@@ -193,3 +202,15 @@ def count_flops(backbone: Backbone, *, image_size: int | None = None) -> int:
     with counter, torch.no_grad():
         net(x)
     return int(counter.get_total_flops())
+
+
+def load_model_blob(blob: dict, path, *, backend: str | None = None) -> BackboneNet:
+    from ..errors import AttndslError
+    try:
+        spec = load_backbone(blob["backbone"])
+        net = BackboneNet(spec, image_size=blob.get("image_size"),
+                          backend=backend or blob.get("backend", "auto"))
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, RuntimeError, AttndslError) as exc:
+        raise AttndslError(f"{path}: the stored backbone is invalid: {exc}") from None
+    return net

@@ -1,0 +1,191 @@
+"""`attndsl search`: multi-objective search of attention designs — validation accuracy ×
+measured throughput — under a device-hour budget, with Pareto-aware pruning, resumable.
+
+    space.yaml ─load_space─▶ SearchSpace ─▶ Optuna study (journal file in the run directory)
+      └─ worker loop (runner.py): admission by the ledger → a candidate → a trial subprocess
+         (trial.py: measure.py, then training rung by rung, pruner.py decides) → outputs
+         (report.py)
+
+>>> result = attndsl.search("examples/search_quickstart.yaml", budget="15m")   # doctest: +SKIP
+>>> result.front[0]["name"], result.front[0]["accuracy"]                        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SpecError
+from .budget import Budget, admission, parse_budget, spent
+from .runner import (Objective, Options, SearchStopped, TrialFailed, enqueue_seeds,
+                     make_storage, open_study, requeue_dead, run_directory)
+from .space import SearchSpace, load_space
+
+__all__ = ["search", "report", "load_space", "SearchSpace", "SearchResult", "parse_budget",
+           "SearchStopped"]
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    front: list          # the Pareto front: dicts with accuracy, images_per_s, file, …
+    trials: list         # every trial (the rows of trials.csv)
+    stop_reason: str
+    summary: dict
+
+
+def _unit(device: str | None) -> str:
+    import torch
+    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
+        return "gpu"
+    return "cpu-device"
+
+
+def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = None,
+           storage: str | None = None, sampler: str = "tpe", seed: int = 0,
+           seed_zoo: bool = False, prune: bool = True, deploy_resolution: int | None = None,
+           deploy_batch: int | None = None, deploy_dtype: str | None = None,
+           trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
+           min_run_time: float = 1.0, progress: bool | str = True, remeasure: bool = True,
+           console=None) -> SearchResult:
+    """Run (or resume) a search; returns the front and the trials. The same call again
+    resumes the study in `runs_dir/<study>`: finished trials are kept, interrupted ones
+    re-run, and the budget counts everything spent so far.
+
+    progress: True — a live display on a terminal (one line per trial otherwise);
+    "lines" — one line per trial; False — silent."""
+    space = space if isinstance(space, SearchSpace) else load_space(space)
+    budget_text = budget if budget is not None else space.file.budget
+    if budget_text is None:
+        raise SpecError("no budget: give one (--budget 15m, 2h, 50gpu-h or 40trials), or "
+                        "write `budget:` in the space file", path="budget")
+    the_budget = budget_text if isinstance(budget_text, Budget) else parse_budget(budget_text)
+    options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
+                      sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune,
+                      deploy_resolution=deploy_resolution, deploy_batch=deploy_batch,
+                      deploy_dtype=deploy_dtype, trial_timeout=trial_timeout, threads=threads,
+                      device=device, min_run_time=min_run_time, progress=progress)
+    run_dir = run_directory(space, options)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    the_study = open_study(space, options, run_dir)
+    _keep_space_file(space, run_dir)
+    requeue_dead(the_study)
+    ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
+    if not ok:
+        raise SearchStopped(f"nothing to run in {run_dir}: {why}. Raise --budget to go on "
+                            f"(the budget is the study's total), or `attndsl report {run_dir}`")
+    if seed_zoo:
+        enqueue_seeds(the_study, space)
+    unit = _unit(device)
+
+    from .progress import Display
+    from .report import front_rows, remeasure_front, trial_rows, write_outputs
+    title = (f"attndsl search {the_study.study_name} · {space.file.task.kind} · budget "
+             f"{the_budget.describe(unit)} · {run_dir}")
+    display = Display(the_study, the_budget, unit, title, enabled=progress is True,
+                      quiet=progress is False, console=console)
+    objective = Objective(space, options, run_dir, display)
+    stop_reason = ""
+    previous = signal.getsignal(signal.SIGTERM)
+    if _main_thread():
+        signal.signal(signal.SIGTERM, _terminate)   # kill (TERM) stops cleanly, like Ctrl-C
+    try:
+        with display:
+            while True:
+                ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
+                if not ok:
+                    stop_reason = why
+                    break
+                display.live_trial = None
+                objective.live.number = None
+                the_study.optimize(_tracking(objective, display), n_trials=1,
+                                   catch=(TrialFailed,), gc_after_trial=False)
+                display.trial_finished(objective.live.number)
+    except KeyboardInterrupt:
+        stop_reason = "interrupted (run the same command again to resume)"
+        summary = write_outputs(the_study, run_dir, unit=unit)
+        raise SearchInterrupted(stop_reason, run_dir) from None
+    finally:
+        if _main_thread():
+            signal.signal(signal.SIGTERM, previous)
+    rows = trial_rows(the_study)
+    remeasured = None
+    front = front_rows(rows)
+    if remeasure and front:
+        remeasured = remeasure_front(front, objective.deploy, threads=threads, device=device,
+                                     rounds=5)
+    summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured)
+    return SearchResult(run_dir, summary["front"], trial_rows(the_study), stop_reason, summary)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during a search: finished trials are kept, the running one is queued
+    to re-run, the outputs are written; the same command resumes."""
+
+    def __init__(self, reason: str, run_dir: Path):
+        super().__init__(reason)
+        self.run_dir = run_dir
+
+
+def _tracking(objective, display):
+    def run(trial):
+        display.live_trial = objective.live
+        return objective(trial)
+    return run
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _keep_space_file(space: SearchSpace, run_dir: Path) -> None:
+    """A copy of the space next to the study, for `attndsl report` and for the record."""
+    target = run_dir / "space.yaml"
+    if space.origin and Path(space.origin).is_file():
+        if not target.exists() or Path(space.origin).resolve() != target.resolve():
+            shutil.copyfile(space.origin, target)
+    elif not target.exists():
+        import yaml
+        target.write_text(yaml.safe_dump({**space.file.model_dump(mode="json"),
+                                          "backbone": space.file.backbone}, sort_keys=False))
+
+
+def open_run(run_dir, storage: str | None = None, study: str | None = None):
+    """The study of a run directory (its journal), or of --storage/--study."""
+    import optuna
+    run_dir = Path(run_dir)
+    if storage is None and not (run_dir / "journal.log").is_file():
+        raise SpecError(f"{run_dir} is not a search run directory (no journal.log); runs are "
+                        f"in ./attndsl-runs/<study>/", path="run_dir")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    the_storage = make_storage(storage, run_dir)
+    names = [s.study_name for s in optuna.get_all_study_summaries(the_storage)]
+    name = study or (names[0] if len(names) == 1 else run_dir.name)
+    if name not in names:
+        raise SpecError(f"no study {name!r} in {storage or run_dir}; studies there: "
+                        f"{', '.join(names) or 'none'}", path="study")
+    return optuna.load_study(study_name=name, storage=the_storage)
+
+
+def report(run_dir, *, storage: str | None = None, study: str | None = None,
+           remeasure: bool = False, device: str | None = None, threads: int | None = None) -> dict:
+    """Regenerate a run's outputs from its study (and, with remeasure, re-time the front)."""
+    from .report import front_rows, remeasure_front, trial_rows, write_outputs
+    run_dir = Path(run_dir)
+    the_study = open_run(run_dir, storage, study)
+    remeasured = None
+    if remeasure:
+        space = load_space(run_dir / "space.yaml")
+        remeasured = remeasure_front(front_rows(trial_rows(the_study)), space.file.deploy,
+                                     threads=threads, device=device)
+    return write_outputs(the_study, run_dir, unit=_unit(device), remeasure=remeasured)
+
+
+

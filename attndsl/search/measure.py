@@ -1,0 +1,272 @@
+"""Throughput of a whole backbone at the deployment shape, measured the way a user runs it.
+
+Protocol: the model is built with the deploy backend (`auto` by default: what
+`attndsl.compile` picks), in eval mode under no_grad, in the trial's fresh subprocess. It is
+warmed up (the compile happens there and is timed separately), then timed:
+- on a CPU with `torch.utils.benchmark.Timer.blocked_autorange` (blocks of runs until
+  `min_run_time`; median and IQR over the blocks);
+- on a GPU with CUDA events around each run after a synchronise, replaying a captured CUDA
+  graph when capture works (launch-bound small models are otherwise timed as launches).
+Images/s = batch / median time; the spread is reported as IQR / median.
+
+Results are cached by the backbone's canonical hash and the device fingerprint (device
+name, torch version, dtype, batch, resolution, threads, backend): a duplicate or a re-run
+does not measure again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..model.net import BackboneNet, count_flops, count_parameters
+from ..model.spec import Backbone, canonical_hash
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(device: torch.device, deploy, resolution: int) -> dict:
+    return {"device": device_name(device), "device_type": device.type,
+            "torch": torch.__version__, "dtype": deploy.dtype, "batch": deploy.batch,
+            "resolution": resolution, "threads": torch.get_num_threads(),
+            "backend": deploy.backend}
+
+
+def _cache_file(cache_dir: Path, backbone: Backbone, print_: dict) -> Path:
+    key = hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache_dir) / key / f"{canonical_hash(backbone)}.json"
+
+
+def cached(cache_dir, backbone, print_) -> dict | None:
+    if cache_dir is None:
+        return None
+    path = _cache_file(cache_dir, backbone, print_)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def store(cache_dir, backbone, print_, result: dict) -> None:
+    if cache_dir is None:
+        return
+    path = _cache_file(cache_dir, backbone, print_)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
+def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
+            min_run_time: float = 1.0) -> dict:
+    """Throughput, latency, parameters, FLOPs and peak memory of `backbone` at the deploy
+    shape (cached)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    resolution = deploy.resolution or backbone.image_size
+    print_ = fingerprint(device, deploy, resolution)
+    hit = cached(cache_dir, backbone, print_)
+    if hit is not None:
+        return {**hit, "cached": True}
+    dtype = DTYPES[deploy.dtype]
+    started = time.perf_counter()
+    model = BackboneNet(backbone, image_size=resolution, backend=deploy.backend,
+                        dtype=dtype, device=device).eval()
+    x = torch.randn(deploy.batch, backbone.in_channels, resolution, resolution,
+                    device=device, dtype=dtype)
+    with torch.no_grad():
+        model(x)                      # compiles (auto / inductor)
+        _sync(device)
+        compile_s = time.perf_counter() - started
+        for _ in range(2):
+            model(x)
+        if device.type == "cuda":
+            times, graphed = _cuda_times(model, x, min_run_time)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            times, graphed = _cpu_times(model, x, min_run_time), False
+            peak = peak_tensor_memory(backbone, resolution, deploy.batch, dtype) / 2**20
+    median = statistics.median(times)
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [median, median, median]
+    result = {
+        "images_per_s": deploy.batch / median, "latency_ms": median * 1e3,
+        "spread": (q[2] - q[0]) / median, "iqr_ms": (q[2] - q[0]) * 1e3, "samples": len(times),
+        "compile_s": compile_s, "params": count_parameters(model),
+        "flops": count_flops(backbone, image_size=resolution),
+        "peak_memory_mb": peak, "cuda_graph": graphed, "fingerprint": print_,
+    }
+    store(cache_dir, backbone, print_, result)
+    return {**result, "cached": False}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_times(model, x, min_run_time: float) -> list[float]:
+    from torch.utils.benchmark import Timer
+    timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
+                  num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return list(m.times)
+
+
+def _cuda_times(model, x, min_run_time: float) -> tuple[list[float], bool]:
+    run = lambda: model(x)   # noqa: E731
+    graphed = False
+    try:   # CUDA-graph replay: small models are launch-bound, and users deploy this way
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                model(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(x)
+        run, graphed = graph.replay, True
+    except Exception:       # capture is not possible for every program: events alone
+        torch.cuda.synchronize()
+    times, deadline = [], time.perf_counter() + min_run_time
+    while time.perf_counter() < deadline or len(times) < 10:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times, graphed
+
+
+class _LiveTensors(TorchDispatchMode):
+    """Counts the bytes of live tensor storages during eager execution: the peak is what one
+    forward holds at once (weights, input, activations) — the CPU's stand-in for CUDA's
+    max_memory_allocated, which a CPU has no counterpart of."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.refs = 0, 0, {}
+
+    def track(self, t):
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self.refs:
+            self.refs[ptr][1] += 1
+        else:
+            self.refs[ptr] = [storage.nbytes(), 1]
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+        weakref.finalize(t, self._release, ptr)
+
+    def _release(self, ptr):
+        entry = self.refs.get(ptr)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self.refs[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            self.track(t)
+        return out
+
+
+def peak_tensor_memory(backbone: Backbone, resolution: int, batch: int, dtype) -> int:
+    """Peak bytes of live tensors in one eager forward (no_grad) at the deploy shape."""
+    model = BackboneNet(backbone, image_size=resolution, backend="eager", dtype=dtype).eval()
+    x = torch.randn(batch, backbone.in_channels, resolution, resolution, dtype=dtype)
+    base = sum(p.numel() * p.element_size() for p in model.parameters()) + x.numel() * x.element_size()
+    mode = _LiveTensors()
+    with torch.no_grad(), mode:
+        y = model(x)
+    del y
+    return base + mode.peak
+
+
+def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, rounds: int = 5,
+                        min_run_time: float = 0.3, seed: int = 0) -> list[dict]:
+    """Re-measure several backbones in one process, interleaved: each round times every
+    model once, in a shuffled order, so that drift of the machine (other load, clocks,
+    thermal state) falls on all of them alike. Returns per model the median images/s over
+    rounds and the IQR of the rounds."""
+    import random
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[deploy.dtype]
+    models, inputs = [], []
+    for backbone in backbones:
+        resolution = deploy.resolution or backbone.image_size
+        model = BackboneNet(backbone, image_size=resolution, backend=deploy.backend,
+                            dtype=dtype, device=device).eval()
+        x = torch.randn(deploy.batch, backbone.in_channels, resolution, resolution,
+                        device=device, dtype=dtype)
+        with torch.no_grad():
+            for _ in range(3):
+                model(x)
+        models.append(model)
+        inputs.append(x)
+    per_model: list[list[float]] = [[] for _ in backbones]
+    order = list(range(len(backbones)))
+    rng = random.Random(seed)
+    with torch.no_grad():
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for i in order:
+                if device.type == "cuda":
+                    times, _ = _cuda_times(models[i], inputs[i], min_run_time)
+                else:
+                    times = _cpu_times(models[i], inputs[i], min_run_time)
+                per_model[i].append(deploy.batch / statistics.median(times))
+    out = []
+    for samples in per_model:
+        q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+        out.append({"images_per_s": statistics.median(samples), "low": q[0], "high": q[2],
+                    "rounds": samples})
+    return out
+
+
+def main(argv=None) -> int:
+    """`python -m attndsl.search.measure JOB.json OUT.json`: the interleaved re-measurement
+    of a front, in a fresh process."""
+    import sys
+    from ..model.spec import load_backbone
+    from .space import Deploy
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    backbones = [load_backbone(b) for b in job["backbones"]]
+    result = measure_interleaved(backbones, Deploy.model_validate(job["deploy"]),
+                                 device=job.get("device"), rounds=job.get("rounds", 5),
+                                 min_run_time=job.get("min_run_time", 0.3))
+    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

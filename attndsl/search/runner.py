@@ -1,0 +1,521 @@
+"""The search worker: one Optuna study, one trial at a time, each trial in a subprocess.
+
+    admission (ledger) ─▶ sampler suggests a candidate ─▶ bind (infeasible?) ─▶ duplicate?
+      ─▶ subprocess: measure throughput ─▶ constraints (infeasible?) ─▶ train, rung by rung
+         (MO-ASHA decides at each rung) ─▶ complete / pruned / failed, cost recorded
+
+Every fact about a trial lives in the study storage (user attrs), so a second worker on the
+same storage, a resumed run and `attndsl report` all see the same ledger.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import AttndslError, SpecError
+from ..model.net import bind_stages
+from ..model.spec import canonical_hash, dump_backbone
+from . import budget as ledger
+from .pruner import keep_at_rung
+from .space import SearchSpace, load_space
+from .trial import PREFIX
+
+REUSABLE = ("complete", "infeasible", "pruned")
+FAILURE_REASONS = ("spec_error", "compile_error", "oom", "nan_loss", "timeout", "crash", "error")
+log = logging.getLogger("attndsl.search")
+
+
+class TrialFailed(Exception):
+    """A trial that failed for a recorded reason (the search goes on)."""
+
+
+class SearchStopped(AttndslError):
+    """The search cannot start (the budget is spent, the run directory holds another space)."""
+
+
+@dataclass
+class Options:
+    budget: ledger.Budget
+    runs_dir: Path = Path("attndsl-runs")
+    study: str | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    seed: int = 0
+    seed_zoo: bool = False
+    prune: bool = True
+    deploy_resolution: int | None = None
+    deploy_batch: int | None = None
+    deploy_dtype: str | None = None
+    trial_timeout: float = 3600.0
+    threads: int | None = None
+    device: str | None = None
+    min_run_time: float = 1.0       # seconds of timing per throughput measurement
+    progress: bool = True
+
+    @property
+    def devices(self) -> int:
+        return 1
+
+
+@dataclass
+class Live:
+    """What the progress display shows about the running trial."""
+    number: int | None = None
+    name: str = ""
+    phase: str = ""
+    epoch: int = 0
+    accuracy: float | None = None
+    started: float = 0.0
+    events: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- storage and study
+def run_directory(space: SearchSpace, options: Options) -> Path:
+    return Path(options.runs_dir) / (options.study or space.name)
+
+
+def make_storage(url: str | None, run_dir: Path):
+    if url is None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(run_dir / "journal.log")))
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+        try:
+            return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(3))
+        except ImportError as exc:
+            raise SpecError(f"--storage {url}: {exc}; for PostgreSQL install psycopg "
+                            "(pip install 'psycopg[binary]')", path="storage") from None
+    if url.endswith(".log") or url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        path = url.split(":", 1)[1] if url.startswith("journal:") else url
+        return JournalStorage(JournalFileBackend(path))
+    raise SpecError(f"--storage {url!r} is not understood; give sqlite:///FILE.db, "
+                    "postgresql://USER@HOST/DB, or a journal file (FILE.log); without "
+                    "--storage the study lives in RUN_DIR/journal.log", path="storage")
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace):
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        # multivariate + group: TPE models the conditional space (leaves that exist only
+        # for some choices) jointly; constant liar keeps parallel workers apart
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        try:
+            import scipy  # noqa: F401
+        except ImportError:
+            raise SpecError("--sampler gp needs scipy (Optuna's GP sampler fits with it): "
+                            "pip install scipy", path="sampler") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise SpecError(f"--sampler {name!r}: valid samplers are tpe (default), nsga2, gp, random",
+                    path="sampler")
+
+
+def open_study(space: SearchSpace, options: Options, run_dir: Path):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = make_storage(options.storage, run_dir)
+    study = optuna.create_study(
+        study_name=options.study or space.name, storage=storage,
+        directions=["maximize", "maximize"], sampler=make_sampler(options.sampler, options.seed, space),
+        load_if_exists=True)
+    identity = space_identity(space)
+    known = study.user_attrs.get("space")
+    if known is None:
+        study.set_user_attr("space", identity)
+        study.set_metric_names(["accuracy", "images_per_s"])
+    elif known != identity:
+        raise SearchStopped(
+            f"the study '{study.study_name}' in {run_dir} was made from another search space "
+            f"(the leaves, task or settings differ); resume it with the space it was made "
+            f"from, or start a new study with --study NEW_NAME")
+    return study
+
+
+def space_identity(space: SearchSpace) -> str:
+    """What must not change for a study to be resumed: the template, task and settings."""
+    import hashlib
+    data = {"template": space.template, "file": space.file.model_dump(exclude={"budget",
+                                                                               "description"})}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- dead trials
+def _process_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a recycled pid is another process: compare start times where /proc has them
+    return start is None or _process_start(pid) in (None, start)
+
+
+def requeue_dead(study) -> list[int]:
+    """Trials left RUNNING by a worker of this host that is gone (kill -9, a power cut): mark
+    them failed ('interrupted', cost kept) and enqueue the same parameters for a re-run.
+    Journal storage has no heartbeats, so this is what keeps nothing RUNNING for ever."""
+    host, requeued = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        if attrs.get("host") != host or "pid" not in attrs:
+            continue
+        if _alive(int(attrs["pid"]), attrs.get("pid_start")):
+            continue
+        _requeue(study, t, "the worker process died while it ran")
+        requeued.append(t.number)
+    return requeued
+
+
+def _requeue(study, frozen, why: str) -> None:
+    storage = study._storage
+    for key, value in (("state", "interrupted"), ("reason", "interrupted"), ("requeued", True),
+                       ("message", why)):
+        storage.set_trial_user_attr(frozen._trial_id, key, value)
+    storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+    keep = {k: frozen.user_attrs[k] for k in ("seed",) if k in frozen.user_attrs}
+    study.enqueue_trial(dict(frozen.params), user_attrs={**keep, "retry_of": frozen.number})
+
+
+def enqueue_seeds(study, space: SearchSpace) -> list[str]:
+    """Enqueue the zoo designs the space can express, once per study."""
+    if study.user_attrs.get("seeded"):
+        return []
+    labels = []
+    for label, values in space.seeds().items():
+        try:
+            candidate = space.fixed(values)
+        except SpecError:
+            continue
+        study.enqueue_trial(candidate.params, user_attrs={"seed": label})
+        labels.append(label)
+    study.set_user_attr("seeded", True)
+    return labels
+
+
+# ---------------------------------------------------------------- one trial
+class Objective:
+    def __init__(self, space: SearchSpace, options: Options, run_dir: Path, display):
+        self.space, self.options, self.run_dir, self.display = space, options, run_dir, display
+        self.deploy = space.file.deploy.model_copy(update={k: v for k, v in {
+            "resolution": options.deploy_resolution, "batch": options.deploy_batch,
+            "dtype": options.deploy_dtype}.items() if v is not None})
+        self.live = Live()
+        self.proc: subprocess.Popen | None = None
+
+    def __call__(self, trial: optuna.Trial):
+        try:
+            return self._trial(trial)
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM: the child stops, the trial is recorded as interrupted with
+            # what it cost so far, and the same parameters wait in the queue for the resume
+            self._stop_child(force=True)
+            trial.set_user_attr(ledger.COST_ATTR, (time.time() - self.live.started)
+                                * self.options.devices)
+            for key, value in (("state", "interrupted"), ("reason", "interrupted"),
+                               ("requeued", True), ("message", "stopped by Ctrl-C / SIGTERM")):
+                trial.set_user_attr(key, value)
+            keep = {k: trial.user_attrs[k] for k in ("seed",) if k in trial.user_attrs}
+            trial.study.enqueue_trial(dict(trial.params),
+                                      user_attrs={**keep, "retry_of": trial.number})
+            raise
+
+    def _trial(self, trial: optuna.Trial):
+        started = time.time()
+        self.live = Live(number=trial.number, started=started, phase="sampling")
+        host_attrs = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "pid_start": _process_start(os.getpid()), "started": started,
+                      "state": "running"}
+        for key, value in host_attrs.items():
+            trial.set_user_attr(key, value)
+
+        def cost():
+            return (time.time() - started) * self.options.devices
+
+        def finish(state: str, **attrs):
+            trial.set_user_attr("state", state)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr(ledger.COST_ATTR, cost())
+
+        try:
+            candidate = self.space.suggest(trial)
+            backbone = candidate.backbone
+        except SpecError as exc:
+            return self._infeasible(trial, finish, "spec_error", str(exc), 0.0)
+        name = _design_name(trial, backbone)
+        backbone = backbone.model_copy(update={"name": name})
+        self.live.name = name
+        digest = canonical_hash(backbone)
+        trial.set_user_attr("hash", digest)
+        trial.set_user_attr("name", name)
+        trial.set_user_attr("backbone", dump_backbone(backbone))
+        try:
+            bind_stages(backbone)
+            if self.deploy.resolution:
+                bind_stages(backbone, self.deploy.resolution)
+        except SpecError as exc:
+            return self._infeasible(trial, finish, "spec_error", exc.detail if not exc.path
+                                    else f"at '{exc.path}': {exc.detail}", 0.0)
+        twin = _finished_twin(trial.study, digest, trial.number)
+        if twin is not None:
+            return self._reuse(trial, twin, finish)
+        return self._run_child(trial, backbone, finish, cost)
+
+    # -------------------------------------------------------- outcomes
+    def _infeasible(self, trial, finish, reason: str, message: str, images_per_s: float,
+                    violations: dict | None = None):
+        # the sampler learns the region is infeasible (constraints > 0); never trained
+        for key, value in (violations or {reason: 1.0}).items():
+            trial.set_constraint(key, float(value))
+        finish("infeasible", reason=reason, message=message[:4000])
+        return 0.0, images_per_s
+
+    def _reuse(self, trial, twin, finish):
+        for key, value in twin.user_attrs.items():
+            if key.startswith("rung_") or key in (
+                    "images_per_s", "latency_ms", "spread", "params", "flops", "peak_memory_mb",
+                    "accuracy", "reason", "message", "epochs", "compile_s", "iqr_ms"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("duplicate_of", twin.number)
+        state = twin.user_attrs["state"]
+        if state == "pruned":
+            finish("pruned")
+            raise optuna.TrialPruned()
+        for key, value in (twin.constraints or {}).items():
+            trial.set_constraint(key, value)
+        finish(state)
+        return tuple(twin.values)
+
+    def _run_child(self, trial, backbone, finish, cost):
+        run_dir, options = self.run_dir, self.options
+        training = self.space.file.training
+        rungs = self.space.file.pruning.rungs(training.epochs) if (
+            options.prune and self.space.file.pruning.enabled) else []
+        job = {
+            "backbone": json.loads(json.dumps(_plain_backbone(backbone))),
+            "deploy": self.deploy.model_dump(), "training": training.model_dump(),
+            "task": self.space.file.task.model_dump(), "rungs": rungs,
+            "seed": options.seed + trial.number, "threads": options.threads,
+            "device": options.device, "min_run_time": options.min_run_time,
+            "cache_dir": str(Path(options.runs_dir) / ".cache" / "throughput"),
+            "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
+        }
+        logs = run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=logs, delete=False) as f:
+            json.dump(job, f)
+            job_file = f.name
+        log_path = logs / f"trial_{trial.number:04d}.log"
+        constraints = self.space.file.constraints
+        outcome = None
+        with open(log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "attndsl.search.trial", job_file],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                start_new_session=True)     # Ctrl-C reaches the worker, which stops the child
+            self.live.phase = "measuring"
+            reader = _Lines(self.proc.stdout)
+            deadline = time.time() + options.trial_timeout
+            try:
+                while outcome is None:
+                    if time.time() > deadline:
+                        self._stop_child(force=True)
+                        finish("failed", reason="timeout", message=f"trial exceeded "
+                               f"{options.trial_timeout:.0f} s (--trial-timeout)")
+                        raise TrialFailed("timeout")
+                    event = reader.next(timeout=0.5)
+                    self.display.refresh()
+                    if event is None:
+                        if reader.closed:
+                            code = self.proc.wait()
+                            why = (f"the trial process was killed by signal {-code}" +
+                                   (" (the kernel's out-of-memory killer?)" if code == -9 else "")
+                                   if code < 0 else f"the trial process exited with {code} "
+                                   "without a result")
+                            finish("failed", reason="oom" if code == -9 else "crash",
+                                   message=why + f"; log: {log_path}")
+                            raise TrialFailed("crash")
+                        continue
+                    trial.set_user_attr(ledger.COST_ATTR, cost())
+                    outcome = self._on_event(trial, event, constraints, finish)
+            finally:
+                self._stop_child()
+                os.unlink(job_file)
+        return outcome
+
+    def _on_event(self, trial, event: dict, constraints, finish):
+        kind = event["event"]
+        if kind == "measured":
+            keys = ("images_per_s", "latency_ms", "spread", "iqr_ms", "params", "flops",
+                    "peak_memory_mb", "compile_s", "cuda_graph", "cached")
+            for key in keys:
+                trial.set_user_attr(key, event[key])
+            trial.set_user_attr("fingerprint", event["fingerprint"])
+            violations = constraint_values(event, constraints)
+            for key, value in violations.items():
+                trial.set_constraint(key, value)
+            broken = {k: v for k, v in violations.items() if v > 0}
+            if broken:
+                self._send(False)
+                return self._infeasible(trial, finish, "constraint", describe_violations(
+                    event, constraints, broken), event["images_per_s"], violations)
+            self._send(True)
+            self.live.phase = "training"
+            return None
+        if kind == "epoch":
+            self.live.epoch, self.live.accuracy = event["epoch"], event["accuracy"]
+            return None
+        if kind == "rung":
+            epoch, accuracy = event["epoch"], event["accuracy"]
+            trial.set_user_attr(f"rung_{epoch}", accuracy)
+            throughput = trial.user_attrs["images_per_s"]
+            others = [(t.user_attrs[f"rung_{epoch}"], t.user_attrs["images_per_s"])
+                      for t in trial.study.get_trials(deepcopy=False)
+                      if t.number != trial.number and f"rung_{epoch}" in t.user_attrs
+                      and not t.user_attrs.get("duplicate_of")]
+            keep = keep_at_rung((accuracy, throughput), others,
+                                self.space.file.pruning.eta)
+            self._send(keep)
+            if not keep:
+                finish("pruned", epochs=epoch, accuracy=accuracy)
+                self._stop_child()
+                raise optuna.TrialPruned()
+            return None
+        if kind == "done":
+            finish("complete", accuracy=event["accuracy"], epochs=event["epochs"])
+            return event["accuracy"], trial.user_attrs["images_per_s"]
+        if kind == "error":
+            reason = event["reason"]
+            if reason == "spec_error":
+                return self._infeasible(trial, finish, reason, event["message"],
+                                        trial.user_attrs.get("images_per_s", 0.0))
+            finish("failed", reason=reason, message=event["message"], phase=event.get("phase"))
+            raise TrialFailed(reason)
+        return None
+
+    def _send(self, go: bool) -> None:
+        try:
+            self.proc.stdin.write((json.dumps({"go": go}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def _stop_child(self, force: bool = False) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.close()     # the child exits at its next question to the worker
+        except OSError:
+            pass
+        try:
+            if force:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class _Lines:
+    """Our JSON events from the child's stdout, with a timeout (select on the raw pipe)."""
+
+    def __init__(self, pipe):
+        self.pipe, self.buffer, self.closed = pipe, b"", False
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(pipe, selectors.EVENT_READ)
+
+    def next(self, timeout: float):
+        while True:
+            line = self._pop()
+            if line is not None:
+                if line.startswith(PREFIX):
+                    return json.loads(line[len(PREFIX):])
+                continue
+            if self.closed or not self.selector.select(timeout):
+                return None
+            chunk = os.read(self.pipe.fileno(), 65536)
+            if not chunk:
+                self.closed = True
+                return None
+            self.buffer += chunk
+
+    def _pop(self):
+        if b"\n" not in self.buffer:
+            return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+
+def constraint_values(measured: dict, constraints) -> dict:
+    """Optuna constraint values (feasible when ≤ 0), relative to each limit."""
+    out = {}
+    if constraints.max_params is not None:
+        out["max_params"] = measured["params"] / constraints.max_params - 1
+    if constraints.max_peak_memory_mb is not None:
+        out["max_peak_memory_mb"] = measured["peak_memory_mb"] / constraints.max_peak_memory_mb - 1
+    if constraints.min_throughput is not None:
+        out["min_throughput"] = 1 - measured["images_per_s"] / constraints.min_throughput
+    if constraints.max_latency_ms is not None:
+        out["max_latency_ms"] = measured["latency_ms"] / constraints.max_latency_ms - 1
+    return out
+
+
+def describe_violations(measured: dict, constraints, broken: dict) -> str:
+    measured_key = {"max_params": "params", "max_peak_memory_mb": "peak_memory_mb",
+                    "min_throughput": "images_per_s", "max_latency_ms": "latency_ms"}
+    return "; ".join(f"{key}: {measured[measured_key[key]]:.4g} against the limit "
+                     f"{getattr(constraints, key):.4g}" for key in broken)
+
+
+def _finished_twin(study, digest: str, number: int):
+    for t in study.get_trials(deepcopy=False):
+        if (t.number != number and t.user_attrs.get("hash") == digest
+                and t.user_attrs.get("state") in REUSABLE and not t.user_attrs.get("duplicate_of")
+                and t.state in (TrialState.COMPLETE, TrialState.PRUNED)):
+            return t
+    return None
+
+
+def _design_name(trial, backbone) -> str:
+    parts = []
+    for stage in backbone.stages:
+        names = [s if s == "none" else s.name for s in stage.attention] or ["none"]
+        parts.append("+".join(n.split("_attention")[0] for n in names))
+    return f"t{trial.number}_" + "-".join(parts)
+
+
+def _plain_backbone(backbone):
+    from ..model.spec import backbone_to_dict
+    return backbone_to_dict(backbone)

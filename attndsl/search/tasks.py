@@ -1,0 +1,434 @@
+"""Classification tasks for a search, with nothing downloaded at run time.
+
+- `pathfinder`: generated (numpy, seeded), Long Range Arena's Pathfinder: two marked
+  endpoints, connected by one curvy path or not, among distractor paths. Path length and
+  resolution set the difficulty; paths longer than a local window defeat local attention,
+  so the task separates local from global mechanisms.
+- `digits`: scikit-learn's bundled 1,797 handwritten 8×8 digits (10 classes).
+- `folder`: an image folder, one subfolder per class (PNG/JPEG/…, read with Pillow).
+- `npz`: a NumPy `.npz` with `x`, `y` (split here) or `x_train`, `y_train`, `x_val`, `y_val`.
+- `cifar`: a CIFAR-10/100 "python version" directory (data_batch_* / train pickles).
+- `python`: a user's `module:function` returning (x, y) or (x_train, y_train, x_val, y_val).
+
+Every task yields float32 images (N, C, S, S), standardised with the training set's
+per-channel mean and std, and int64 labels. A task without its own validation set is split
+with a fixed seed; validation images are never trained on.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pickle
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import numpy as np
+import torch
+from pydantic import Field, TypeAdapter
+
+from ..errors import SpecError
+from ..model.train import Dataset
+from ..spec import models as m
+
+Int, Float = m.Int, m.Float
+
+
+class Pathfinder(m.Component):
+    kind: Literal["pathfinder"] = "pathfinder"
+    resolution: Int = Field(default=32, ge=12, le=512)
+    path_length: Int = Field(default=6, ge=1, le=64)       # segments per target path
+    distractors: Int = Field(default=2, ge=0, le=32)       # unmarked paths
+    train: Int = Field(default=4000, ge=10, le=1_000_000)
+    val: Int = Field(default=1000, ge=10, le=1_000_000)
+    seed: Int = Field(default=0, ge=0)
+
+
+class Digits(m.Component):
+    kind: Literal["digits"] = "digits"
+    resolution: Int = Field(default=8, ge=8, le=256)   # upsampled (bilinear) from 8×8
+    val_fraction: Float = Field(default=0.2, gt=0, lt=1)
+    seed: Int = Field(default=0, ge=0)
+
+
+class _FileTask(m.Component):
+    path: str = Field(min_length=1)
+    resolution: Int | None = Field(default=None, ge=1, le=4096)   # resize to S×S
+    val_fraction: Float = Field(default=0.2, gt=0, lt=1)
+    max_train: Int | None = Field(default=None, ge=1)
+    seed: Int = Field(default=0, ge=0)
+
+
+class Folder(_FileTask):
+    kind: Literal["folder"] = "folder"
+    channels: Literal[1, 3] = 3
+
+
+class Npz(_FileTask):
+    kind: Literal["npz"] = "npz"
+
+
+class Cifar(_FileTask):
+    kind: Literal["cifar"] = "cifar"
+
+
+class PythonTask(m.Component):
+    kind: Literal["python"] = "python"
+    entry: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")   # module:function
+    val_fraction: Float = Field(default=0.2, gt=0, lt=1)
+    seed: Int = Field(default=0, ge=0)
+
+
+Task = Annotated[Union[Pathfinder, Digits, Folder, Npz, Cifar, PythonTask],
+                 Field(discriminator="kind")]
+TaskAdapter = TypeAdapter(Task)
+TASK_KINDS = ("pathfinder", "digits", "folder", "npz", "cifar", "python")
+
+
+class TaskError(SpecError):
+    """The task's data cannot be loaded (a missing folder, a malformed file)."""
+
+
+# ---------------------------------------------------------------- loading
+def load_task(task, cache_dir: Path | None = None) -> Dataset:
+    """The task's tensors. Generated tasks are cached (by their settings) in `cache_dir`."""
+    if cache_dir is not None and task.kind == "pathfinder":
+        key = hashlib.sha256(task.model_dump_json().encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"pathfinder-{key}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in f.files}
+        else:
+            arrays = _pathfinder_arrays(task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(path)   # atomic: a concurrent worker reads a whole file or none
+        return _dataset(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"],
+                        2, task.kind)
+    return LOADERS[task.kind](task)
+
+
+def _pathfinder(task: Pathfinder) -> Dataset:
+    a = _pathfinder_arrays(task)
+    return _dataset(a["x_train"], a["y_train"], a["x_val"], a["y_val"], 2, "pathfinder")
+
+
+def _digits(task: Digits) -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise TaskError("the digits task needs scikit-learn (it ships the 1,797 digits): "
+                        "pip install scikit-learn", path="task.kind") from None
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None] / 16.0
+    y = digits.target.astype(np.int64)
+    x_train, y_train, x_val, y_val = _split(x, y, task.val_fraction, task.seed)
+    data = _dataset(x_train, y_train, x_val, y_val, 10, "digits")
+    if task.resolution != 8:
+        data = _resized(data, task.resolution)
+    return data
+
+
+def _folder(task: Folder) -> Dataset:
+    root = _existing(task.path, "directory")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise TaskError("the folder task reads images with Pillow: pip install pillow",
+                        path="task.kind") from None
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise TaskError(f"{root} has {len(classes)} class subfolders; an image folder has one "
+                        "subfolder per class (at least 2)", path="task.path")
+    images, labels, size = [], [], task.resolution
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.is_file())
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    img = img.convert("L" if task.channels == 1 else "RGB")
+                    size = size or img.size[0]
+                    img = img.resize((size, size), Image.BILINEAR)
+                    arr = np.asarray(img, dtype=np.float32) / 255.0
+            except OSError as exc:
+                raise TaskError(f"cannot read image {file}: {exc}", path="task.path") from None
+            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise TaskError(f"no images under {root}", path="task.path")
+    x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
+    return _finish(task, x, y, len(classes))
+
+
+def _npz(task: Npz) -> Dataset:
+    path = _existing(task.path, "file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"cannot read {path} as a .npz: {exc}", path="task.path") from None
+    if {"x_train", "y_train", "x_val", "y_val"} <= arrays.keys():
+        parts = [arrays[k] for k in ("x_train", "y_train", "x_val", "y_val")]
+        x_train, x_val = _images(parts[0], path), _images(parts[2], path)
+        y_train, y_val = _labels(parts[1], len(x_train), path), _labels(parts[3], len(x_val), path)
+        classes = int(max(y_train.max(), y_val.max())) + 1
+        return _limit(task, _resize_all(_dataset(x_train, y_train, x_val, y_val, classes, "npz"),
+                                        task.resolution))
+    if {"x", "y"} <= arrays.keys():
+        x = _images(arrays["x"], path)
+        y = _labels(arrays["y"], len(x), path)
+        return _finish(task, x, y, int(y.max()) + 1)
+    raise TaskError(f"{path} has arrays {sorted(arrays)}; a task .npz has 'x' and 'y' (split "
+                    "here) or 'x_train', 'y_train', 'x_val', 'y_val'", path="task.path")
+
+
+def _cifar(task: Cifar) -> Dataset:
+    root = _existing(task.path, "directory")
+    names = sorted(p.name for p in root.glob("data_batch_*")) or (
+        ["train"] if (root / "train").exists() else [])
+    if not names:
+        raise TaskError(f"{root} has neither data_batch_* (CIFAR-10) nor train (CIFAR-100); "
+                        "give the extracted 'python version' directory", path="task.path")
+    xs, ys = [], []
+    for name in names:
+        try:
+            with open(root / name, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            labels = batch.get(b"labels", batch.get(b"fine_labels"))
+        except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError) as exc:
+            raise TaskError(f"cannot read CIFAR batch {root / name}: {exc!r}",
+                            path="task.path") from None
+        if labels is None or data.ndim != 2 or data.shape[1] != 3072:
+            raise TaskError(f"{root / name} is not a CIFAR batch (data {data.shape}, expected "
+                            "(N, 3072) with labels)", path="task.path")
+        xs.append(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+        ys.append(np.asarray(labels, dtype=np.int64))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return _finish(task, x, y, 100 if names == ["train"] else 10)
+
+
+def _python(task: PythonTask) -> Dataset:
+    module_name, fn_name = task.entry.split(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise TaskError(f"task entry {task.entry!r}: {exc}", path="task.entry") from None
+    out = fn()
+    arrays = [np.asarray(a.numpy() if isinstance(a, torch.Tensor) else a) for a in out]
+    if len(arrays) == 4:
+        x_train, x_val = _images(arrays[0], task.entry), _images(arrays[2], task.entry)
+        y_train = _labels(arrays[1], len(x_train), task.entry)
+        y_val = _labels(arrays[3], len(x_val), task.entry)
+        classes = int(max(y_train.max(), y_val.max())) + 1
+        return _dataset(x_train, y_train, x_val, y_val, classes, task.entry)
+    if len(arrays) == 2:
+        x = _images(arrays[0], task.entry)
+        y = _labels(arrays[1], len(x), task.entry)
+        x_train, y_train, x_val, y_val = _split(x, y, task.val_fraction, task.seed)
+        return _dataset(x_train, y_train, x_val, y_val, int(y.max()) + 1, task.entry)
+    raise TaskError(f"task entry {task.entry!r} returned {len(arrays)} items; return (x, y) "
+                    "or (x_train, y_train, x_val, y_val)", path="task.entry")
+
+
+LOADERS = {"pathfinder": _pathfinder, "digits": _digits, "folder": _folder, "npz": _npz,
+           "cifar": _cifar, "python": _python}
+
+
+# ---------------------------------------------------------------- helpers
+def _existing(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    ok = p.is_dir() if what == "directory" else p.is_file()
+    if not ok:
+        state = "not found" if not p.exists() else f"not a {what}"
+        raise TaskError(f"task path {p}: {state}", path="task.path")
+    return p
+
+
+def _images(x: np.ndarray, where) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) → float32 (N, C, H, W) in [0, 1] for uint8."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if not (x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3)):
+            x = x.transpose(0, 3, 1, 2)   # channels-last (NumPy's usual layout)
+    else:
+        raise TaskError(f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got "
+                        f"shape {x.shape}", path="task.path")
+    if x.shape[-1] != x.shape[-2]:
+        raise TaskError(f"{where}: images must be square (H = W), got {x.shape[-2]}×"
+                        f"{x.shape[-1]}; set task.resolution to resize", path="task.path")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return x.astype(np.float32) / scale
+
+
+def _labels(y: np.ndarray, n: int, where) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    if len(y) != n or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise TaskError(f"{where}: labels must be {n} non-negative integers (one per image), "
+                        f"got {len(y)} of dtype {y.dtype}", path="task.path")
+    return y.astype(np.int64)
+
+
+def _split(x, y, fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * fraction)))
+    val, train = order[:n_val], order[n_val:]
+    if len(train) == 0:
+        raise TaskError(f"{len(x)} examples leave nothing to train on after a "
+                        f"{fraction:.0%} validation split", path="task")
+    return x[train], y[train], x[val], y[val]
+
+
+def _finish(task, x, y, classes: int) -> Dataset:
+    x_train, y_train, x_val, y_val = _split(x, y, task.val_fraction, task.seed)
+    data = _dataset(x_train, y_train, x_val, y_val, max(classes, 2), task.kind)
+    return _limit(task, _resize_all(data, task.resolution))
+
+
+def _limit(task, data: Dataset) -> Dataset:
+    if getattr(task, "max_train", None) and len(data.train_x) > task.max_train:
+        data.train_x, data.train_y = data.train_x[:task.max_train], data.train_y[:task.max_train]
+    return data
+
+
+def _resize_all(data: Dataset, resolution) -> Dataset:
+    return data if not resolution or resolution == data.image_size else _resized(data, resolution)
+
+
+def _resized(data: Dataset, size: int) -> Dataset:
+    def up(x):
+        return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                               align_corners=False)
+    data.train_x, data.val_x = up(data.train_x), up(data.val_x)
+    return data
+
+
+def _dataset(x_train, y_train, x_val, y_val, classes: int, name: str) -> Dataset:
+    x_train = torch.as_tensor(np.ascontiguousarray(x_train), dtype=torch.float32)
+    x_val = torch.as_tensor(np.ascontiguousarray(x_val), dtype=torch.float32)
+    # standardise with the training set's statistics only (validation never leaks in)
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return Dataset((x_train - mean) / std, torch.as_tensor(y_train, dtype=torch.int64),
+                   (x_val - mean) / std, torch.as_tensor(y_val, dtype=torch.int64),
+                   int(classes), name)
+
+
+def task_shape(task) -> tuple[int | None, int | None, int | None]:
+    """(image size, channels, classes) known without loading the data (None: unknown)."""
+    if task.kind == "pathfinder":
+        return task.resolution, 1, 2
+    if task.kind == "digits":
+        return task.resolution, 1, 10
+    if task.kind == "cifar":
+        return task.resolution or 32, 3, None
+    if task.kind == "folder":
+        return task.resolution, task.channels, None
+    return getattr(task, "resolution", None), None, None
+
+
+# ---------------------------------------------------------------- Pathfinder
+def _pathfinder_arrays(task: Pathfinder) -> dict:
+    rng = np.random.default_rng(task.seed)
+    x_train, y_train = _pathfinder_images(rng, task, task.train)
+    x_val, y_val = _pathfinder_images(rng, task, task.val)
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+
+
+def _pathfinder_images(rng, task: Pathfinder, n: int):
+    size = task.resolution
+    images = np.zeros((n, 1, size, size), dtype=np.float32)
+    labels = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        positive = i % 2 == 0          # balanced classes, shuffled below
+        images[i, 0] = _pathfinder_image(rng, size, task.path_length, task.distractors, positive)
+        labels[i] = int(positive)
+    order = rng.permutation(n)
+    return images[order], labels[order]
+
+
+def _pathfinder_image(rng, size: int, segments: int, distractors: int, positive: bool):
+    """Two target paths (one marked at both ends when positive; one end of each when
+    negative) and unmarked distractors, each a chain of short segments with bounded turns,
+    kept apart from the others by a one-pixel gap."""
+    segment = max(2.0, size / 10)
+    for _attempt in range(50):
+        canvas = np.zeros((size, size), dtype=np.float32)
+        taken = np.zeros((size, size), dtype=bool)
+        paths = []
+        ok = True
+        for p in range(2 + distractors):
+            length = segments if p < 2 else max(1, segments // 2)
+            path = _random_path(rng, size, length, segment, taken)
+            if path is None:
+                ok = False
+                break
+            paths.append(path)
+            for (r, c) in path:
+                canvas[r, c] = 1.0
+            taken |= _dilate(path, size)
+        if not ok:
+            continue
+        a, b = paths[0], paths[1]
+        ends = [a[0], a[-1]] if positive else [a[rng.integers(2) * -1], b[rng.integers(2) * -1]]
+        for r, c in ends:
+            canvas[max(0, r - 1):r + 2, max(0, c - 1):c + 2] = 1.0   # 3×3 endpoint marker
+        return canvas
+    raise RuntimeError(f"pathfinder: cannot place {2 + distractors} paths of {segments} "
+                       f"segments at {size}×{size}; lower path_length or distractors")
+
+
+def _random_path(rng, size, segments, segment, taken):
+    margin = 2
+    for _attempt in range(30):
+        pos = rng.uniform(margin, size - 1 - margin, size=2)
+        angle = rng.uniform(0, 2 * np.pi)
+        pixels = [tuple(np.round(pos).astype(int))]
+        good = True
+        for _ in range(segments):
+            angle += rng.uniform(-np.pi / 4, np.pi / 4)      # bounded turn per segment
+            step = np.array([np.sin(angle), np.cos(angle)])
+            end = pos + segment * step
+            if not (margin <= end[0] <= size - 1 - margin and margin <= end[1] <= size - 1 - margin):
+                angle += np.pi / 2                             # turn away from the border
+                step = np.array([np.sin(angle), np.cos(angle)])
+                end = pos + segment * step
+                if not (margin <= end[0] <= size - 1 - margin and margin <= end[1] <= size - 1 - margin):
+                    good = False
+                    break
+            for t in np.linspace(0, 1, int(segment * 2) + 1)[1:]:
+                r, c = np.round(pos + t * (end - pos)).astype(int)
+                if (r, c) != pixels[-1]:
+                    pixels.append((r, c))
+            pos = end
+        if not good:
+            continue
+        if any(taken[r, c] for r, c in pixels):
+            continue
+        if len(set(pixels)) < len(pixels):      # a path crossing itself looks like a loop
+            continue
+        return pixels
+    return None
+
+
+def _dilate(path, size):
+    mask = np.zeros((size, size), dtype=bool)
+    for r, c in path:
+        mask[max(0, r - 2):r + 3, max(0, c - 2):c + 3] = True
+    return mask
+
+
+def task_fingerprint(task) -> str:
+    return json.dumps(task.model_dump(), sort_keys=True)
+
+
+def describe_task(task) -> str:
+    if task.kind == "pathfinder":
+        return (f"pathfinder {task.resolution}×{task.resolution}, {task.path_length} segments, "
+                f"{task.distractors} distractors, {task.train} train / {task.val} val")
+    if task.kind == "digits":
+        return f"digits (scikit-learn, 1,797 images) at {task.resolution}×{task.resolution}"
+    return f"{task.kind} {getattr(task, 'path', getattr(task, 'entry', ''))}"
+
