@@ -218,7 +218,8 @@ def model_error(exc: ValidationError, data: Any, lines: dict, origin: str | None
     """A pydantic error of a (non-spec) model as a SpecError: path, YAML line, the value,
     and the valid keys for an unknown key."""
     messages, first = [], None
-    errors = exc.errors(include_url=False)
+    # an unknown key first: it is usually also why a required key is "missing" (a typo)
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     # pydantic echoes a failed list item as "too short" on the list: the item's error says it
     failed_items = {e["loc"][:1] for e in errors if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)}
     for err in errors:

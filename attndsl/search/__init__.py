@@ -48,7 +48,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
            seed_zoo: bool = False, prune: bool = True, deploy_resolution: int | None = None,
            deploy_batch: int | None = None, deploy_dtype: str | None = None,
            trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
-           min_run_time: float = 1.0, progress: bool | str = True, remeasure: bool = True,
+           progress: bool | str = True, remeasure: bool = True,
            console=None) -> SearchResult:
     """Run (or resume) a search; returns the front and the trials. The same call again
     resumes the study in `runs_dir/<study>`: finished trials are kept, interrupted ones
@@ -66,7 +66,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune,
                       deploy_resolution=deploy_resolution, deploy_batch=deploy_batch,
                       deploy_dtype=deploy_dtype, trial_timeout=trial_timeout, threads=threads,
-                      device=device, min_run_time=min_run_time, progress=progress)
+                      device=device, progress=progress)
     run_dir = run_directory(space, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(space, options, run_dir)

@@ -37,28 +37,31 @@ def nondominated_fronts(points: Sequence[Point]) -> list[list[int]]:
 
 
 def crowding_distance(points: Sequence[Point], front: list[int]) -> dict[int, float]:
-    """NSGA-II's crowding distance inside one front (boundary points are infinite)."""
-    distance = {i: 0.0 for i in front}
-    if len(front) <= 2:
+    """NSGA-II's crowding distance inside one front (boundary points are infinite). It is
+    computed on the distinct points, so equal points get equal distances whatever their
+    order (NSGA-II's sort would favour whichever came first)."""
+    distinct = sorted({tuple(points[i]) for i in front})
+    if len(distinct) <= 2:
         return {i: math.inf for i in front}
-    for k in range(len(points[front[0]])):
-        ordered = sorted(front, key=lambda i: points[i][k])
-        low, high = points[ordered[0]][k], points[ordered[-1]][k]
+    distance = {p: 0.0 for p in distinct}
+    for k in range(len(distinct[0])):
+        ordered = sorted(distinct, key=lambda p: p[k])
+        low, high = ordered[0][k], ordered[-1][k]
         distance[ordered[0]] = distance[ordered[-1]] = math.inf
         if high == low:
             continue
         for before, here, after in zip(ordered, ordered[1:], ordered[2:]):
-            distance[here] += (points[after][k] - points[before][k]) / (high - low)
-    return distance
+            distance[here] += (after[k] - before[k]) / (high - low)
+    return {i: distance[tuple(points[i])] for i in front}
 
 
-def rank_order(points: Sequence[Point]) -> list[int]:
-    """All indices, best first: by front, then by crowding distance (larger first), then by
-    index (earlier first) so that the order is deterministic."""
+def rank_order(points: Sequence[Point], last: int | None = None) -> list[int]:
+    """All indices, best first: by front, then by crowding distance (larger first); ties by
+    index (earlier first), except that `last` goes after everything it ties with."""
     order = []
     for front in nondominated_fronts(points):
         crowd = crowding_distance(points, front)
-        order.extend(sorted(front, key=lambda i: (-crowd[i], i)))
+        order.extend(sorted(front, key=lambda i: (-crowd[i], i == last, i)))
     return order
 
 
@@ -68,7 +71,9 @@ def keep_at_rung(point: Point, others: Sequence[Point], eta: int) -> bool:
     points = [tuple(point), *map(tuple, others)]
     if not any(dominates(q, points[0]) for q in points[1:]):
         return True
-    position = rank_order(points).index(0)
+    # the trial loses every tie (equal front and crowding): which trial reaches a rung first
+    # must not decide who continues, and so no more than the top share continue
+    position = rank_order(points, last=0).index(0)
     return position < math.ceil(len(points) / eta)
 
 

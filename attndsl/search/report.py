@@ -247,6 +247,7 @@ def remeasure_front(front: list[dict], deploy, *, rounds: int = 5, threads=None,
         out = Path(tmp) / "out.json"
         job.write_text(json.dumps({"backbones": [r["backbone"] for r in front],
                                    "deploy": deploy.model_dump(), "rounds": rounds,
+                                   "min_run_time": deploy.measure_seconds,
                                    "threads": threads, "device": device}))
         proc = subprocess.run([sys.executable, "-m", "attndsl.search.measure", str(job),
                                str(out)], capture_output=True, text=True, timeout=timeout)

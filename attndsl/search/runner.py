@@ -63,7 +63,6 @@ class Options:
     trial_timeout: float = 3600.0
     threads: int | None = None
     device: str | None = None
-    min_run_time: float = 1.0       # seconds of timing per throughput measurement
     progress: bool = True
 
     @property
@@ -270,7 +269,7 @@ class Objective:
 
         try:
             candidate = self.space.suggest(trial)
-            backbone = candidate.backbone
+            backbone, training = candidate.backbone, candidate.training
         except SpecError as exc:
             return self._infeasible(trial, finish, "spec_error", str(exc), 0.0)
         name = _design_name(trial, backbone)
@@ -290,7 +289,7 @@ class Objective:
         twin = _finished_twin(trial.study, digest, trial.number)
         if twin is not None:
             return self._reuse(trial, twin, finish)
-        return self._run_child(trial, backbone, finish, cost)
+        return self._run_child(trial, backbone, training, finish, cost)
 
     # -------------------------------------------------------- outcomes
     def _infeasible(self, trial, finish, reason: str, message: str, images_per_s: float,
@@ -317,9 +316,8 @@ class Objective:
         finish(state)
         return tuple(twin.values)
 
-    def _run_child(self, trial, backbone, finish, cost):
+    def _run_child(self, trial, backbone, training, finish, cost):
         run_dir, options = self.run_dir, self.options
-        training = self.space.file.training
         rungs = self.space.file.pruning.rungs(training.epochs) if (
             options.prune and self.space.file.pruning.enabled) else []
         job = {
@@ -327,7 +325,7 @@ class Objective:
             "deploy": self.deploy.model_dump(), "training": training.model_dump(),
             "task": self.space.file.task.model_dump(), "rungs": rungs,
             "seed": options.seed + trial.number, "threads": options.threads,
-            "device": options.device, "min_run_time": options.min_run_time,
+            "device": options.device, "min_run_time": self.deploy.measure_seconds,
             "cache_dir": str(Path(options.runs_dir) / ".cache" / "throughput"),
             "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
         }

@@ -11,7 +11,7 @@ option or the lower bound). A space file:
     name: my_space            # the study's name (runs go to ./attndsl-runs/<name>/)
     task: {kind: pathfinder, resolution: 32}
     backbone: {patch: 4, stages: [...]}   # image_size, in_channels, classes come from the task
-    training: {epochs: 9, batch_size: 64}
+    training: {epochs: 9, batch_size: 64, lr: {float: [1e-4, 1e-2], log: true}}
     deploy: {resolution: 224, batch: 64}  # where throughput is measured
     constraints: {max_params: 5e6}
     pruning: {min_epochs: 1, eta: 3}
@@ -145,6 +145,9 @@ class Deploy(m.Component):
     batch: Int = Field(default=64, ge=1, le=65_536)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     backend: Literal["auto", "eager", "inductor"] = "auto"   # as users run it: auto
+    # timing per measurement (blocked_autorange's min_run_time); the front's interleaved
+    # re-measurement times each model this long per round, over 5 rounds
+    measure_seconds: Float = Field(default=1.0, gt=0, le=60)
 
 
 class Constraints(m.Component):
@@ -173,7 +176,7 @@ class SpaceFile(m.Component):
     description: str = ""
     task: Task
     backbone: dict
-    training: Training = Training()
+    training: dict = Field(default_factory=dict)   # Training's fields; values may be leaves
     deploy: Deploy = Deploy()
     constraints: Constraints = Constraints()
     pruning: Pruning = Pruning()
@@ -190,6 +193,7 @@ class SpaceFile(m.Component):
 @dataclass
 class Candidate:
     backbone: Backbone
+    training: Training
     params: dict
 
 
@@ -208,18 +212,25 @@ class SearchSpace:
         return self.file.name
 
     # -------------------------------------------------------- candidates
-    def concretize(self, pick: Callable[[Leaf], Any]) -> tuple[dict, dict]:
-        """The concrete backbone data and the params picked, walking the template and asking
-        `pick` for each leaf that exists given the choices made above it."""
+    def concretize(self, pick: Callable[[Leaf], Any]) -> tuple[dict, dict, dict]:
+        """The concrete backbone and training data and the params picked, walking the
+        templates and asking `pick` for each leaf that exists given the choices above it."""
         params: dict = {}
         data = _walk(self.template, ("backbone",), "", pick, params, self.leaves)
-        return data, params
+        training = _walk(self.file.training, ("training",), "training", pick, params,
+                         self.leaves)
+        return data, training, params
 
     def candidate(self, pick: Callable[[Leaf], Any]) -> Candidate:
-        data, params = self.concretize(pick)
+        data, training, params = self.concretize(pick)
         backbone = validate_backbone(data, lines=self.lines, origin=self.origin,
                                      prefix=("backbone",))
-        return Candidate(backbone, params)
+        try:
+            config = Training.model_validate(training)
+        except ValidationError as exc:
+            raise model_error(exc, training, self.lines, self.origin, Training,
+                              prefix=("training",)) from None
+        return Candidate(backbone, config, params)
 
     def fixed(self, values: dict | None = None) -> Candidate:
         """The candidate with the given leaf values and every other leaf at its default."""
@@ -343,6 +354,7 @@ def load_space(source: Union[str, os.PathLike, dict]) -> SearchSpace:
     template = _complete_template(space_file, data["backbone"], lines, origin)
     space = SearchSpace(space_file, template, lines=lines, origin=origin)
     _collect_leaves(template, ("backbone",), "", space, {}, None)
+    _collect_leaves(space_file.training, ("training",), "training", space, {}, None)
     _check_options(space)
     return space
 

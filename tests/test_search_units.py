@@ -1,0 +1,425 @@
+"""The search's parts, in process: the MO-ASHA rule, hypervolume, the budget, the space
+language and its errors, the backbone, the tasks' loaders. (tests/test_search_runs.py
+runs real `attndsl search` processes.)"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attndsl import SpecError
+from attndsl.model import (BackboneNet, Training, build_model, canonical_hash, count_flops,
+                           count_parameters, dump_backbone, load_backbone, train)
+from attndsl.search import budget as ledger
+from attndsl.search import load_space, parse_budget
+from attndsl.search.pruner import (crowding_distance, dominates, hypervolume_2d,
+                                   keep_at_rung, nondominated_fronts, rank_order)
+from attndsl.search.tasks import (Cifar, Digits, Folder, Npz, Pathfinder, PythonTask, TaskError,
+                                  load_task)
+
+# ---------------------------------------------------------------- MO-ASHA
+points = st.lists(st.tuples(st.floats(0, 1), st.floats(1, 1e4)), min_size=1, max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(points, st.integers(2, 5))
+def test_a_trial_nondominated_at_its_rung_is_never_stopped(pts, eta):
+    for i, p in enumerate(pts):
+        others = pts[:i] + pts[i + 1:]
+        if not any(dominates(q, p) for q in others):
+            assert keep_at_rung(p, others, eta)
+
+
+@settings(max_examples=200, deadline=None)
+@given(points, st.integers(2, 5))
+def test_at_most_the_top_share_or_the_front_continues(pts, eta):
+    kept = [keep_at_rung(p, pts[:i] + pts[i + 1:], eta) for i, p in enumerate(pts)]
+    front = nondominated_fronts(pts)[0]
+    assert sum(kept) <= max(len(front), math.ceil(len(pts) / eta))
+
+
+def test_a_dominated_trial_is_stopped():
+    others = [(0.9, 1000.0), (0.8, 2000.0), (0.7, 3000.0), (0.6, 4000.0), (0.5, 5000.0)]
+    assert not keep_at_rung((0.4, 900.0), others, eta=3)
+    assert keep_at_rung((0.95, 900.0), others, eta=3)        # best accuracy: non-dominated
+    assert keep_at_rung((0.1, 9000.0), others, eta=3)        # fastest: non-dominated
+
+
+def test_a_dominating_trial_is_kept_syne_tune_ordering_bug():
+    # syne-tune read an ordering as ranks: a point dominating all others could be stopped
+    others = [(0.1 * i, 100.0 * i) for i in range(1, 9)]
+    assert keep_at_rung((0.95, 1e5), others, eta=3)
+
+
+def test_alone_at_a_rung_continues():
+    assert keep_at_rung((0.1, 1.0), [], eta=3)
+
+
+def test_fronts_match_brute_force():
+    rng = np.random.default_rng(0)
+    pts = [tuple(p) for p in rng.integers(0, 6, size=(40, 2)).astype(float)]
+    fronts = nondominated_fronts(pts)
+    assert sorted(itertools.chain(*fronts)) == list(range(len(pts)))
+    for k, front in enumerate(fronts):
+        rest = [i for f in fronts[k:] for i in f]
+        for i in front:   # nothing left at this depth dominates a member
+            assert not any(dominates(pts[j], pts[i]) for j in rest)
+        if k:             # every member is dominated by something of the front before
+            assert all(any(dominates(pts[j], pts[i]) for j in fronts[k - 1]) for i in front)
+
+
+def test_crowding_distance_boundaries_are_infinite_and_order_is_total():
+    pts = [(0.1, 10.0), (0.5, 5.0), (0.9, 1.0), (0.3, 8.0)]
+    front = nondominated_fronts(pts)[0]
+    crowd = crowding_distance(pts, front)
+    assert crowd[0] == math.inf and crowd[2] == math.inf
+    assert 0 < crowd[1] < math.inf
+    assert sorted(rank_order(pts)) == [0, 1, 2, 3]
+
+
+def test_hypervolume_against_a_grid_count():
+    rng = np.random.default_rng(1)
+    pts = [tuple(p) for p in rng.integers(1, 20, size=(12, 2)).astype(float)]
+    grid = sum(1 for a in range(20) for b in range(20)
+               if any(a + 0.5 < p[0] and b + 0.5 < p[1] for p in pts))
+    assert hypervolume_2d(pts) == pytest.approx(grid)
+    assert hypervolume_2d([]) == 0.0
+
+
+# ---------------------------------------------------------------- budget
+@pytest.mark.parametrize("text, seconds, trials", [
+    ("50gpu-h", 50 * 3600, None), ("2h", 7200, None), ("12m", 720, None), ("90s", 90, None),
+    ("1.5h", 5400, None), ("40trials", None, 40), ("1trial", None, 1), (" 15 m ", 900, None)])
+def test_budget_parses(text, seconds, trials):
+    b = parse_budget(text)
+    assert (b.seconds, b.trials) == (seconds, trials)
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-2h", "0h", "2.5trials", "12 parsecs", "0trials"])
+def test_bad_budget_says_what_is_valid(text):
+    with pytest.raises(SpecError, match="50gpu-h|trial count"):
+        parse_budget(text)
+
+
+def _t(state, cost, **attrs):
+    return SimpleNamespace(state=SimpleNamespace(name=attrs.pop("optuna_state", "COMPLETE")),
+                           user_attrs={"state": state, "cost_s": cost, **attrs})
+
+
+def test_admission_by_ledger_and_predicted_cost():
+    trials = [_t("complete", 100), _t("complete", 120), _t("pruned", 20), _t("failed", 5)]
+    assert ledger.spent(trials) == 245
+    assert ledger.predicted_cost(trials) == 110          # median of completed trials
+    ok, _ = ledger.admission(parse_budget("400s"), trials)
+    assert ok
+    ok, why = ledger.admission(parse_budget("300s"), trials)   # 55 left < 110 predicted
+    assert not ok and "110" in why and "55" in why
+    ok, why = ledger.admission(parse_budget("200s"), trials)
+    assert not ok and "spent" in why
+
+
+def test_trial_budget_counts_started_trials_but_not_requeued_or_queued():
+    trials = [_t("complete", 1), _t("interrupted", 1, requeued=True), _t("complete", 1),
+              _t("", 0, optuna_state="WAITING")]
+    assert ledger.counted_trials(trials) == 2
+    assert ledger.admission(parse_budget("3trials"), trials)[0]
+    assert not ledger.admission(parse_budget("2trials"), trials)[0]
+
+
+# ---------------------------------------------------------------- the space language
+SPACE = """\
+name: unit_space
+task: {kind: digits}
+backbone:
+  patch: 2
+  stages:
+    - depth: 1
+      dim: 16
+      heads: {choice: [1, 2]}
+      attention: {choice: [none, vit_mhsa, swin_wmsa]}
+    - depth: 1
+      dim: 32
+      heads: 2
+      attention:
+        choice:
+          - vit_mhsa
+          - name: local
+            heads: 2
+            parameterization: {kind: additive, terms: [query_key]}
+            normalization: {kind: softmax}
+            application: {kind: {choice: [window, global]}, size: {choice: [2, 3]}}
+training: {epochs: 3, lr: {float: [1e-4, 1e-2], log: true}}
+"""
+
+
+def _space(tmp_path, text=SPACE, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_space_loads_with_leaves_conditions_and_seeds(tmp_path):
+    space = load_space(_space(tmp_path))
+    assert set(space.leaves) == {
+        "stages[0].heads", "stages[0].attention", "stages[1].attention",
+        "stages[1].attention=local.application.kind",
+        "stages[1].attention=local.application.size", "training.lr"}
+    assert set(space.seeds()) == {"vit_mhsa", "swin_wmsa"}
+    # the window size exists only when the application is a window
+    values = {"stages[1].attention": "local", "stages[1].attention=local.application.kind": "global"}
+    cand = space.fixed(values)
+    app = cand.backbone.stages[1].attention[0].branches[0].application
+    assert app.kind == "global"
+    assert "stages[1].attention=local.application.size" not in cand.params
+    cand = space.fixed({**values, "stages[1].attention=local.application.kind": "window",
+                        "stages[1].attention=local.application.size": 3})
+    assert cand.backbone.stages[1].attention[0].branches[0].application.size == 3
+    assert cand.backbone.image_size == 8 and cand.backbone.classes == 10   # from the task
+    assert cand.training.lr == pytest.approx(1e-4) and cand.training.epochs == 3
+
+
+def test_optuna_samples_only_existing_leaves(tmp_path):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = load_space(_space(tmp_path))
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        cand = space.suggest(trial)
+        has_size = "stages[1].attention=local.application.size" in trial.params
+        att = cand.backbone.stages[1].attention[0]
+        is_window = att.name == "local" and att.branches[0].application.kind == "window"
+        assert has_size == is_window
+        study.tell(trial, [0.0, 0.0])
+
+
+def test_canonical_hash_ignores_names_and_sees_the_math(tmp_path):
+    space = load_space(_space(tmp_path))
+    a = space.fixed({"stages[0].attention": "vit_mhsa"}).backbone
+    b = a.model_copy(update={"name": "renamed"})
+    assert canonical_hash(a) == canonical_hash(b)
+    c = space.fixed({"stages[0].attention": "vit_mhsa", "stages[0].heads": 2}).backbone
+    assert canonical_hash(a) != canonical_hash(c)
+    assert load_backbone(dump_backbone(a)) == a
+
+
+BAD_SPACES = [
+    # (replace this, with that, expected message, expected path)
+    ("heads: {choice: [1, 2]}", "heads: {choice: []}", "non-empty list", "backbone.stages[0].heads"),
+    ("heads: {choice: [1, 2]}", "heads: {choise: [1, 2]}", "valid integer", "backbone.stages[0].heads"),
+    ("heads: {choice: [1, 2]}", "heads: {choice: [1, 2], stepp: 1}", "unknown key", "backbone.stages[0].heads"),
+    ("heads: {choice: [1, 2]}", "heads: {int: [3, 1]}", "empty", "backbone.stages[0].heads"),
+    ("heads: {choice: [1, 2]}", "heads: {int: [1, 2.5]}", "integers", "backbone.stages[0].heads"),
+    ("heads: {choice: [1, 2]}", "heads: {choice: [1, 3]}", "option 3", "backbone.stages[0].heads"),
+    ("[none, vit_mhsa, swin_wmsa]", "[none, vit_mhsa, swim_wmsa]", "swim_wmsa", "backbone.stages[0].attention"),
+    ("lr: {float: [1e-4, 1e-2], log: true}", "lr: {float: [0, 1e-2], log: true}", "low > 0", "training.lr"),
+    ("lr: {float: [1e-4, 1e-2], log: true}", "lr: {float: [1e-4, 20]}", "high end", "training.lr"),
+    ("size: {choice: [2, 3]}", "size: {choice: [2, 0]}", "option 0", "backbone.stages[1].attention"),
+    ("task: {kind: digits}", "task: {kind: mnist}", "mnist", "task"),
+    ("depth: 1\n      dim: 16", "depth: 1\n      dimm: 16", "dimm", "backbone.stages[0].dimm"),
+]
+
+
+@pytest.mark.parametrize("old, new, message, path", BAD_SPACES)
+def test_bad_space_is_a_spec_error_with_path_and_line(tmp_path, old, new, message, path):
+    assert old in SPACE
+    text = SPACE.replace(old, new, 1)
+    with pytest.raises(SpecError) as info:
+        load_space(_space(tmp_path, text))
+    err = info.value
+    assert message in str(err), str(err)
+    assert err.path.startswith(path), (err.path, str(err))
+    changed = next(i for i, (a, b) in enumerate(zip(SPACE.splitlines(), text.splitlines()), 1)
+                   if a != b)
+    assert err.line is not None and abs(err.line - changed) <= 8, (err.line, changed, str(err))
+    assert str(_space(tmp_path, text)) in str(err)
+
+
+def test_space_without_backbone_or_task(tmp_path):
+    with pytest.raises(SpecError, match="needs 'backbone'"):
+        load_space(_space(tmp_path, "name: x\ntask: {kind: digits}\n"))
+
+
+def test_task_sets_image_size(tmp_path):
+    text = SPACE.replace("  patch: 2", "  image_size: 32\n  patch: 2")
+    with pytest.raises(SpecError, match="the task gives 8"):
+        load_space(_space(tmp_path, text))
+
+
+# ---------------------------------------------------------------- the backbone
+BACKBONE = """\
+name: mlp_only
+image_size: 8
+in_channels: 1
+classes: 3
+patch: 2
+stages:
+  - {depth: 1, dim: 8, heads: 1, mlp_ratio: 2, attention: none}
+  - {depth: 1, dim: 16, heads: 2, mlp_ratio: 1, attention: none}
+"""
+
+
+def test_flops_of_an_mlp_only_backbone_by_hand():
+    b = load_backbone(BACKBONE)
+    # patch conv: 4×4 tokens × 8 outputs × (1·2·2) MACs; MLP 8→16→8 on 16 tokens;
+    # downsample conv: 2×2 tokens × 16 × (8·2·2); MLP 16→16→16 on 4 tokens; head 16→3
+    macs = 16 * 8 * 4 + 16 * (8 * 16 + 16 * 8) + 4 * 16 * 32 + 4 * (16 * 16 * 2) + 16 * 3
+    assert count_flops(b) == 2 * macs
+    net = build_model(b, backend="eager")
+    conv_params = (4 * 8 + 8) + (8 * 4 * 16 + 16)
+    # LayerNorms: embed, block 0's MLP norm (no attention: no attention norm), downsample,
+    # block 1's MLP norm, final
+    lns = 2 * 8 + 2 * 8 + 2 * 16 + 2 * 16 + 2 * 16
+    mlps = (8 * 16 + 16 + 16 * 8 + 8) + (16 * 16 + 16 + 16 * 16 + 16)
+    assert count_parameters(net) == conv_params + lns + mlps + 16 * 3 + 3
+
+
+def test_backbone_errors_name_the_stage_and_line():
+    with pytest.raises(SpecError) as info:
+        load_backbone(BACKBONE.replace("attention: none}\n  - {depth: 1, dim: 16",
+                                       "attention: none}\n  - {depth: 1, dim: 15"))
+    assert info.value.path == "stages[1]" and info.value.line == 8
+    assert "divisible" in str(info.value)
+    net_text = BACKBONE.replace("heads: 2, mlp_ratio: 1, attention: none", "heads: 2, mlp_ratio: 1, attention: nat")
+    with pytest.raises(SpecError, match=r"stages\[1\].attention.*2×2 tokens"):
+        build_model(net_text)
+
+
+def test_backbone_trains_on_digits_and_saves(tmp_path):
+    data = load_task(Digits())
+    net = BackboneNet(load_backbone(BACKBONE.replace("classes: 3", "classes: 10").replace(
+        "attention: none}\n  - {depth: 1, dim: 16", "attention: swin_wmsa}\n  - {depth: 1, dim: 16")),
+        backend="eager")
+    seen = []
+    acc = train(net, data, Training(epochs=3, lr=3e-3), on_epoch=lambda e, a, loss: seen.append(a))
+    assert len(seen) == 3 and acc == seen[-1]
+    assert acc > 0.5          # ten classes: chance is 0.1
+    net.save(tmp_path / "m.pt")
+    import attndsl
+    again = attndsl.load(tmp_path / "m.pt")
+    x = data.val_x[:4]
+    torch.testing.assert_close(again.eval()(x), net.eval()(x))
+
+
+def test_training_stops_when_told():
+    data = load_task(Digits())
+    net = build_model(BACKBONE.replace("classes: 3", "classes: 10"), backend="eager")
+    seen = []
+    train(net, data, Training(epochs=5), on_epoch=lambda e, a, loss: seen.append(e) or e < 2)
+    assert seen == [1, 2]
+
+
+# ---------------------------------------------------------------- tasks
+def _connected(canvas: np.ndarray, a, b) -> bool:
+    from collections import deque
+    on = canvas > 0
+    seen, queue = {a}, deque([a])
+    while queue:
+        r, c = queue.popleft()
+        if (r, c) == b:
+            return True
+        for dr, dc in itertools.product((-1, 0, 1), repeat=2):
+            n = (r + dr, c + dc)
+            if 0 <= n[0] < on.shape[0] and 0 <= n[1] < on.shape[1] and on[n] and n not in seen:
+                seen.add(n)
+                queue.append(n)
+    return False
+
+
+def test_pathfinder_is_seeded_balanced_and_labels_connectivity(tmp_path):
+    from attndsl.search.tasks import _pathfinder_arrays
+    task = Pathfinder(resolution=32, path_length=5, distractors=2, train=40, val=20)
+    a, b = _pathfinder_arrays(task), _pathfinder_arrays(task)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["y_train"].mean() == 0.5
+    for img, label in zip(a["x_train"][:, 0], a["y_train"]):
+        # the two 3×3 markers: pixels whose whole 3×3 neighbourhood is lit
+        full = [(r, c) for r in range(1, 31) for c in range(1, 31)
+                if img[r - 1:r + 2, c - 1:c + 2].all()]
+        centres = [full[0]] + [p for p in full if max(abs(p[0] - full[0][0]), abs(p[1] - full[0][1])) > 2][:1]
+        assert len(centres) == 2
+        assert _connected(img, *centres) == bool(label)
+    data = load_task(task, tmp_path)      # cached on disk, the same arrays
+    assert (tmp_path).glob("pathfinder-*.npz")
+    assert data.train_x.shape == (40, 1, 32, 32) and data.classes == 2
+
+
+def test_loaders_read_the_formats(tmp_path):
+    rng = np.random.default_rng(0)
+    # npz with x, y
+    x = rng.integers(0, 255, size=(30, 12, 12, 3), dtype=np.uint8)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    data = load_task(Npz(path=str(tmp_path / "d.npz")))
+    assert data.train_x.shape[1:] == (3, 12, 12) and len(data.val_x) == 6 and data.classes == 3
+    # npz with its own split, resized
+    np.savez(tmp_path / "s.npz", x_train=x[:20, ..., 0], y_train=y[:20], x_val=x[20:, ..., 0], y_val=y[20:])
+    data = load_task(Npz(path=str(tmp_path / "s.npz"), resolution=8))
+    assert data.train_x.shape == (20, 1, 8, 8) and data.val_x.shape == (10, 1, 8, 8)
+    # image folder
+    from PIL import Image
+    for label in ("cat", "dog"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / label / f"{i}.png")
+    data = load_task(Folder(path=str(tmp_path / "imgs"), resolution=8))
+    assert data.train_x.shape[1:] == (3, 8, 8) and data.classes == 2
+    assert len(data.train_x) + len(data.val_x) == 8
+    # CIFAR python batches
+    (tmp_path / "cifar").mkdir()
+    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+        with open(tmp_path / "cifar" / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8),
+                         b"labels": list(range(10))}, f)
+    data = load_task(Cifar(path=str(tmp_path / "cifar")))
+    assert data.train_x.shape[1:] == (3, 32, 32) and data.classes == 10
+    assert len(data.train_x) + len(data.val_x) == 20       # the test batch is never read
+
+
+def test_python_entry_task(tmp_path, monkeypatch):
+    (tmp_path / "my_task.py").write_text(
+        "import numpy as np\n"
+        "def load():\n"
+        "    return np.zeros((20, 8, 8), np.float32), np.arange(20) % 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_task(PythonTask(entry="my_task:load"))
+    assert data.train_x.shape == (16, 1, 8, 8) and data.classes == 2
+    with pytest.raises(TaskError, match="no_such_module"):
+        load_task(PythonTask(entry="no_such_module:load"))
+
+
+@pytest.mark.parametrize("task, message", [
+    (Npz(path="/nonexistent.npz"), "not found"),
+    (Folder(path="/nonexistent"), "not found"),
+    (Cifar(path="/tmp"), "data_batch"),
+])
+def test_loader_errors_name_the_path(task, message):
+    with pytest.raises(TaskError, match=message):
+        load_task(task)
+
+
+def test_bad_npz_arrays(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4)))
+    with pytest.raises(TaskError, match="'x' and 'y'"):
+        load_task(Npz(path=str(tmp_path / "d.npz")))
+    np.savez(tmp_path / "e.npz", x=np.zeros((3, 4, 5)), y=np.zeros(3, np.int64))
+    with pytest.raises(TaskError, match="square"):
+        load_task(Npz(path=str(tmp_path / "e.npz")))
+
+
+def test_example_spaces_validate():
+    from pathlib import Path
+    for path in sorted(Path(__file__).resolve().parent.parent.glob("examples/search_*.yaml")):
+        space = load_space(path)
+        assert space.leaves, path
+    assert json  # keep the import used by helpers above
