@@ -77,7 +77,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
         raise SearchStopped(f"nothing to run in {run_dir}: {why}. Raise --budget to go on "
                             f"(the budget is the study's total), or `attndsl report {run_dir}`")
     if seed_zoo:
-        enqueue_seeds(the_study, space)
+        enqueue_seeds(the_study, space, run_dir)
     unit = _unit(device)
 
     from .progress import Display

@@ -206,19 +206,24 @@ def _requeue(study, frozen, why: str) -> None:
     study.enqueue_trial(dict(frozen.params), user_attrs={**keep, "retry_of": frozen.number})
 
 
-def enqueue_seeds(study, space: SearchSpace) -> list[str]:
-    """Enqueue the zoo designs the space can express, once per study."""
-    if study.user_attrs.get("seeded"):
-        return []
-    labels = []
-    for label, values in space.seeds().items():
-        try:
-            candidate = space.fixed(values)
-        except SpecError:
-            continue
-        study.enqueue_trial(candidate.params, user_attrs={"seed": label})
-        labels.append(label)
-    study.set_user_attr("seeded", True)
+def enqueue_seeds(study, space: SearchSpace, run_dir: Path) -> list[str]:
+    """Enqueue the zoo designs the space can express, once per study. Workers starting
+    together take a lock on the run directory, so that only one of them enqueues."""
+    import fcntl
+    with open(run_dir / ".seeds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if study.user_attrs.get("seeded"):
+            return []
+        labels = []
+        for label, values in space.seeds().items():
+            try:
+                candidate = space.fixed(values)
+            except SpecError:
+                continue
+            study.enqueue_trial(candidate.params, user_attrs={"seed": label},
+                                skip_if_exists=True)
+            labels.append(label)
+        study.set_user_attr("seeded", True)
     return labels
 
 

@@ -1,0 +1,252 @@
+"""Real `attndsl search` processes on a small task: kill -9 and Ctrl-C mid-trial then
+resume, two workers on one journal, a failing trial while the search goes on, the outputs
+(every pareto/*.yaml builds), `attndsl report`, and a spent budget that refuses to start.
+
+The task is scikit-learn's digits through a `python` task entry written here; it poisons
+the loss (NaN) of every trial trained with lr 0.004, as a diverging run would."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+SPACE = """\
+name: ci
+task: {kind: python, entry: "ci_task:load"}
+backbone:
+  image_size: 8
+  in_channels: 1
+  classes: 10
+  patch: 2
+  stages:
+    - depth: 1
+      dim: 16
+      heads: {choice: [1, 2]}
+      mlp_ratio: 2
+      attention:
+        choice:
+          - none
+          - vit_mhsa
+          - name: local
+            heads: 1
+            parameterization: {kind: additive, terms: [query_key]}
+            normalization: {kind: softmax}
+            application: {kind: window, size: {choice: [2, 8]}}   # 8: larger than the grid
+    - {depth: 1, dim: 32, heads: 2, mlp_ratio: 2, attention: {choice: [none, vit_mhsa]}}
+training: {epochs: 3, batch_size: 128, lr: {choice: [0.003, 0.004]}}
+deploy: {batch: 16, backend: eager, measure_seconds: 0.05}
+pruning: {min_epochs: 1, eta: 3}
+"""
+
+TASK = """\
+import json, sys
+import numpy as np
+import torch.nn.functional as F
+
+def load():
+    from sklearn.datasets import load_digits
+    job = json.load(open(sys.argv[1]))       # the trial's job: poison lr 0.004
+    if abs(job["training"]["lr"] - 0.004) < 1e-12:
+        real = F.cross_entropy
+        F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")
+    d = load_digits()
+    return d.images.astype(np.float32)[:600] / 16, d.target[:600]
+"""
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "ci_task.py").write_text(TASK)
+    return tmp_path
+
+
+def _search(workdir, *extra, budget="8trials"):
+    cmd = [sys.executable, "-m", "attndsl.cli", "search", "space.yaml", "--budget", budget,
+           "--runs-dir", "runs", "--no-progress", "--no-remeasure", "--threads", "1",
+           "--sampler", "random", *extra]
+    return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _study(workdir):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = JournalStorage(JournalFileBackend(str(workdir / "runs" / "ci" / "journal.log")))
+    return optuna.load_study(study_name="ci", storage=storage)
+
+
+def _wait_for_training_trial(workdir, proc, min_finished: int, timeout=240):
+    """Wait until `min_finished` trials are finished and one is RUNNING past its
+    measurement (training); return that trial's number."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        journal = workdir / "runs" / "ci" / "journal.log"
+        if journal.exists():
+            try:
+                trials = _study(workdir).get_trials(deepcopy=False)
+            except KeyError:
+                trials = []
+            finished = [t for t in trials if t.state.is_finished()]
+            running = [t for t in trials if t.state == TrialState.RUNNING
+                       and "images_per_s" in t.user_attrs]
+            if len(finished) >= min_finished and running:
+                return running[0].number
+        time.sleep(0.3)
+    raise AssertionError("no trial reached training in time")
+
+
+def _trial_processes(workdir) -> list[int]:
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmd = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "attndsl.search.trial" in cmd and str(workdir) in cmd:
+            pids.append(int(proc_dir.name))
+    return pids
+
+
+def _finished_snapshot(study) -> dict:
+    return {t.number: (t.state, t.values, t.user_attrs.get("cost_s"), t.user_attrs.get("hash"),
+                       t.user_attrs.get("state"))
+            for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+
+def test_kill_9_and_ctrl_c_then_resume_lose_nothing_and_repeat_nothing(workdir):
+    # 1. kill -9 the worker while a trial trains
+    proc = _search(workdir)
+    killed = _wait_for_training_trial(workdir, proc, min_finished=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _finished_snapshot(_study(workdir))
+    assert killed not in before
+    deadline = time.time() + 10          # the orphaned trial process notices and exits
+    while _trial_processes(workdir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _trial_processes(workdir), "a trial process outlived its killed worker"
+
+    # 2. resume; Ctrl-C (SIGINT) it while another trial trains
+    proc = _search(workdir)
+    stopped = _wait_for_training_trial(workdir, proc, min_finished=len(before) + 2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "resume" in out
+
+    # 3. resume to the end of the budget
+    proc = _search(workdir)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    study = _study(workdir)
+    trials = study.get_trials(deepcopy=False)
+    after = _finished_snapshot(study)
+    for number, record in before.items():          # nothing finished was lost or changed
+        assert after[number] == record
+    by_number = {t.number: t for t in trials}
+    for number in (killed, stopped):               # the interrupted trials were re-run
+        t = by_number[number]
+        assert t.state == TrialState.FAIL and t.user_attrs["requeued"]
+        assert t.user_attrs["state"] == "interrupted"
+        retry = [r for r in trials if r.user_attrs.get("retry_of") == number]
+        assert len(retry) == 1 and retry[0].state.is_finished()
+        assert retry[0].params == t.params
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    counted = [t for t in trials if not t.user_attrs.get("requeued")]
+    assert len(counted) == 8
+    # nothing was trained twice: a repeated design is a recorded duplicate, at no cost
+    trained = [t for t in counted if "epochs" in t.user_attrs and not t.user_attrs.get("duplicate_of")]
+    assert len({t.user_attrs["hash"] for t in trained}) == len(trained)
+    for t in counted:
+        if t.user_attrs.get("duplicate_of") is not None:
+            assert t.user_attrs["cost_s"] < 2.0
+    # the ledger: every trial's cost, killed ones included, and the report agrees
+    run = workdir / "runs" / "ci"
+    total = sum(t.user_attrs.get("cost_s", 0.0) for t in trials)
+    assert by_number[killed].user_attrs["cost_s"] > 0
+    front = json.loads((run / "front.json").read_text())
+    assert front["spent_device_s"] == pytest.approx(total)
+    rows = list(csv.DictReader(open(run / "trials.csv")))
+    assert len(rows) == len(trials)
+    assert sum(float(r["cost_s"]) for r in rows) == pytest.approx(total)
+    # a failing trial (NaN loss) is recorded and the search went on
+    states = {(r["state"], r["reason"]) for r in rows}
+    poisoned = [r for r in rows if json.loads(r["search_params"]).get("training.lr") == 0.004
+                and r["state"] not in ("interrupted", "infeasible")]
+    assert poisoned and all(r["state"] == "failed" and r["reason"] == "nan_loss" for r in poisoned)
+    assert ("complete", "") in states
+    # the window of 8 on the 4×4 grid is infeasible, with the spec error, never a crash
+    for r in rows:
+        if json.loads(r["search_params"]).get("stages[0].attention=local.application.size") == 8:
+            assert r["state"] == "infeasible" and r["reason"] == "spec_error"
+            assert "window of 8" in r["message"]
+    _check_outputs(run, front)
+
+    # 4. the budget is spent: the same command refuses to start and says what was spent
+    proc = _search(workdir)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "8 of 8 trials" in out
+
+    # 5. attndsl report regenerates everything from the journal
+    for name in ("trials.csv", "front.json", "pareto.png"):
+        (run / name).unlink()
+    res = subprocess.run([sys.executable, "-m", "attndsl.cli", "report", str(run)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Pareto front" in res.stdout and "optuna-dashboard" in res.stdout
+    assert (run / "trials.csv").exists() and (run / "pareto.png").exists()
+    assert json.loads((run / "front.json").read_text())["front"] == front["front"]
+
+
+def _check_outputs(run: Path, front: dict) -> None:
+    from attndsl.model import build_model
+    files = sorted((run / "pareto").glob("*.yaml"))
+    assert front["front"] and len(files) == len(front["front"])
+    for entry, path in zip(front["front"], files):
+        assert path.name.startswith(entry["file"].split("/")[1][:3])
+        assert {"accuracy", "images_per_s", "spread", "params", "peak_memory_mb", "cost_s",
+                "rungs"} <= entry.keys()
+        net = build_model(path).eval()
+        with torch.no_grad():
+            assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    accs = [e["accuracy"] for e in front["front"]]
+    speeds = [e["images_per_s"] for e in front["front"]]
+    assert speeds == sorted(speeds, reverse=True) and accs == sorted(accs)   # a true front
+    for name in ("pareto.png", "hypervolume.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_two_workers_share_one_journal(workdir):
+    procs = [_search(workdir, "--seed-zoo", budget="6trials") for _ in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=400)
+        assert p.returncode == 0, out
+    trials = _study(workdir).get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    counted = [t for t in trials if not t.user_attrs.get("requeued") and t.state.is_finished()]
+    # each worker checks the ledger before a trial: at most one trial over per extra worker
+    assert 6 <= len(counted) <= 7
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    seeds = [t.user_attrs["seed"] for t in trials if t.user_attrs.get("seed")
+             and not t.user_attrs.get("duplicate_of")]
+    assert seeds and len(seeds) == len(set(seeds))       # each zoo seed trained once
+    assert os.path.exists(workdir / "runs" / "ci" / "front.json")
