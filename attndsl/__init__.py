@@ -2,6 +2,9 @@
 
     spec (YAML) ──load──▶ Spec ──bind──▶ Plan ──lower──▶ torch.fx graph ──passes──▶ backend
 
+    backbone (YAML: stages of specs) ──▶ attndsl.build_model ──▶ nn.Module
+    search space (YAML: a backbone with leaves) ──▶ attndsl.search ──▶ the Pareto front
+
 >>> import attndsl, torch
 >>> attn = attndsl.compile("swin_wmsa", dim=96, resolution=(14, 14))
 >>> attn(torch.randn(2, 14, 14, 96)).shape
@@ -14,6 +17,8 @@ from .export import ExportError, export, export_onnx
 from .patch import Patched, PatchError, patch
 from .spec import Plan, Spec, bind, dump_spec, load_spec
 from .zoo import zoo_names, zoo_path, zoo_paths
+from .model import build_model, load_backbone
+from .nas import report, search
 
 __version__ = "0.1.0"
 
@@ -22,5 +27,5 @@ __all__ = [
     "CompiledAttention", "BACKENDS", "PIPELINE", "zoo_names", "zoo_path", "zoo_paths",
     "AttndslError", "SpecError", "LoweringError", "ShapeError", "ConversionError",
     "convert", "layout_names", "patch", "Patched", "PatchError", "export", "export_onnx", "ExportError",
-    "__version__",
+    "search", "report", "build_model", "load_backbone", "__version__",
 ]

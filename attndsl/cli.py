@@ -49,7 +49,7 @@ def cmd_validate(args) -> int:
         try:
             kind = yaml_kind(path)
             if kind == "space":
-                from .search.space import load_space
+                from .nas.space import load_space
                 space = load_space(path)
                 seeds = space.seeds()
                 out.print(f"[green]ok[/green]    {path}  (search space {space.name}: "
@@ -147,7 +147,7 @@ def yaml_kind(path) -> str:
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return "spec"     # the spec loader reports the problem with its line
     from .model.spec import is_backbone_data
-    from .search.space import is_space_data
+    from .nas.space import is_space_data
     if is_space_data(data):
         return "space"
     return "backbone" if is_backbone_data(data) else "spec"
@@ -302,7 +302,7 @@ def cmd_search(args) -> int:
     """Search a space of attention designs for the Pareto front of validation accuracy
     against measured throughput, within a device-hour budget (resumable: run the same
     command again)."""
-    from .search import SearchStopped, search
+    from .nas import SearchStopped, search
     try:
         result = search(args.space, args.budget, runs_dir=args.runs_dir, study=args.study,
                         storage=args.storage, sampler=args.sampler, seed=args.seed,
@@ -328,7 +328,7 @@ def cmd_search(args) -> int:
 def cmd_report(args) -> int:
     """Print a search's front and regenerate its files (trials.csv, front.json, pareto/,
     plots) from the study storage."""
-    from .search import report
+    from .nas import report
     summary = report(args.run_dir, storage=args.storage, study=args.study,
                      remeasure=args.remeasure, threads=args.threads)
     _print_front(summary, Path(args.run_dir))

@@ -119,7 +119,7 @@ def _trial_processes(workdir) -> list[int]:
             cmd = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "attndsl.search.trial" in cmd and str(workdir) in cmd:
+        if "attndsl.nas.trial" in cmd and str(workdir) in cmd:
             pids.append(int(proc_dir.name))
     return pids
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from attndsl import SpecError
 from attndsl.model import (BackboneNet, Training, build_model, canonical_hash, count_flops,
                            count_parameters, dump_backbone, load_backbone, train)
-from attndsl.search import budget as ledger
-from attndsl.search import load_space, parse_budget
-from attndsl.search.pruner import (crowding_distance, dominates, hypervolume_2d,
+from attndsl.nas import budget as ledger
+from attndsl.nas import load_space, parse_budget
+from attndsl.nas.pruner import (crowding_distance, dominates, hypervolume_2d,
                                    keep_at_rung, nondominated_fronts, rank_order)
-from attndsl.search.tasks import (Cifar, Digits, Folder, Npz, Pathfinder, PythonTask, TaskError,
+from attndsl.nas.tasks import (Cifar, Digits, Folder, Npz, Pathfinder, PythonTask, TaskError,
                                   load_task)
 
 # ---------------------------------------------------------------- MO-ASHA
@@ -336,7 +336,7 @@ def _connected(canvas: np.ndarray, a, b) -> bool:
 
 
 def test_pathfinder_is_seeded_balanced_and_labels_connectivity(tmp_path):
-    from attndsl.search.tasks import _pathfinder_arrays
+    from attndsl.nas.tasks import _pathfinder_arrays
     task = Pathfinder(resolution=32, path_length=5, distractors=2, train=40, val=20)
     a, b = _pathfinder_arrays(task), _pathfinder_arrays(task)
     assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -251,7 +251,7 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
 
 
 def main(argv=None) -> int:
-    """`python -m attndsl.search.measure JOB.json OUT.json`: the interleaved re-measurement
+    """`python -m attndsl.nas.measure JOB.json OUT.json`: the interleaved re-measurement
     of a front, in a fresh process."""
     import sys
     from ..model.spec import load_backbone

@@ -1,4 +1,4 @@
-"""One trial, in its own subprocess: `python -m attndsl.search.trial JOB.json`.
+"""One trial, in its own subprocess: `python -m attndsl.nas.trial JOB.json`.
 
 A compile crash, an out-of-memory, a NaN loss or a hang costs this process only; memory
 never accumulates across trials. The process talks to its worker over stdin/stdout in JSON

@@ -249,7 +249,7 @@ def remeasure_front(front: list[dict], deploy, *, rounds: int = 5, threads=None,
                                    "deploy": deploy.model_dump(), "rounds": rounds,
                                    "min_run_time": deploy.measure_seconds,
                                    "threads": threads, "device": device}))
-        proc = subprocess.run([sys.executable, "-m", "attndsl.search.measure", str(job),
+        proc = subprocess.run([sys.executable, "-m", "attndsl.nas.measure", str(job),
                                str(out)], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             return {"error": proc.stderr[-2000:]}

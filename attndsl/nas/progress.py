@@ -57,6 +57,8 @@ class Display:
         acc = a.get("accuracy")
         ips = a.get("images_per_s")
         detail = a.get("reason", "") if a.get("state") in ("failed", "infeasible") else ""
+        if a.get("duplicate_of") is not None:
+            detail += f"(duplicate of trial {a['duplicate_of']}, reused)"
         used = spent(self.study.get_trials(deepcopy=False))
         self.console.print(
             f"trial {trial_number:>3} {a.get('state', '?'):<10} "

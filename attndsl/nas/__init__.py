@@ -6,7 +6,7 @@ measured throughput — under a device-hour budget, with Pareto-aware pruning, r
          (trial.py: measure.py, then training rung by rung, pruner.py decides) → outputs
          (report.py)
 
->>> result = attndsl.search("examples/search_quickstart.yaml", budget="15m")   # doctest: +SKIP
+>>> result = attndsl.search("examples/search_digits.yaml", budget="15m")   # doctest: +SKIP
 >>> result.front[0]["name"], result.front[0]["accuracy"]                        # doctest: +SKIP
 """
 from __future__ import annotations

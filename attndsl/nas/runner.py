@@ -36,7 +36,7 @@ from .trial import PREFIX
 
 REUSABLE = ("complete", "infeasible", "pruned")
 FAILURE_REASONS = ("spec_error", "compile_error", "oom", "nan_loss", "timeout", "crash", "error")
-log = logging.getLogger("attndsl.search")
+log = logging.getLogger("attndsl.nas")
 
 
 class TrialFailed(Exception):
@@ -238,14 +238,15 @@ class Objective:
         self.proc: subprocess.Popen | None = None
 
     def __call__(self, trial: optuna.Trial):
+        # the trial's cost runs from its creation (sampling included) to the moment its
+        # subprocess is gone; it is written as it accrues and once more at the end
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
         try:
-            return self._trial(trial)
+            return self._trial(trial, started)
         except KeyboardInterrupt:
             # Ctrl-C / SIGTERM: the child stops, the trial is recorded as interrupted with
             # what it cost so far, and the same parameters wait in the queue for the resume
             self._stop_child(force=True)
-            trial.set_user_attr(ledger.COST_ATTR, (time.time() - self.live.started)
-                                * self.options.devices)
             for key, value in (("state", "interrupted"), ("reason", "interrupted"),
                                ("requeued", True), ("message", "stopped by Ctrl-C / SIGTERM")):
                 trial.set_user_attr(key, value)
@@ -253,9 +254,11 @@ class Objective:
             trial.study.enqueue_trial(dict(trial.params),
                                       user_attrs={**keep, "retry_of": trial.number})
             raise
+        finally:
+            self._stop_child()
+            trial.set_user_attr(ledger.COST_ATTR, (time.time() - started) * self.options.devices)
 
-    def _trial(self, trial: optuna.Trial):
-        started = time.time()
+    def _trial(self, trial: optuna.Trial, started: float):
         self.live = Live(number=trial.number, started=started, phase="sampling")
         host_attrs = {"host": socket.gethostname(), "pid": os.getpid(),
                       "pid_start": _process_start(os.getpid()), "started": started,
@@ -344,7 +347,7 @@ class Objective:
         outcome = None
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "attndsl.search.trial", job_file],
+                [sys.executable, "-m", "attndsl.nas.trial", job_file],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                 start_new_session=True)     # Ctrl-C reaches the worker, which stops the child
             self.live.phase = "measuring"
