@@ -38,6 +38,12 @@ def test_speed_summary_is_generated_from_the_results():
     assert path == ROOT / "README.md"
 
 
+def test_search_quickstart_figures_are_generated_from_the_results():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.search_summary import render, rewrite
+    assert rewrite(README, render()) == README, "run: python -m benchmarks.search_summary"
+
+
 def test_links_stay_inside_the_repository():
     for target in re.findall(r"\]\(([^)]+)\)", README) + re.findall(r"`(\.\./[^`]+)`", README):
         assert not target.startswith(("../", "/")), target

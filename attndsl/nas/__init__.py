@@ -11,16 +11,14 @@ measured throughput — under a device-hour budget, with Pareto-aware pruning, r
 """
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpecError
-from .budget import Budget, admission, parse_budget, spent
-from .runner import (Objective, Options, SearchStopped, TrialFailed, enqueue_seeds,
-                     make_storage, open_study, requeue_dead, run_directory)
+from .budget import Budget, SearchStopped, admission, parse_budget
 from .space import SearchSpace, load_space
 
 __all__ = ["search", "report", "load_space", "SearchSpace", "SearchResult", "parse_budget",
@@ -56,17 +54,24 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
 
     progress: True — a live display on a terminal (one line per trial otherwise);
     "lines" — one line per trial; False — silent."""
+    # the worker's machinery (optuna) is imported here, not with the package: a trial's
+    # subprocess (python -m attndsl.nas.trial) imports attndsl and must stay light
+    from .runner import (Objective, Options, TrialFailed, enqueue_seeds, open_study,
+                         requeue_dead, run_directory)
     space = space if isinstance(space, SearchSpace) else load_space(space)
     budget_text = budget if budget is not None else space.file.budget
     if budget_text is None:
         raise SpecError("no budget: give one (--budget 15m, 2h, 50gpu-h or 40trials), or "
                         "write `budget:` in the space file", path="budget")
     the_budget = budget_text if isinstance(budget_text, Budget) else parse_budget(budget_text)
+    if study is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,99}", str(study)):
+        raise SpecError(f"--study {study!r}: a study name is letters, digits, '_', '.', '-' "
+                        "(it names the run directory)", path="study")
+    deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype)
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
-                      sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune,
-                      deploy_resolution=deploy_resolution, deploy_batch=deploy_batch,
-                      deploy_dtype=deploy_dtype, trial_timeout=trial_timeout, threads=threads,
-                      device=device, progress=progress)
+                      sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
+                      trial_timeout=trial_timeout, threads=threads, device=device,
+                      progress=progress)
     run_dir = run_directory(space, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(space, options, run_dir)
@@ -129,6 +134,22 @@ class SearchInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
+def _deploy(space: SearchSpace, resolution, batch, dtype):
+    """The space's deploy settings with the command line's overrides, validated."""
+    from pydantic import ValidationError
+
+    from .space import Deploy
+    updates = {k: v for k, v in (("resolution", resolution), ("batch", batch), ("dtype", dtype))
+               if v is not None}
+    try:
+        return Deploy.model_validate({**space.file.deploy.model_dump(), **updates})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = err["loc"][0]
+        raise SpecError(f"--deploy-{key} {updates.get(key)!r}: {err['msg']}",
+                        path=f"deploy.{key}") from None
+
+
 def _tracking(objective, display):
     def run(trial):
         display.live_trial = objective.live
@@ -160,6 +181,8 @@ def _keep_space_file(space: SearchSpace, run_dir: Path) -> None:
 def open_run(run_dir, storage: str | None = None, study: str | None = None):
     """The study of a run directory (its journal), or of --storage/--study."""
     import optuna
+
+    from .runner import make_storage
     run_dir = Path(run_dir)
     if storage is None and not (run_dir / "journal.log").is_file():
         raise SpecError(f"{run_dir} is not a search run directory (no journal.log); runs are "

@@ -14,11 +14,15 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from ..errors import AttndslError, SpecError
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "gpu-h": 3600,
           "gpuh": 3600, "device-h": 3600, "d": 86400}
 COST_ATTR = "cost_s"
+
+
+class SearchStopped(AttndslError):
+    """The search cannot start (the budget is spent, the run directory holds another space)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ same storage, a resumed run and `attndsl report` all see the same ledger.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import selectors
 import signal
@@ -26,25 +25,20 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import AttndslError, SpecError
+from ..errors import SpecError
 from ..model.net import bind_stages
 from ..model.spec import canonical_hash, dump_backbone
 from . import budget as ledger
+from .budget import SearchStopped
 from .pruner import keep_at_rung
-from .space import SearchSpace, load_space
+from .space import SearchSpace
 from .trial import PREFIX
 
 REUSABLE = ("complete", "infeasible", "pruned")
-FAILURE_REASONS = ("spec_error", "compile_error", "oom", "nan_loss", "timeout", "crash", "error")
-log = logging.getLogger("attndsl.nas")
 
 
 class TrialFailed(Exception):
     """A trial that failed for a recorded reason (the search goes on)."""
-
-
-class SearchStopped(AttndslError):
-    """The search cannot start (the budget is spent, the run directory holds another space)."""
 
 
 @dataclass
@@ -57,9 +51,7 @@ class Options:
     seed: int = 0
     seed_zoo: bool = False
     prune: bool = True
-    deploy_resolution: int | None = None
-    deploy_batch: int | None = None
-    deploy_dtype: str | None = None
+    deploy: object = None             # the space's Deploy with the command line's overrides
     trial_timeout: float = 3600.0
     threads: int | None = None
     device: str | None = None
@@ -124,7 +116,7 @@ def make_sampler(name: str, seed: int, space: SearchSpace):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
         try:
-            import scipy  # noqa: F401
+            import scipy  # noqa: F401  (GPSampler fits with it)
         except ImportError:
             raise SpecError("--sampler gp needs scipy (Optuna's GP sampler fits with it): "
                             "pip install scipy", path="sampler") from None
@@ -231,9 +223,7 @@ def enqueue_seeds(study, space: SearchSpace, run_dir: Path) -> list[str]:
 class Objective:
     def __init__(self, space: SearchSpace, options: Options, run_dir: Path, display):
         self.space, self.options, self.run_dir, self.display = space, options, run_dir, display
-        self.deploy = space.file.deploy.model_copy(update={k: v for k, v in {
-            "resolution": options.deploy_resolution, "batch": options.deploy_batch,
-            "dtype": options.deploy_dtype}.items() if v is not None})
+        self.deploy = options.deploy or space.file.deploy
         self.live = Live()
         self.proc: subprocess.Popen | None = None
 

@@ -1,0 +1,119 @@
+"""`attndsl search` / `report` / `validate` as a new user meets them: every mistake is one
+clear message (exit 2), never a traceback; and the search's other endings — a timed-out
+trial, candidates refused by a constraint, a resumed run whose space changed — through the
+Python API."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import attndsl
+from attndsl.cli import main
+from attndsl.nas import SearchStopped
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """\
+name: tiny
+task: {kind: digits}
+backbone:
+  patch: 2
+  stages:
+    - {depth: 1, dim: 16, heads: 1, mlp_ratio: 2, attention: {choice: [none, vit_mhsa]}}
+training: {epochs: 2, batch_size: 256}
+deploy: {batch: 8, backend: eager, measure_seconds: 0.05}
+"""
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "nope.yaml", "--budget", "1trials"], "search space file not found: nope.yaml"),
+    (["search", ROOT / "specs" / "elsa.yaml", "--budget", "1trials"], "needs 'task' and 'backbone'"),
+    (["search", "{space}", "--budget", "0h"], "budget '0h' is not understood"),
+    (["search", "{space}"], "no budget"),
+    (["search", "{space}", "--budget", "1trials", "--sampler", "bayes"], "tpe (default), nsga2, gp, random"),
+    (["search", "{space}", "--budget", "1trials", "--study", "../escape"], "--study"),
+    (["search", "{space}", "--budget", "1trials", "--storage", "redis://x"], "sqlite:///"),
+    (["search", "{space}", "--budget", "1trials", "--deploy-dtype", "int8"], "float32"),
+    (["report", "/nonexistent/run"], "not a search run directory"),
+])
+def test_user_mistakes_are_one_message(capsys, space, argv, message):
+    argv = [str(space) if a == "{space}" else a for a in argv]
+    code, text = run_cli(capsys, *argv)
+    assert code == 2, text
+    assert message in text, text
+    assert "Traceback" not in text
+
+
+def test_validate_a_bad_space_names_path_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPACE.replace("[none, vit_mhsa]", "[none, vit_mhsaa]"))
+    code, text = run_cli(capsys, "validate", bad)
+    assert code == 2
+    assert re.search(r"bad\.yaml:6 at 'backbone\.stages\[0\]\.attention'", text), text
+    assert "vit_mhsaa" in text and "did you mean vit_mhsa" in text
+
+
+def test_validate_a_good_space_and_a_backbone(capsys, space):
+    code, text = run_cli(capsys, "validate", space, ROOT / "examples" / "search_digits.yaml")
+    assert code == 0 and text.count("ok") == 2 and "zoo seeds" in text
+
+
+def test_timeout_constraint_and_changed_space(tmp_path, space):
+    runs = tmp_path / "runs"
+    # a trial that cannot finish in time is recorded as timed out; the search ends normally
+    result = attndsl.search(space, "1trials", runs_dir=runs, study="slow", trial_timeout=0.5,
+                            progress=False, remeasure=False)
+    (row,) = result.trials
+    assert (row["state"], row["reason"]) == ("failed", "timeout")
+    assert "trial budget is spent" in result.stop_reason
+    # a constraint refuses candidates after measuring them: never trained
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(SPACE.replace("deploy:", "constraints: {max_params: 1000}\ndeploy:"))
+    result = attndsl.search(tight, "2trials", runs_dir=runs, progress=False, remeasure=False)
+    assert [r["state"] for r in result.trials] == ["infeasible", "infeasible"]
+    for r in result.trials:
+        assert r["reason"] == "constraint" and "max_params" in r["message"]
+        assert r["params"] > 1000 and r["epochs"] is None and r["images_per_s"] > 0
+    assert result.front == []
+    # the same study with another space is refused, not mixed
+    tight.write_text(SPACE.replace("mlp_ratio: 2", "mlp_ratio: 3"))
+    with pytest.raises(SearchStopped, match="another search space"):
+        attndsl.search(tight, "3trials", runs_dir=runs, study="tiny", progress=False)
+
+
+def test_report_writes_html_with_plotly(tmp_path, space):
+    pytest.importorskip("plotly", reason="plotly is in the [test] extra; HTML plots need it")
+    result = attndsl.search(space, "2trials", runs_dir=tmp_path, progress=False,
+                            remeasure=True)
+    run = result.run_dir
+    assert (run / "pareto.html").exists() and (run / "hypervolume.html").exists()
+    front = json.loads((run / "front.json").read_text())
+    assert front["front"] and front["remeasure"]["entries"]
+    entry = front["remeasure"]["entries"][0]
+    assert entry["images_per_s"] > 0 and len(entry["rounds"]) == 5
+    again = attndsl.report(run)
+    assert again["front"] == front["front"]
+
+
+def test_sqlite_storage_with_heartbeats(tmp_path, space):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = attndsl.search(space, "2trials", runs_dir=tmp_path / "runs", storage=url,
+                            progress=False, remeasure=False)
+    assert [r["state"] for r in result.trials] == ["complete", "complete"]
+    summary = attndsl.report(result.run_dir, storage=url)
+    assert summary["counts"] == {"complete": 2}
