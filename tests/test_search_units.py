@@ -423,3 +423,74 @@ def test_example_spaces_validate():
         space = load_space(path)
         assert space.leaves, path
     assert json  # keep the import used by helpers above
+
+
+ISSUE_EXAMPLE = """\
+name: issue_example
+task: {kind: pathfinder, resolution: 32}
+backbone:
+  patch: 4
+  stages:
+    - depth: 1
+      dim: 32
+      heads: {choice: [2, 4]}
+      attention: {choice: [none, hilo_like]}
+    - depth: 1
+      dim: 48
+      heads: {choice: [2, 3, 4]}
+      attention:
+        name: local_or_global
+        heads: 2
+        parameterization: {kind: additive, terms: [query_key]}
+        normalization: {kind: softmax}
+        application: {kind: {choice: [window, sliding, pooled, global]}, size: {choice: [3, 5, 7]},
+                      ratio: {choice: [2, 4]}}
+"""
+
+HILO_LIKE = """\
+        - name: hilo_like
+          heads: 4
+          pad_to_multiple: 2
+          branches:
+            - {name: hifi, heads: rest, parameterization: {kind: additive, terms: [query_key]},
+               normalization: {kind: softmax}, application: {kind: window, size: 2}}
+            - name: lofi
+              heads: {fraction: {float: [0.5, 0.95]}, rounding: floor}
+              parameterization: {kind: additive, terms: [query_key]}
+              normalization: {kind: softmax}
+              application: {kind: pooled, op: avg, ratio: 2}
+          merge: {kind: concat, out: false}
+"""
+
+
+def test_the_issue_example_space(tmp_path):
+    text = ISSUE_EXAMPLE.replace("attention: {choice: [none, hilo_like]}",
+                                 "attention:\n        choice:\n        - none\n" + HILO_LIKE)
+    space = load_space(_space(tmp_path, text))
+    kind = "stages[1].attention.application.kind"
+    assert space.leaves[kind].labels == ("window", "sliding", "pooled", "global")
+    assert space.leaves["stages[0].attention=hilo_like.branches[1].heads.fraction"].kind == "float"
+    for k in ("window", "sliding", "pooled", "global"):
+        cand = space.fixed({kind: k, "stages[1].attention.application.size": 5,
+                            "stages[1].attention.application.ratio": 4})
+        app = cand.backbone.stages[1].attention[0].branches[0].application
+        assert app.kind == k
+        assert (getattr(app, "size", None) == 5) == (k in ("window", "sliding"))
+        assert (getattr(app, "ratio", None) == 4) == (k == "pooled")
+        has = set(cand.params)
+        assert ("stages[1].attention.application.size" in has) == (k in ("window", "sliding"))
+    hilo = space.fixed({"stages[0].attention": "hilo_like",
+                        "stages[0].attention=hilo_like.branches[1].heads.fraction": 0.75})
+    assert hilo.backbone.stages[0].attention[0].branches[1].heads.fraction == 0.75
+    # a window of 5 or 7 on the 4×4 grid of stage 1 binds to nothing: infeasible per candidate
+    from attndsl.model.net import bind_stages
+    with pytest.raises(SpecError, match="stages\\[1\\].attention"):
+        bind_stages(space.fixed({kind: "window", "stages[1].attention.application.size": 7}).backbone)
+
+
+def test_a_kind_without_its_required_key_is_named(tmp_path):
+    text = ISSUE_EXAMPLE.replace(",\n                      ratio: {choice: [2, 4]}", "").replace(
+        "hilo_like", "hilo")
+    with pytest.raises(SpecError) as info:
+        load_space(_space(tmp_path, text))
+    assert "option 'pooled'" in str(info.value) and "ratio" in str(info.value)

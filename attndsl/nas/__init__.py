@@ -56,8 +56,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     "lines" — one line per trial; False — silent."""
     # the worker's machinery (optuna) is imported here, not with the package: a trial's
     # subprocess (python -m attndsl.nas.trial) imports attndsl and must stay light
-    from .runner import (Objective, Options, TrialFailed, enqueue_seeds, open_study,
-                         requeue_dead, run_directory)
+    from .runner import (EXHAUSTED_AFTER, Objective, Options, TrialFailed, enqueue_seeds,
+                         open_study, requeue_dead, run_directory)
     space = space if isinstance(space, SearchSpace) else load_space(space)
     budget_text = budget if budget is not None else space.file.budget
     if budget_text is None:
@@ -108,6 +108,11 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                 the_study.optimize(_tracking(objective, display), n_trials=1,
                                    catch=(TrialFailed,), gc_after_trial=False)
                 display.trial_finished(objective.live.number)
+                if objective.duplicate_streak >= EXHAUSTED_AFTER:
+                    stop_reason = (f"the last {EXHAUSTED_AFTER} trials proposed only designs "
+                                   "already evaluated: the space looks exhausted (widen it, "
+                                   "or add a range leaf)")
+                    break
     except KeyboardInterrupt:
         stop_reason = "interrupted (run the same command again to resume)"
         summary = write_outputs(the_study, run_dir, unit=unit)

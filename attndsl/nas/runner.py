@@ -35,6 +35,8 @@ from .space import SearchSpace
 from .trial import PREFIX
 
 REUSABLE = ("complete", "infeasible", "pruned")
+# a sampler that proposes only designs already evaluated has exhausted the (discrete) space
+EXHAUSTED_AFTER = 30
 
 
 class TrialFailed(Exception):
@@ -87,6 +89,7 @@ def make_storage(url: str | None, run_dir: Path):
         return JournalStorage(JournalFileBackend(str(run_dir / "journal.log")))
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             return RDBStorage(url, heartbeat_interval=30, grace_period=120,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(3))
@@ -226,6 +229,7 @@ class Objective:
         self.deploy = options.deploy or space.file.deploy
         self.live = Live()
         self.proc: subprocess.Popen | None = None
+        self.duplicate_streak = 0      # consecutive trials that were already-evaluated designs
 
     def __call__(self, trial: optuna.Trial):
         # the trial's cost runs from its creation (sampling included) to the moment its
@@ -286,15 +290,18 @@ class Objective:
                                     else f"at '{exc.path}': {exc.detail}", 0.0)
         twin = _finished_twin(trial.study, digest, trial.number)
         if twin is not None:
+            self.duplicate_streak += 1
             return self._reuse(trial, twin, finish)
+        self.duplicate_streak = 0
         return self._run_child(trial, backbone, training, finish, cost)
 
     # -------------------------------------------------------- outcomes
     def _infeasible(self, trial, finish, reason: str, message: str, images_per_s: float,
                     violations: dict | None = None):
-        # the sampler learns the region is infeasible (constraints > 0); never trained
-        for key, value in (violations or {reason: 1.0}).items():
-            trial.set_constraint(key, float(value))
+        # the sampler learns the region is infeasible (constraints > 0); never trained.
+        # Measured constraints were set with the measurement; a spec error sets its own.
+        if violations is None:
+            trial.set_constraint(reason, 1.0)
         finish("infeasible", reason=reason, message=message[:4000])
         return 0.0, images_per_s
 
