@@ -81,11 +81,12 @@ def render(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def rewrite(text: str, block: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no speed-summary markers ({BEGIN!r} … {END!r})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+def rewrite(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """`text` with what lies between the markers (inclusive) replaced by `block`."""
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md has no generated-block markers ({begin!r} … {end!r})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     return head + block + tail
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ..errors import SpecError
 from ..spec import models as m
 from ..spec.io import (MAX_SPEC_BYTES, _dotted, _line_of, _parse_yaml, _read_text_file,
-                       _validate as _validate_spec, spec_to_dict)
+                       _validate as _validate_spec, _value_at, spec_to_dict)
 
 Int, Float = m.Int, m.Float
 NO_ATTENTION = "none"    # a stage (or a block in an alternation) with no attention: MLP only
@@ -251,18 +251,6 @@ def model_error(exc: ValidationError, data: Any, lines: dict, origin: str | None
     body = "\n  ".join((f"line {ln}, " if ln else "") + f"'{p}': {msg}" for p, ln, msg in messages)
     return SpecError(f"{len(messages)} problems:\n  {body}", path=first[0], line=first[1],
                      source=origin)
-
-
-def _value_at(data, loc):
-    node = data
-    for part in loc:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            return None
-    return node
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
