@@ -114,12 +114,14 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                                    "or add a range leaf)")
                     break
     except KeyboardInterrupt:
-        stop_reason = "interrupted (run the same command again to resume)"
-        summary = write_outputs(the_study, run_dir, unit=unit)
-        raise SearchInterrupted(stop_reason, run_dir) from None
+        write_outputs(the_study, run_dir, unit=unit)
+        raise SearchInterrupted("interrupted (run the same command again to resume)",
+                                run_dir) from None
     finally:
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)
+    # the outputs first (a Ctrl-C during the re-measurement loses nothing), then again with it
+    write_outputs(the_study, run_dir, unit=unit)
     rows = trial_rows(the_study)
     remeasured = None
     front = front_rows(rows)
