@@ -79,8 +79,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """Show what a spec lowers to: the plan, the generated forward, the graph, the params."""
+    """Show what a spec lowers to: the plan, the generated forward, the graph, the params
+    (for a backbone file: its stages, grids, attention, parameters and FLOPs)."""
     from .spec import dump_spec
+    if yaml_kind(args.spec) == "backbone":
+        return _show_backbone(args.spec)
     module = _build(args)
     plan = module.plan
     if args.plan:
@@ -105,6 +108,28 @@ def cmd_show(args) -> int:
             total += p.numel()
         table.add_row("[b]total[/b]", "", f"[b]{total:,}[/b]")
         out.print(table)
+    return 0
+
+
+def _show_backbone(path) -> int:
+    from .model.net import bind_stages, build_model, count_flops, count_parameters
+    from .model.spec import load_backbone
+    backbone = load_backbone(path)
+    grids = bind_stages(backbone)
+    net = build_model(backbone, backend="eager")
+    table = Table("stage", "grid", "depth", "dim", "heads", "mlp", "attention (per block)",
+                  "params", title=f"{backbone.name}: {backbone.image_size}×"
+                  f"{backbone.image_size}×{backbone.in_channels} → {backbone.classes} classes")
+    for i, (stage, grid, module) in enumerate(zip(backbone.stages, grids, net.stages)):
+        names = [s if s == "none" else s.name for s in stage.attention] or ["none"]
+        extras = [x for x, on in (("peg", stage.peg), ("ffn dwconv", stage.ffn_dwconv)) if on]
+        table.add_row(str(i), f"{grid[0]}×{grid[1]}", str(stage.depth), str(stage.dim),
+                      str(stage.heads), f"{stage.mlp_ratio:g}",
+                      escape(" / ".join(names) + (f" (+{', '.join(extras)})" if extras else "")),
+                      f"{count_parameters(module):,}")
+    out.print(table)
+    out.print(f"{count_parameters(net):,} parameters, {count_flops(backbone) / 1e6:,.1f} MFLOPs "
+              f"per image (a multiply-add counts 2)")
     return 0
 
 

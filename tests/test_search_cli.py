@@ -117,3 +117,25 @@ def test_sqlite_storage_with_heartbeats(tmp_path, space):
     assert [r["state"] for r in result.trials] == ["complete", "complete"]
     summary = attndsl.report(result.run_dir, storage=url)
     assert summary["counts"] == {"complete": 2}
+
+
+def test_show_and_compile_a_backbone_file(capsys, tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("name: net\nimage_size: 16\nin_channels: 1\nclasses: 10\npatch: 2\n"
+                    "stages:\n  - {depth: 1, dim: 16, heads: 2, attention: swin_wmsa}\n"
+                    "  - {depth: 1, dim: 32, heads: 2, attention: [none, vit_mhsa], peg: true}\n")
+    code, text = run_cli(capsys, "show", path)
+    assert code == 0 and "8×8" in text and "4×4" in text and "none / vit_mhsa (+peg)" in text
+    assert "MFLOPs" in text
+    code, text = run_cli(capsys, "compile", path, "--out", tmp_path / "net.pt", "--backend", "eager")
+    assert code == 0 and "backbone net" in text
+    net = attndsl.load(tmp_path / "net.pt")
+    import torch
+    assert net(torch.randn(3, 1, 16, 16)).shape == (3, 10)
+
+
+def test_search_takes_a_space_as_a_dict(tmp_path):
+    import yaml
+    result = attndsl.search(yaml.safe_load(SPACE), "1trials", runs_dir=tmp_path,
+                            progress=False, remeasure=False)
+    assert len(result.trials) == 1 and (result.run_dir / "space.yaml").exists()
