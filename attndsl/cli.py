@@ -55,6 +55,9 @@ def cmd_validate(args) -> int:
                 out.print(f"[green]ok[/green]    {path}  (search space {space.name}: "
                           f"{len(space.leaves)} leaves, task {space.file.task.kind}"
                           + (f", zoo seeds {', '.join(seeds)}" if seeds else "") + ")")
+                from .nas.space import option_warnings
+                for warning in option_warnings(space):
+                    out.print(f"[yellow]note[/yellow]  {escape(warning)}")
                 continue
             if kind == "backbone":
                 from .model.net import bind_stages

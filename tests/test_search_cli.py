@@ -139,3 +139,13 @@ def test_search_takes_a_space_as_a_dict(tmp_path):
     result = attndsl.search(yaml.safe_load(SPACE), "1trials", runs_dir=tmp_path,
                             progress=False, remeasure=False)
     assert len(result.trials) == 1 and (result.run_dir / "space.yaml").exists()
+
+
+def test_validate_notes_options_that_bind_with_nothing(capsys, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("[none, vit_mhsa]", "[none, vit_mhsa, nat]"))
+    code, text = run_cli(capsys, "validate", path)
+    assert code == 0
+    # nat's 7×7 neighbourhood on the 4×4 grid of digits at patch 2
+    assert re.search(r"note .*line 6, 'backbone.stages\[0\].attention' = 'nat'", text), text
+    assert "4×4" in text or "4x4" in text

@@ -285,7 +285,8 @@ def _walk(node, path: tuple, name: str, pick, params: dict, leaves: dict, parent
         if isinstance(option, dict) and "name" not in option and _is_stage_attention(path):
             option = {"name": str(label), **option}    # an inline spec is named by its label
         if isinstance(option, (dict, list)):
-            return _walk(option, path, f"{name}={label}", pick, params, leaves, parent_key)
+            return _walk(option, path + ("choice", leaf.labels.index(label)), f"{name}={label}",
+                         pick, params, leaves, parent_key)
         return option
     if isinstance(node, dict):
         out = {}
@@ -381,9 +382,9 @@ def _collect_leaves(node, path: tuple, name: str, space: SearchSpace, requires: 
         space.leaves[name] = leaf
         space.requires[name] = dict(requires)
         if leaf.kind == "choice":
-            for label, option in zip(leaf.labels, leaf.options):
-                if isinstance(option, (dict, list)):
-                    _collect_leaves(option, path, f"{name}={label}", space,
+            for i, (label, option) in enumerate(zip(leaf.labels, leaf.options)):
+                if isinstance(option, (dict, list)):   # its leaves sit at choice[i] in the YAML
+                    _collect_leaves(option, path + ("choice", i), f"{name}={label}", space,
                                     {**requires, name: label}, parent_key)
         return
     if isinstance(node, dict):
@@ -422,6 +423,25 @@ def _check_options(space: SearchSpace) -> None:
                 raise SpecError(f"{what} gives an invalid backbone: {inner}{exc.detail}",
                                 path=_dotted(leaf.path), line=_line_of(leaf.path, space.lines),
                                 source=space.origin) from None
+
+
+def option_warnings(space: SearchSpace) -> list[str]:
+    """Options that do not bind with every other leaf at its default (a window that does
+    not divide its stage's grid, a layout a kind refuses): not errors — another combination
+    may bind, and the search records the rest as infeasible — but worth a look, since an
+    option that binds with nothing wastes a share of the search."""
+    from ..model.net import bind_stages
+    out = []
+    for leaf in space.leaves.values():
+        for value in leaf.values_to_check():
+            values = {**space.requires[leaf.name], leaf.name: value}
+            try:
+                bind_stages(space.fixed(values).backbone)
+            except SpecError as exc:
+                where = f"line {_line_of(leaf.path, space.lines)}, " if space.lines else ""
+                out.append(f"{where}'{_dotted(leaf.path)}' = {value!r} (others at their "
+                           f"defaults) does not bind: at '{exc.path}': {exc.detail}")
+    return out
 
 
 def similar_leaf(space: SearchSpace, name: str) -> str:
