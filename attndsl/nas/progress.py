@@ -51,8 +51,7 @@ class Display:
         if self.quiet or trial_number in self._reported:
             return
         self._reported.add(trial_number)
-        t = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
-            self.study._study_id, trial_number))
+        t = self.study.get_trials(deepcopy=False)[trial_number]
         a = t.user_attrs
         acc = a.get("accuracy")
         ips = a.get("images_per_s")

@@ -248,6 +248,13 @@ class Objective:
             trial.study.enqueue_trial(dict(trial.params),
                                       user_attrs={**keep, "retry_of": trial.number})
             raise
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except Exception as exc:   # noqa: BLE001 — a fault of the worker's own, recorded
+            trial.set_user_attr("state", "failed")
+            trial.set_user_attr("reason", "error")
+            trial.set_user_attr("message", f"{type(exc).__name__}: {exc}"[:4000])
+            raise TrialFailed("error") from exc
         finally:
             self._stop_child()
             trial.set_user_attr(ledger.COST_ATTR, (time.time() - started) * self.options.devices)
