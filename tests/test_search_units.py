@@ -494,3 +494,14 @@ def test_a_kind_without_its_required_key_is_named(tmp_path):
     with pytest.raises(SpecError) as info:
         load_space(_space(tmp_path, text))
     assert "option 'pooled'" in str(info.value) and "ratio" in str(info.value)
+
+
+def test_a_candidate_is_its_backbone_and_its_training(tmp_path):
+    from attndsl.nas.runner import candidate_hash
+    space = load_space(_space(tmp_path))
+    a = space.fixed({"training.lr": 1e-3})
+    b = space.fixed({"training.lr": 2e-3})
+    assert canonical_hash(a.backbone) == canonical_hash(b.backbone)     # one measurement
+    assert candidate_hash(a.backbone, a.training) != candidate_hash(b.backbone, b.training)
+    renamed = a.backbone.model_copy(update={"name": "other"})
+    assert candidate_hash(renamed, a.training) == candidate_hash(a.backbone, a.training)

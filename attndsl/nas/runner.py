@@ -284,7 +284,7 @@ class Objective:
         name = _design_name(trial, backbone)
         backbone = backbone.model_copy(update={"name": name})
         self.live.name = name
-        digest = canonical_hash(backbone)
+        digest = candidate_hash(backbone, training)
         trial.set_user_attr("hash", digest)
         trial.set_user_attr("name", name)
         trial.set_user_attr("backbone", dump_backbone(backbone))
@@ -507,6 +507,15 @@ def describe_violations(measured: dict, constraints, broken: dict) -> str:
                     "min_throughput": "images_per_s", "max_latency_ms": "latency_ms"}
     return "; ".join(f"{key}: {measured[measured_key[key]]:.4g} against the limit "
                      f"{getattr(constraints, key):.4g}" for key in broken)
+
+
+def candidate_hash(backbone, training) -> str:
+    """What a trial computes: the backbone's canonical hash and the training settings (the
+    same backbone trained with another learning rate is another trial; its throughput,
+    which depends on the backbone only, is still measured once)."""
+    import hashlib
+    text = canonical_hash(backbone) + training.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _finished_twin(study, digest: str, number: int):
