@@ -288,6 +288,12 @@ class Objective:
         trial.set_user_attr("hash", digest)
         trial.set_user_attr("name", name)
         trial.set_user_attr("backbone", dump_backbone(backbone))
+        # a design already evaluated (infeasible ones included) is reused, not redone
+        twin = _finished_twin(trial.study, digest, trial.number)
+        if twin is not None:
+            self.duplicate_streak += 1
+            return self._reuse(trial, twin, finish)
+        self.duplicate_streak = 0
         try:
             bind_stages(backbone)
             if self.deploy.resolution:
@@ -295,11 +301,6 @@ class Objective:
         except SpecError as exc:
             return self._infeasible(trial, finish, "spec_error", exc.detail if not exc.path
                                     else f"at '{exc.path}': {exc.detail}", 0.0)
-        twin = _finished_twin(trial.study, digest, trial.number)
-        if twin is not None:
-            self.duplicate_streak += 1
-            return self._reuse(trial, twin, finish)
-        self.duplicate_streak = 0
         return self._run_child(trial, backbone, training, finish, cost)
 
     # -------------------------------------------------------- outcomes
