@@ -370,16 +370,24 @@ def _print_front(summary: dict, run_dir: Path) -> None:
               f"; spent {summary['spent_device_s'] / 3600:.3f} {summary['unit']} "
               f"({summary['spent_device_s']:.0f} s)")
     remeasured = {e["number"]: e for e in ((summary.get("remeasure") or {}).get("entries") or [])}
-    table = Table("#", "trial", "design", "val acc", "images/s", "spread", "params",
-                  "re-measured", title="Pareto front (accuracy × throughput)")
+    table = Table("#", "val acc", "images/s", "spread", "re-measured", "params",
+                  title="Pareto front (accuracy × throughput), fastest first")
+    table.add_column("design", no_wrap=True)
+    position = {r["number"]: i for i, r in enumerate(summary["front"], 1)}
+    ties = []
     for i, r in enumerate(summary["front"], 1):
         again = remeasured.get(r["number"])
-        ties = f" (ties {', '.join(again['ties_with'])})" if again and again["ties_with"] else ""
-        table.add_row(f"{i:02d}", str(r["number"]), escape(r["name"]) + (" [seed]" if r["seed"] else ""),
-                      f"{r['accuracy']:.3f}", f"{r['images_per_s']:,.0f}",
-                      f"{100 * (r['spread'] or 0):.0f}%", f"{r['params']:,}",
-                      (f"{again['images_per_s']:,.0f}{escape(ties)}" if again else ""))
+        if again:
+            ties += [(i, position[e["number"]]) for e in remeasured.values()
+                     if e["name"] in again["ties_with"] and position[e["number"]] > i]
+        table.add_row(f"{i:02d}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:,.0f}",
+                      f"{100 * (r['spread'] or 0):.0f}%",
+                      f"{again['images_per_s']:,.0f}" if again else "",
+                      f"{r['params']:,}", escape(r["name"]) + (" (seed)" if r["seed"] else ""))
     out.print(table)
+    if ties:
+        out.print("ties in the interleaved re-measurement (interquartile ranges overlap): " +
+                  ", ".join(f"{a:02d} ~ {b:02d}" for a, b in ties))
     out.print(f"files: {run_dir}/pareto/*.yaml (compile with `attndsl compile FILE --out m.pt`), "
               f"trials.csv, front.json, pareto.png, hypervolume.png")
     journal = run_dir / "journal.log"
