@@ -48,8 +48,8 @@ def render() -> str:
                      f"{r['images_per_s']:,.0f} (spread {100 * (r['spread'] or 0):.0f}%) | "
                      f"{remeasured} | {r['params']:,} |")
     if doc.get("seeds"):
-        lines += ["", "Zoo seeds (the literature designs the space expresses, trained the same "
-                      "way): " + "; ".join(f"{s['seed']} {s['accuracy']:.3f} at "
+        lines += ["", "Zoo seeds trained to the end (the literature designs the space "
+                      "expresses, `--seed-zoo`; the others were pruned at a rung): " + "; ".join(f"{s['seed']} {s['accuracy']:.3f} at "
                                             f"{s['images_per_s']:,.0f} images/s"
                                             for s in doc["seeds"]) + "."]
     pruning = latest("search_pruning_*.json")
@@ -61,6 +61,16 @@ def render() -> str:
                               f"({r['counts'].get('pruned', 0)} pruned), hypervolume "
                               f"{r['final_hypervolume']:,.0f} after {r['spent_device_h']:.3f} "
                               "device-h" for name, r in p["runs"].items()) + "."]
+    repeat = latest("search_repeatability_*2t_*.json")
+    if repeat is not None:
+        r = json.loads(repeat.read_text())
+        rel = repeat.relative_to(ROOT)
+        lines += ["", f"How far to trust the throughput column on this VM "
+                  f"([{rel.name}]({rel})): one design measured in {len(r['runs'])} fresh "
+                  f"processes gave {min(x['images_per_s'] for x in r['runs']):,.0f}–"
+                  f"{max(x['images_per_s'] for x in r['runs']):,.0f} images/s (IQR/median "
+                  f"{100 * r['across_process_spread']:.0f}%): differences inside that are "
+                  "ties, which is what the interleaved re-measurement reports."]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
 
