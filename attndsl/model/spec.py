@@ -9,7 +9,7 @@ stages hold attndsl attention specs.
     stages:
       - {depth: 1, dim: 32, heads: 2, attention: none}          # MLP-only (LITv2's early stages)
       - {depth: 2, dim: 64, heads: 4, attention: swin_wmsa}      # a zoo name, or a spec mapping
-      - {depth: 2, dim: 128, heads: 4, attention: [twins_lsa, twins_gsa]}   # alternates per block
+      - {depth: 2, dim: 128, heads: 4, attention: [swin_wmsa, hilo]}   # alternates per block
 
 Stage i > 0 starts with a stride-2 downsampling (conv k = s = 2 + LayerNorm, Swin's patch
 merging as a conv). Errors name the field path and the YAML line like spec errors do; an

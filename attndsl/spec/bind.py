@@ -232,7 +232,8 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
 
     # -- sizes against the grid: a kernel wider than twice the map reads only padding, and
     # unbounded sizes would allocate (or unroll) without limit
-    if isinstance(app, m.Window):
+    # (a window that shrinks to the map never reads beyond it: Swin's late stages)
+    if isinstance(app, m.Window) and not (app.shrink_to_map and min(grid) <= app.size):
         fits_grid(app.size, grid, f"{path}application.size", "a window of")
     if isinstance(app, m.Sliding):
         fits_grid(app.dilation * (app.size - 1) + 1, grid, f"{path}application.size",
