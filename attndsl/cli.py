@@ -338,8 +338,10 @@ def cmd_search(args) -> int:
                         deploy_resolution=args.deploy_resolution,
                         deploy_batch=args.deploy_batch, deploy_dtype=args.deploy_dtype,
                         trial_timeout=args.trial_timeout, threads=args.threads,
-                        device=args.device, progress="lines" if args.no_progress else True,
-                        remeasure=not args.no_remeasure, console=err)
+                        device=args.device, progress=False if args.worker else
+                        "lines" if args.no_progress else True,
+                        remeasure=not args.no_remeasure, workers=args.workers,
+                        gpus=args.gpus, console=err, _worker=args.worker)
     except SearchStopped as exc:
         err.print(f"[yellow]stopped:[/yellow] {escape(str(exc))}")
         return 2
@@ -349,7 +351,8 @@ def cmd_search(args) -> int:
                   "run the same command again to resume" + (f" ({where})" if where else ""))
         return 130
     err.print(f"search ended: {escape(result.stop_reason)}")
-    _print_front(result.summary, result.run_dir)
+    if not args.worker:
+        _print_front(result.summary, result.run_dir)
     return 0
 
 
@@ -390,6 +393,12 @@ def _print_front(summary: dict, run_dir: Path) -> None:
                   ", ".join(f"{a:02d} ~ {b:02d}" for a, b in ties))
     out.print(f"files: {run_dir}/pareto/*.yaml (compile with `attndsl compile FILE --out m.pt`), "
               f"trials.csv, front.json, pareto.png, hypervolume.png")
+    spend = summary.get("spend") or {}
+    if len(spend.get("per_worker", {})) > 1:
+        out.print("device-hours per host: " + ", ".join(
+            f"{host} {s / 3600:.3f}" for host, s in sorted(spend["per_host"].items())) +
+            "; per worker (host:pid): " + ", ".join(
+            f"{w} {s / 3600:.3f}" for w, s in sorted(spend["per_worker"].items())))
     journal = run_dir / "journal.log"
     if journal.exists():
         out.print(f"look deeper: optuna-dashboard {journal}   (pip install optuna-dashboard)")
@@ -483,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no live display: one line per trial")
     p.add_argument("--no-remeasure", action="store_true", help="skip the interleaved "
                    "re-measurement of the final front")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, "
+                   "sharing the study and the budget (default 1)")
+    p.add_argument("--gpus", type=_gpu_list, default=None, help="one worker per listed GPU, "
+                   "e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES set per worker)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # spawned by --workers
     p.set_defaults(fn=cmd_search)
 
     p = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
@@ -556,6 +570,14 @@ def cli_message(exc: AttndslError) -> str:
     for api, cli in CLI_HINTS.items():
         text = text.replace(api, cli)
     return text
+
+
+def _gpu_list(value: str) -> list[str]:
+    """--gpus: comma-separated GPU indices (or UUIDs), as CUDA_VISIBLE_DEVICES takes them."""
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not gpus or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU ids like 0,1,2,3, got {value!r}")
+    return gpus
 
 
 def _heads(value: str):

@@ -50,6 +50,9 @@ def run_cli(capsys, *argv):
     (["search", "{space}", "--budget", "1trials", "--storage", "redis://x"], "sqlite:///"),
     (["search", "{space}", "--budget", "1trials", "--deploy-dtype", "int8"], "float32"),
     (["report", "/nonexistent/run"], "not a search run directory"),
+    (["search", "{space}", "--budget", "1trials", "--workers", "2", "--storage",
+      "sqlite:///x.db"], "database is locked"),
+    (["search", "{space}", "--budget", "1trials", "--workers", "0"], "positive number"),
 ])
 def test_user_mistakes_are_one_message(capsys, space, argv, message):
     argv = [str(space) if a == "{space}" else a for a in argv]

@@ -250,3 +250,32 @@ def test_two_workers_share_one_journal(workdir):
              and not t.user_attrs.get("duplicate_of")]
     assert seeds and len(seeds) == len(set(seeds))       # each zoo seed trained once
     assert os.path.exists(workdir / "runs" / "ci" / "front.json")
+
+
+def test_four_workers_one_killed_is_restarted_and_its_trial_retried(workdir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attndsl.cli", "search", "space.yaml", "--budget", "10trials",
+         "--runs-dir", "runs", "--no-progress", "--no-remeasure", "--threads", "1",
+         "--sampler", "random", "--workers", "4"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = _wait_for_training_trial(workdir, proc, min_finished=1)
+    study = _study(workdir)
+    worker_pid = study.get_trials(deepcopy=False)[victim].user_attrs["pid"]
+    os.kill(worker_pid, signal.SIGKILL)                 # one worker dies mid-trial
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    assert "restarted 1×" in out, out                  # the supervisor restarted it
+    trials = _study(workdir).get_trials(deepcopy=False)
+    killed = trials[victim]
+    assert killed.state == TrialState.FAIL and killed.user_attrs["requeued"]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim]
+    assert len(retry) == 1 and retry[0].state.is_finished() and retry[0].params == killed.params
+    counted = [t for t in trials if not t.user_attrs.get("requeued")]
+    assert 10 <= len(counted) <= 10 + 3               # one trial over at most per extra worker
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len({t.user_attrs.get("pid") for t in trials}) >= 5   # 4 workers + the restart
+    front = json.loads((workdir / "runs" / "ci" / "front.json").read_text())
+    assert front["spent_device_s"] == pytest.approx(sum(t.user_attrs.get("cost_s", 0) for t in trials))
+    per_worker = front["spend"]["per_worker"]
+    assert len(per_worker) >= 5
+    assert sum(per_worker.values()) == pytest.approx(front["spent_device_s"])

@@ -46,14 +46,16 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
            seed_zoo: bool = False, prune: bool = True, deploy_resolution: int | None = None,
            deploy_batch: int | None = None, deploy_dtype: str | None = None,
            trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
-           progress: bool | str = True, remeasure: bool = True,
-           console=None) -> SearchResult:
+           progress: bool | str = True, remeasure: bool = True, workers: int = 1,
+           gpus: list | None = None, console=None, _worker: bool = False) -> SearchResult:
     """Run (or resume) a search; returns the front and the trials. The same call again
     resumes the study in `runs_dir/<study>`: finished trials are kept, interrupted ones
     re-run, and the budget counts everything spent so far.
 
     progress: True — a live display on a terminal (one line per trial otherwise);
-    "lines" — one line per trial; False — silent."""
+    "lines" — one line per trial; False — silent.
+    workers: worker processes on this machine (CPU); gpus: one worker per listed GPU
+    (e.g. ["0", "1"]), each with CUDA_VISIBLE_DEVICES set to it."""
     # the worker's machinery (optuna) is imported here, not with the package: a trial's
     # subprocess (python -m attndsl.nas.trial) imports attndsl and must stay light
     from .runner import (EXHAUSTED_AFTER, Objective, Options, TrialFailed, enqueue_seeds,
@@ -68,6 +70,13 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
         raise SpecError(f"--study {study!r}: a study name is letters, digits, '_', '.', '-' "
                         "(it names the run directory)", path="study")
     deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype)
+    gpus = [str(g).strip() for g in gpus] if gpus else None
+    n_workers = len(gpus) if gpus else workers
+    if not isinstance(n_workers, int) or n_workers < 1:
+        raise SpecError(f"--workers {workers!r}: give a positive number of worker processes",
+                        path="workers")
+    from .workers import check_storage_for_workers
+    check_storage_for_workers(storage, n_workers)
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
                       trial_timeout=trial_timeout, threads=threads, device=device,
@@ -81,16 +90,19 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     if not ok:
         raise SearchStopped(f"nothing to run in {run_dir}: {why}. Raise --budget to go on "
                             f"(the budget is the study's total), or `attndsl report {run_dir}`")
-    if seed_zoo:
+    if seed_zoo and not _worker:
         enqueue_seeds(the_study, space, run_dir)
-    unit = _unit(device)
+    unit = _unit("cuda" if gpus else device)
+    if n_workers > 1:
+        return _supervised(space, the_study, the_budget, budget_text, options, run_dir, unit,
+                           n_workers, gpus, progress, remeasure, console)
 
     from .progress import Display
-    from .report import front_rows, remeasure_front, trial_rows, write_outputs
+    from .report import write_outputs
     title = (f"attndsl search {the_study.study_name} · {space.file.task.kind} · budget "
              f"{the_budget.describe(unit)} · {run_dir}")
-    display = Display(the_study, the_budget, unit, title, enabled=progress is True,
-                      quiet=progress is False, console=console)
+    display = Display(the_study, the_budget, unit, title, enabled=progress is True and not _worker,
+                      quiet=progress is False or _worker, console=console)
     objective = Objective(space, options, run_dir, display)
     stop_reason = ""
     previous = signal.getsignal(signal.SIGTERM)
@@ -114,22 +126,61 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                                    "or add a range leaf)")
                     break
     except KeyboardInterrupt:
-        write_outputs(the_study, run_dir, unit=unit)
+        if not _worker:    # a worker's outputs are the supervisor's to write, once
+            write_outputs(the_study, run_dir, unit=unit)
         raise SearchInterrupted("interrupted (run the same command again to resume)",
                                 run_dir) from None
     finally:
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)
+    if _worker:        # the supervisor writes the outputs once every worker is done
+        return SearchResult(run_dir, [], [], stop_reason, {})
+    return _finish(the_study, run_dir, unit, stop_reason, remeasure, objective.deploy, threads,
+                   device)
+
+
+def _finish(the_study, run_dir, unit, stop_reason, remeasure, deploy, threads, device):
+    from .report import front_rows, remeasure_front, trial_rows, write_outputs
     # the outputs first (a Ctrl-C during the re-measurement loses nothing), then again with it
     write_outputs(the_study, run_dir, unit=unit)
     rows = trial_rows(the_study)
     remeasured = None
     front = front_rows(rows)
     if remeasure and front:
-        remeasured = remeasure_front(front, objective.deploy, threads=threads, device=device,
-                                     rounds=5)
+        remeasured = remeasure_front(front, deploy, threads=threads, device=device, rounds=5)
     summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured)
     return SearchResult(run_dir, summary["front"], trial_rows(the_study), stop_reason, summary)
+
+
+def _supervised(space, the_study, the_budget, budget_text, options, run_dir, unit, n_workers,
+                gpus, progress, remeasure, console) -> SearchResult:
+    """Run `n_workers` worker processes on the study and supervise them (workers.py)."""
+    from .budget import admission
+    from .progress import Display
+    from .report import write_outputs
+    from .workers import Worker, supervise, worker_argv
+    budget_text = the_budget.text or str(budget_text)
+    space_path = (run_dir / "space.yaml").resolve()
+    workers = [Worker(k, gpus[k] if gpus else None,
+                      worker_argv(space_path, budget_text, options, the_study.study_name, k,
+                                  options.seed),
+                      run_dir / "workers" / f"worker_{k}.log") for k in range(n_workers)]
+    what = f"{n_workers} workers" + (f" on GPUs {','.join(gpus)}" if gpus else "")
+    title = (f"attndsl search {the_study.study_name} · {space.file.task.kind} · budget "
+             f"{the_budget.describe(unit)} · {what} · {run_dir}")
+    display = Display(the_study, the_budget, unit, title, enabled=progress is True,
+                      quiet=progress is False, console=console, show_running=True)
+    try:
+        with display:
+            report = supervise(workers, display)
+    except KeyboardInterrupt:
+        write_outputs(the_study, run_dir, unit=unit)
+        raise SearchInterrupted("interrupted (run the same command again to resume)",
+                                run_dir) from None
+    ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
+    stop_reason = (why or "every worker stopped") + "; " + "; ".join(report)
+    return _finish(the_study, run_dir, unit, stop_reason, remeasure, options.deploy,
+                   options.threads, options.device)
 
 
 class SearchInterrupted(KeyboardInterrupt):

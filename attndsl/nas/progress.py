@@ -15,7 +15,8 @@ from .budget import Budget, counted_trials, spent
 
 class Display:
     def __init__(self, study, budget: Budget, unit: str, title: str, *, enabled: bool = True,
-                 quiet: bool = False, console: Console | None = None):
+                 quiet: bool = False, console: Console | None = None, show_running=False):
+        self.show_running = show_running     # every worker's running trial, from the storage
         self.study, self.budget, self.unit, self.title = study, budget, unit, title
         self.console = console or Console(stderr=True, highlight=False)
         self.live_trial = None
@@ -99,6 +100,16 @@ class Display:
             ep = f" · epoch {live.epoch}" if live.epoch else ""
             parts.append(Text(f"running: trial {live.number} {live.name} · {live.phase}{ep}{acc}"
                               f" · {time.time() - live.started:.0f} s", style="cyan"))
+        if self.show_running:
+            running = [t for t in trials if t.state.name == "RUNNING"]
+            for t in running:
+                a = t.user_attrs
+                what = (f"epoch {a['epoch']}" if "epoch" in a else
+                        "training" if "images_per_s" in a else "measuring")
+                parts.append(Text(f"running: trial {t.number} {a.get('name', '')} · {what} · "
+                                  f"pid {a.get('pid', '?')}@{a.get('host', '?')} · "
+                                  f"{time.time() - a.get('started', time.time()):.0f} s",
+                                  style="cyan"))
         front = _front(trials)
         if front:
             table = Table("#", "design", "accuracy", "images/s", title="current front",

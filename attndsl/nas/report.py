@@ -27,7 +27,8 @@ from .pruner import hypervolume_2d, nondominated_fronts
 
 COLUMNS = ["number", "name", "state", "reason", "seed", "accuracy", "images_per_s", "spread",
            "latency_ms", "params", "flops", "peak_memory_mb", "compile_s", "epochs", "cost_s",
-           "duplicate_of", "retry_of", "hash", "rungs", "search_params", "message"]
+           "duplicate_of", "retry_of", "hash", "rungs", "search_params", "host", "pid",
+           "message"]
 
 
 def trial_rows(study) -> list[dict]:
@@ -54,9 +55,22 @@ def trial_rows(study) -> list[dict]:
             "search_params": json.dumps(t.params, default=str),
             "message": a.get("message", ""),
             "backbone": a.get("backbone"), "fingerprint": a.get("fingerprint"),
+            "host": a.get("host"), "pid": a.get("pid"),
             "completed": t.datetime_complete.timestamp() if t.datetime_complete else None,
         })
     return rows
+
+
+def spend_by_worker(rows: list[dict]) -> dict:
+    """Device-seconds per worker process (host:pid) and per host: who spent the budget."""
+    per_worker: dict = {}
+    per_host: dict = {}
+    for r in rows:
+        host = r.get("host") or "?"
+        key = f"{host}:{r.get('pid') or '?'}"
+        per_worker[key] = per_worker.get(key, 0.0) + (r["cost_s"] or 0.0)
+        per_host[host] = per_host.get(host, 0.0) + (r["cost_s"] or 0.0)
+    return {"per_worker": per_worker, "per_host": per_host}
 
 
 def front_rows(rows: list[dict]) -> list[dict]:
@@ -100,6 +114,7 @@ def write_outputs(study, run_dir: Path, *, space=None, remeasure: dict | None = 
         "objectives": ["accuracy (validation, max)", "images_per_s (deploy shape, max)"],
         "counts": _counts(rows),
         "spent_device_s": sum(r["cost_s"] or 0.0 for r in rows),
+        "spend": spend_by_worker(rows),
         "front": [_front_entry(r, i) for i, r in enumerate(front, 1)],
         "seeds": [_front_entry(r, 0) for r in rows if r["seed"] and r["state"] == "complete"],
         "remeasure": remeasure, "remeasured_hashes": [r["hash"] for r in front] if remeasure else None,

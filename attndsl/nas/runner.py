@@ -406,6 +406,7 @@ class Objective:
             return None
         if kind == "epoch":
             self.live.epoch, self.live.accuracy = event["epoch"], event["accuracy"]
+            trial.set_user_attr("epoch", event["epoch"])   # for the display of every worker
             return None
         if kind == "rung":
             epoch, accuracy = event["epoch"], event["accuracy"]

@@ -1,0 +1,122 @@
+"""Several workers on one study: `--workers N` (CPU) or `--gpus 0,1,2,3` (one worker per GPU,
+`CUDA_VISIBLE_DEVICES` set per worker so that GPU memory never mixes).
+
+Each worker is the same code path as a single `attndsl search` (a subprocess running it with
+`--worker`), on the same storage and study, so there is one study and one ledger; each
+checks the ledger before each trial, so W workers overspend by at most one trial each. The
+supervisor here owns what happens once: the zoo seeds, the progress display (every worker's
+running trial), restarting a crashed worker (up to a limit, reported), stopping them all on
+Ctrl-C, and the outputs at the end.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SpecError
+
+MAX_RESTARTS = 3
+# exit statuses of a worker that are not crashes: done, stopped (nothing to run), interrupted
+CLEAN_EXITS = (0, 2, 130)
+
+
+@dataclass
+class Worker:
+    index: int
+    gpu: str | None
+    argv: list
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    exits: list = field(default_factory=list)
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            # own session: a terminal's Ctrl-C reaches the supervisor, which forwards it
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+
+    @property
+    def label(self) -> str:
+        return f"worker {self.index}" + (f" (GPU {self.gpu})" if self.gpu is not None else "")
+
+
+def check_storage_for_workers(storage: str | None, workers: int) -> None:
+    if workers > 1 and storage is not None and storage.startswith("sqlite"):
+        raise SpecError(
+            f"--storage {storage} with {workers} workers: SQLite locks the whole database on "
+            "every write, so parallel workers fail with 'database is locked' (and corrupt it "
+            "on NFS). Use the default journal file (no --storage; several workers on one "
+            "machine) or PostgreSQL (--storage postgresql://USER@HOST/DB; many machines)",
+            path="storage")
+
+
+def worker_argv(space_path: Path, budget_text: str, options, study_name: str, index: int,
+                seed: int) -> list:
+    argv = [sys.executable, "-m", "attndsl.cli", "search", str(space_path), "--budget",
+            budget_text, "--runs-dir", str(options.runs_dir), "--study", study_name,
+            "--sampler", options.sampler, "--seed", str(seed + index), "--worker",
+            "--trial-timeout", str(options.trial_timeout)]
+    if options.storage:
+        argv += ["--storage", options.storage]
+    if not options.prune:
+        argv.append("--no-prune")
+    deploy = options.deploy
+    argv += ["--deploy-batch", str(deploy.batch), "--deploy-dtype", deploy.dtype]
+    if deploy.resolution:
+        argv += ["--deploy-resolution", str(deploy.resolution)]
+    if options.threads:
+        argv += ["--threads", str(options.threads)]
+    if options.device:
+        argv += ["--device", options.device]
+    return argv
+
+
+def supervise(workers: list[Worker], display, *, poll: float = 0.5) -> list[str]:
+    """Run the workers to the end; restart crashed ones up to MAX_RESTARTS. Returns what
+    happened to each (for the closing report). Ctrl-C stops them all cleanly: each records
+    its running trial as interrupted and queues it to re-run."""
+    for w in workers:
+        w.start()
+    try:
+        while any(w.proc is not None for w in workers):
+            for w in workers:
+                if w.proc is None or w.proc.poll() is None:
+                    continue
+                code = w.proc.returncode
+                w.exits.append(code)
+                w.proc = None
+                if code not in CLEAN_EXITS and w.restarts < MAX_RESTARTS:
+                    w.restarts += 1
+                    w.start()
+            display.refresh()
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        stop_all(workers)
+        raise
+    return [f"{w.label}: exits {w.exits}" + (f", restarted {w.restarts}×" if w.restarts else "")
+            for w in workers]
+
+
+def stop_all(workers: list[Worker], timeout: float = 60.0) -> None:
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGINT)
+    deadline = time.time() + timeout
+    for w in workers:
+        if w.proc is None:
+            continue
+        try:
+            w.proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+            w.proc.wait()
