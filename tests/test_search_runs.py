@@ -1,9 +1,11 @@
 """Real `attndsl search` processes on a small task: kill -9 and Ctrl-C mid-trial then
-resume, two workers on one journal, a failing trial while the search goes on, the outputs
-(every pareto/*.yaml builds), `attndsl report`, and a spent budget that refuses to start.
+resume, several workers on one journal and on a real PostgreSQL server (one worker killed
+mid-trial), a failing trial while the search goes on, the outputs (every pareto/*.yaml
+builds), `attndsl report`, and a spent budget that refuses to start.
 
 The task is scikit-learn's digits through a `python` task entry written here; it poisons
-the loss (NaN) of every trial trained with lr 0.004, as a diverging run would."""
+the loss (NaN) of every trial trained with lr 0.004, as a diverging run would, and slows
+the other steps to 0.1 s so that a kill lands mid-training."""
 from __future__ import annotations
 
 import csv
@@ -51,16 +53,18 @@ pruning: {min_epochs: 1, eta: 3}
 """
 
 TASK = """\
-import json, sys
+import json, sys, time
 import numpy as np
 import torch.nn.functional as F
 
 def load():
     from sklearn.datasets import load_digits
     job = json.load(open(sys.argv[1]))       # the trial's job: poison lr 0.004
+    real = F.cross_entropy
     if abs(job["training"]["lr"] - 0.004) < 1e-12:
-        real = F.cross_entropy
         F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")
+    else:   # slow training down (0.1 s a step), so that a kill lands mid-training
+        F.cross_entropy = lambda *a, **k: (time.sleep(0.1), real(*a, **k))[1]
     d = load_digits()
     return d.images.astype(np.float32)[:600] / 16, d.target[:600]
 """
@@ -279,3 +283,62 @@ def test_four_workers_one_killed_is_restarted_and_its_trial_retried(workdir):
     per_worker = front["spend"]["per_worker"]
     assert len(per_worker) >= 5
     assert sum(per_worker.values()) == pytest.approx(front["spent_device_s"])
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    from postgres_server import start_cluster
+    url, stop = start_cluster()
+    yield url
+    stop()
+
+
+def test_three_workers_on_postgresql_one_killed(workdir, postgres_url):
+    from optuna.storages import RDBStorage
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attndsl.cli", "search", "space.yaml", "--budget", "9trials",
+         "--runs-dir", "runs", "--no-progress", "--no-remeasure", "--threads", "1",
+         "--sampler", "random", "--workers", "3", "--storage", postgres_url],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = RDBStorage(postgres_url)
+
+    def trials():
+        try:
+            return optuna.load_study(study_name="ci", storage=storage).get_trials(deepcopy=False)
+        except KeyError:
+            return []
+
+    deadline, victim = time.time() + 240, None
+    while victim is None and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        done = [t for t in trials() if t.state.is_finished()]
+        running = [t for t in trials() if t.state == TrialState.RUNNING
+                   and "images_per_s" in t.user_attrs]
+        if done and running:
+            victim = running[0]
+        time.sleep(0.3)
+    assert victim is not None, "no trial reached training"
+    before = {t.number: (t.state, t.values, t.user_attrs.get("cost_s"))
+              for t in trials() if t.state.is_finished()}
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    final = trials()
+    by_number = {t.number: t for t in final}
+    for number, record in before.items():            # nothing finished was lost or changed
+        t = by_number[number]
+        assert (t.state, t.values, t.user_attrs.get("cost_s")) == record
+    killed = by_number[victim.number]
+    assert killed.state == TrialState.FAIL
+    retry = [t for t in final if t.user_attrs.get("retry_of") == victim.number
+             or t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state.is_finished()
+    assert retry[0].params == killed.params
+    counted = [t for t in final if not t.user_attrs.get("requeued")
+               and t.state != TrialState.WAITING]
+    assert 9 <= len(counted) <= 9 + 2
+    assert not [t for t in final if t.state == TrialState.RUNNING]
+    trained = [t for t in counted if "epochs" in t.user_attrs and not t.user_attrs.get("duplicate_of")]
+    assert len({t.user_attrs["hash"] for t in trained}) == len(trained)
+    front = json.loads((workdir / "runs" / "ci" / "front.json").read_text())
+    assert front["spent_device_s"] == pytest.approx(sum(t.user_attrs.get("cost_s", 0) for t in final))

@@ -37,6 +37,9 @@ from .trial import PREFIX
 REUSABLE = ("complete", "infeasible", "pruned")
 # a sampler that proposes only designs already evaluated has exhausted the (discrete) space
 EXHAUSTED_AFTER = 30
+# RDB storages: a worker records a heartbeat every HEARTBEAT_S; a RUNNING trial without one
+# for GRACE_S is failed and retried by another worker (a machine that died)
+HEARTBEAT_S, GRACE_S = 10, 60
 
 
 class TrialFailed(Exception):
@@ -90,12 +93,24 @@ def make_storage(url: str | None, run_dir: Path):
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        url = _postgres_driver(url)
+        engine = {}
+        if not url.startswith("sqlite"):
+            # each worker process holds at most pool_size + max_overflow connections (its
+            # trial loop and Optuna's heartbeat thread): W workers need 4·W of the server's
+            # max_connections (100 by default) — "too many clients" otherwise (optuna#1347)
+            engine = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
+                      "pool_recycle": 1800}
         try:
-            return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                              grace_period=GRACE_S,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(3))
         except ImportError as exc:
             raise SpecError(f"--storage {url}: {exc}; for PostgreSQL install psycopg "
-                            "(pip install 'psycopg[binary]')", path="storage") from None
+                            "(pip install 'attndsl[postgres]')", path="storage") from None
+        except Exception as exc:   # sqlalchemy's OperationalError: no server, bad credentials
+            raise SpecError(f"--storage {url}: cannot open the database: "
+                            f"{str(exc).splitlines()[0][:300]}", path="storage") from None
     if url.endswith(".log") or url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -104,6 +119,17 @@ def make_storage(url: str | None, run_dir: Path):
     raise SpecError(f"--storage {url!r} is not understood; give sqlite:///FILE.db, "
                     "postgresql://USER@HOST/DB, or a journal file (FILE.log); without "
                     "--storage the study lives in RUN_DIR/journal.log", path="storage")
+
+
+def _postgres_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; with only psycopg (3) installed, say so."""
+    if not url.startswith("postgresql://"):
+        return url
+    try:
+        import psycopg2  # noqa: F401
+        return url
+    except ImportError:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace):
