@@ -341,7 +341,8 @@ def cmd_search(args) -> int:
                         device=args.device, progress=False if args.worker else
                         "lines" if args.no_progress else True,
                         remeasure=not args.no_remeasure, workers=args.workers,
-                        gpus=args.gpus, console=err, _worker=args.worker)
+                        gpus=args.gpus, devices_per_worker=args.devices_per_worker,
+                        console=err, _worker=args.worker)
     except SearchStopped as exc:
         err.print(f"[yellow]stopped:[/yellow] {escape(str(exc))}")
         return 2
@@ -353,6 +354,54 @@ def cmd_search(args) -> int:
     err.print(f"search ended: {escape(result.stop_reason)}")
     if not args.worker:
         _print_front(result.summary, result.run_dir)
+    return 0
+
+
+def cmd_search_slurm(argv: list[str]) -> int:
+    """`attndsl search slurm SPACE --budget B --array N [...]`: write an sbatch script whose
+    array tasks are workers of one study, and say how to submit it."""
+    p = argparse.ArgumentParser(prog="attndsl search slurm", description=cmd_search_slurm.__doc__)
+    p.add_argument("space", metavar="SPACE")
+    p.add_argument("--budget", required=True, help="the study's total (50gpu-h, 40trials, …)")
+    p.add_argument("--array", type=int, required=True, help="array tasks (workers)")
+    p.add_argument("--throttle", type=int, default=None, help="at most this many at once (%%K)")
+    p.add_argument("--gpus-per-task", type=int, default=1)
+    p.add_argument("--cpus-per-task", type=int, default=8)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--time", default=None, help="time limit per task, e.g. 04:00:00")
+    p.add_argument("--storage", default=None, help="postgresql://USER@HOST/DB (recommended); "
+                   "default: the journal file on a shared filesystem")
+    p.add_argument("--study", default=None, help="study name (default: the space's name)")
+    p.add_argument("--runs-dir", type=Path, default=Path("attndsl-runs"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-zoo", action="store_true", help="enqueue the zoo seeds now, once")
+    p.add_argument("--out", type=Path, default=None, help="the script (default RUN_DIR/slurm/"
+                   "<study>.sbatch)")
+    args = p.parse_args(argv)
+    from .nas import prepare_study
+    from .nas.workers import slurm_script
+    if args.array < 1 or args.gpus_per_task < 0:
+        raise AttndslError("--array must be ≥ 1 and --gpus-per-task ≥ 0")
+    run_dir, study, space_path = prepare_study(args.space, args.budget, runs_dir=args.runs_dir,
+                                               study=args.study, storage=args.storage,
+                                               seed_zoo=args.seed_zoo, workers=args.array)
+    script = args.out or run_dir / "slurm" / f"{study}.sbatch"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "slurm").mkdir(parents=True, exist_ok=True)
+    script.write_text(slurm_script(
+        space_path=space_path, budget=args.budget, study=study, runs_dir=args.runs_dir,
+        array=args.array, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
+        partition=args.partition, time_limit=args.time, storage=args.storage, seed=args.seed,
+        throttle=args.throttle, script=script))
+    out.print(f"wrote {script}: {args.array} workers of study '{study}', "
+              f"{args.gpus_per_task} GPU(s) each, on {args.storage or 'the journal file'}")
+    out.print(f"submit:   sbatch {script}")
+    report = f"attndsl report {run_dir}" + (f" --storage '{args.storage}'" if args.storage else "")
+    out.print(f"progress: {report}   (any time; it also writes the outputs at the end)")
+    if not args.storage:
+        out.print("note: without --storage every node must see the same filesystem at "
+                  f"{run_dir.resolve()} (the journal file's lock works on NFS); for many "
+                  "nodes prefer PostgreSQL")
     return 0
 
 
@@ -496,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "sharing the study and the budget (default 1)")
     p.add_argument("--gpus", type=_gpu_list, default=None, help="one worker per listed GPU, "
                    "e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES set per worker)")
+    p.add_argument("--devices-per-worker", type=int, default=1, help="devices each worker "
+                   "holds (the ledger bills devices × wall-clock; default 1)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # spawned by --workers
     p.set_defaults(fn=cmd_search)
 
@@ -595,8 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"] and "--suite" in argv:
         return run_suite([a for a in argv[1:] if a != "--suite"])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:2] == ["search", "slurm"]:
+            return cmd_search_slurm(argv[2:])
+        args = build_parser().parse_args(argv)
         return args.fn(args)
     except AttndslError as exc:
         err.print(f"[red]error:[/red] {escape(cli_message(exc))}")

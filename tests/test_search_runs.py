@@ -342,3 +342,33 @@ def test_three_workers_on_postgresql_one_killed(workdir, postgres_url):
     assert len({t.user_attrs["hash"] for t in trained}) == len(trained)
     front = json.loads((workdir / "runs" / "ci" / "front.json").read_text())
     assert front["spent_device_s"] == pytest.approx(sum(t.user_attrs.get("cost_s", 0) for t in final))
+
+
+def test_slurm_script_runs_as_array_tasks(workdir):
+    out = subprocess.run([sys.executable, "-m", "attndsl.cli", "search", "slurm", "space.yaml",
+                          "--budget", "3trials", "--array", "2", "--gpus-per-task", "1",
+                          "--partition", "gpu", "--time", "00:30:00", "--runs-dir", "runs",
+                          "--seed-zoo"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    script = workdir / "runs" / "ci" / "slurm" / "ci.sbatch"
+    text = script.read_text()
+    for line in ("#SBATCH --array=0-1", "#SBATCH --gpus-per-task=1", "#SBATCH --partition=gpu",
+                 "#SBATCH --time=00:30:00", "--worker", "--devices-per-worker 1"):
+        assert line in text, line
+    assert f"sbatch {script.relative_to(workdir)}" in out.stdout
+    # run the array's two tasks here, as SLURM would (on the CPU, no sbatch)
+    cpu = workdir / "cpu.sbatch"
+    cpu.write_text(text.replace("--device cuda", "--device cpu --threads 1"))
+    tasks = [subprocess.Popen(["bash", str(cpu)], cwd=workdir, env={**os.environ,
+                              "SLURM_ARRAY_TASK_ID": str(i)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for task in tasks:
+        log, _ = task.communicate(timeout=300)
+        assert task.returncode == 0, log
+    trials = _study(workdir).get_trials(deepcopy=False)
+    assert 3 <= len([t for t in trials if t.state.is_finished()]) <= 4
+    assert len({t.user_attrs["pid"] for t in trials if "pid" in t.user_attrs}) == 2
+    assert any(t.user_attrs.get("seed") for t in trials)            # seeds enqueued up front
+    res = subprocess.run([sys.executable, "-m", "attndsl.cli", "report", "runs/ci"],
+                         cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "per worker" in res.stdout, res.stdout + res.stderr

@@ -21,7 +21,7 @@ from ..errors import SpecError
 from .budget import Budget, SearchStopped, admission, parse_budget
 from .space import SearchSpace, load_space
 
-__all__ = ["search", "report", "load_space", "SearchSpace", "SearchResult", "parse_budget",
+__all__ = ["search", "report", "prepare_study", "load_space", "SearchSpace", "SearchResult", "parse_budget",
            "SearchStopped"]
 
 
@@ -47,7 +47,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
            deploy_batch: int | None = None, deploy_dtype: str | None = None,
            trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
            progress: bool | str = True, remeasure: bool = True, workers: int = 1,
-           gpus: list | None = None, console=None, _worker: bool = False) -> SearchResult:
+           gpus: list | None = None, devices_per_worker: int = 1, console=None,
+           _worker: bool = False) -> SearchResult:
     """Run (or resume) a search; returns the front and the trials. The same call again
     resumes the study in `runs_dir/<study>`: finished trials are kept, interrupted ones
     re-run, and the budget counts everything spent so far.
@@ -66,9 +67,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
         raise SpecError("no budget: give one (--budget 15m, 2h, 50gpu-h or 40trials), or "
                         "write `budget:` in the space file", path="budget")
     the_budget = budget_text if isinstance(budget_text, Budget) else parse_budget(budget_text)
-    if study is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,99}", str(study)):
-        raise SpecError(f"--study {study!r}: a study name is letters, digits, '_', '.', '-' "
-                        "(it names the run directory)", path="study")
+    _check_study_name(study)
     deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype)
     gpus = [str(g).strip() for g in gpus] if gpus else None
     n_workers = len(gpus) if gpus else workers
@@ -80,7 +79,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
                       trial_timeout=trial_timeout, threads=threads, device=device,
-                      progress=progress)
+                      progress=progress, devices=int(devices_per_worker))
     run_dir = run_directory(space, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(space, options, run_dir)
@@ -190,6 +189,34 @@ class SearchInterrupted(KeyboardInterrupt):
     def __init__(self, reason: str, run_dir: Path):
         super().__init__(reason)
         self.run_dir = run_dir
+
+
+def prepare_study(space, budget, *, runs_dir="attndsl-runs", study: str | None = None,
+                  storage: str | None = None, seed_zoo: bool = False, workers: int = 1):
+    """Create (or check) the study a cluster's workers will join, with the space kept in
+    its run directory and the zoo seeds enqueued once; returns (run_dir, study name, the
+    kept space's path). `attndsl search slurm` calls it before writing the sbatch script."""
+    from .runner import Options, enqueue_seeds, open_study, run_directory
+    from .workers import check_storage_for_workers
+    space = space if isinstance(space, SearchSpace) else load_space(space)
+    the_budget = parse_budget(budget)
+    _check_study_name(study)
+    check_storage_for_workers(storage, workers)
+    options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
+                      deploy=space.file.deploy)
+    run_dir = run_directory(space, options)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    the_study = open_study(space, options, run_dir)
+    _keep_space_file(space, run_dir)
+    if seed_zoo:
+        enqueue_seeds(the_study, space, run_dir)
+    return run_dir, the_study.study_name, run_dir / "space.yaml"
+
+
+def _check_study_name(study) -> None:
+    if study is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,99}", str(study)):
+        raise SpecError(f"--study {study!r}: a study name is letters, digits, '_', '.', '-' "
+                        "(it names the run directory)", path="study")
 
 
 def _deploy(space: SearchSpace, resolution, batch, dtype):

@@ -61,10 +61,9 @@ class Options:
     threads: int | None = None
     device: str | None = None
     progress: bool = True
-
-    @property
-    def devices(self) -> int:
-        return 1
+    # devices a worker holds while it runs a trial (a SLURM task with --gpus-per-task 2
+    # holds 2): the ledger bills devices × wall-clock
+    devices: int = 1
 
 
 @dataclass
@@ -126,7 +125,7 @@ def _postgres_driver(url: str) -> str:
     if not url.startswith("postgresql://"):
         return url
     try:
-        import psycopg2  # noqa: F401
+        import psycopg2  # noqa: F401  (SQLAlchemy's default postgresql driver)
         return url
     except ImportError:
         return "postgresql+psycopg://" + url[len("postgresql://"):]

@@ -65,7 +65,8 @@ def worker_argv(space_path: Path, budget_text: str, options, study_name: str, in
     argv = [sys.executable, "-m", "attndsl.cli", "search", str(space_path), "--budget",
             budget_text, "--runs-dir", str(options.runs_dir), "--study", study_name,
             "--sampler", options.sampler, "--seed", str(seed + index), "--worker",
-            "--trial-timeout", str(options.trial_timeout)]
+            "--trial-timeout", str(options.trial_timeout),
+            "--devices-per-worker", str(options.devices)]
     if options.storage:
         argv += ["--storage", options.storage]
     if not options.prune:
@@ -120,3 +121,42 @@ def stop_all(workers: list[Worker], timeout: float = 60.0) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(w.proc.pid, signal.SIGKILL)
             w.proc.wait()
+
+
+SBATCH = """#!/bin/bash
+# attndsl search worker array: each task is one worker of the study {study!r} on {storage_doc}.
+# Submit: sbatch {script}
+#SBATCH --job-name=attndsl-{study}
+#SBATCH --array=0-{last}{throttle}
+#SBATCH --ntasks=1
+#SBATCH --gpus-per-task={gpus}
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --output={logs}/%A_%a.log
+{extra}
+set -euo pipefail
+cd {cwd}
+# every task joins the same study; the budget ({budget}) is the study's total, checked
+# against the storage before each trial, so the array stops when it is spent
+exec {python} -m attndsl.cli search {space} --budget {budget} --study {study} \\
+    --runs-dir {runs_dir} {storage_arg}--seed $(( {seed} + SLURM_ARRAY_TASK_ID )) \\
+    --devices-per-worker {gpus} --device cuda --worker
+"""
+
+
+def slurm_script(*, space_path: Path, budget: str, study: str, runs_dir: Path, array: int,
+                 gpus_per_task: int, cpus_per_task: int, partition: str | None,
+                 time_limit: str | None, storage: str | None, seed: int, throttle: int | None,
+                 script: Path) -> str:
+    extra = []
+    if partition:
+        extra.append(f"#SBATCH --partition={partition}")
+    if time_limit:
+        extra.append(f"#SBATCH --time={time_limit}")
+    storage_arg = f"--storage '{storage}' " if storage else ""
+    return SBATCH.format(
+        study=study, storage_doc=storage or f"the journal file {runs_dir / study / 'journal.log'} "
+        "(a shared filesystem)", script=script, last=array - 1,
+        throttle=f"%{throttle}" if throttle else "", gpus=gpus_per_task, cpus=cpus_per_task,
+        logs=(runs_dir / study / "slurm").resolve(), extra="\n".join(extra), cwd=Path.cwd(),
+        budget=budget, python=sys.executable, space=space_path.resolve(),
+        runs_dir=runs_dir.resolve(), storage_arg=storage_arg, seed=seed)
