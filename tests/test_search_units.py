@@ -505,3 +505,46 @@ def test_a_candidate_is_its_backbone_and_its_training(tmp_path):
     assert candidate_hash(a.backbone, a.training) != candidate_hash(b.backbone, b.training)
     renamed = a.backbone.model_copy(update={"name": "other"})
     assert candidate_hash(renamed, a.training) == candidate_hash(a.backbone, a.training)
+
+
+_HOLD = """
+import sys, time
+from attndsl.nas.hostlock import HostLock
+lock = HostLock(sys.argv[1])
+with (lock.exclusive() if sys.argv[2] == "ex" else lock.shared()):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("holder, waiter", [("sh", "ex"), ("ex", "sh"), ("ex", "ex")])
+def test_host_lock_keeps_measurements_and_steps_apart(tmp_path, holder, waiter):
+    import subprocess
+    import sys
+    import time
+    from attndsl.nas.hostlock import HostLock
+    path = str(tmp_path / "lock")
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, path, holder, "1.0"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    lock = HostLock(path)
+    start = time.perf_counter()
+    with (lock.exclusive() if waiter == "ex" else lock.shared()):
+        waited = time.perf_counter() - start
+    proc.wait()
+    assert waited > 0.5, waited          # it waited for the holder
+
+
+def test_host_lock_lets_steps_run_together(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from attndsl.nas.hostlock import HostLock
+    path = str(tmp_path / "lock")
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, path, "sh", "1.0"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    start = time.perf_counter()
+    with HostLock(path).shared():
+        assert time.perf_counter() - start < 0.5
+    proc.wait()

@@ -4,6 +4,7 @@ epoch 3 of 9 has seen exactly what the first 3 epochs of the full run saw — wh
 makes rung accuracies of pruned and completed trials comparable."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -74,10 +75,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=None,
-          on_epoch: Callable[[int, float, float], bool] | None = None) -> float:
+          on_epoch: Callable[[int, float, float], bool] | None = None,
+          step_guard: Callable[[], contextlib.AbstractContextManager] | None = None) -> float:
     """Train for `config.epochs` epochs; after each, `on_epoch(epoch, val_accuracy,
     train_loss)` (1-based epoch) may return False to stop. Returns the last validation
-    accuracy. Raises NonFiniteLoss when the loss is NaN/inf."""
+    accuracy. Raises NonFiniteLoss when the loss is NaN/inf. `step_guard()` wraps each
+    step (the search's host lock: no step runs while a neighbour measures throughput)."""
+    guard = step_guard or contextlib.nullcontext
     device = torch.device(device or "cpu")
     generator = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -100,12 +104,13 @@ def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=Non
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
             xb, yb = data.train_x[idx].to(device), data.train_y[idx].to(device)
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with guard():
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=config.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {epoch}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             schedule.step()
             running += loss.item() * len(idx)
         accuracy = evaluate(model, data.val_x, data.val_y, device=device)

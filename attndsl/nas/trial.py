@@ -16,6 +16,7 @@ leaves an orphan training on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -71,6 +72,7 @@ def run(job: dict, out) -> int:
     from ..model.spec import load_backbone
     from ..model.train import Training, train, training_backend
     from .measure import measure
+    from .hostlock import from_environment
     from .space import Deploy
     from .tasks import TaskAdapter, load_task
 
@@ -83,8 +85,11 @@ def run(job: dict, out) -> int:
         backbone = load_backbone(job["backbone"])
         deploy = Deploy.model_validate(job["deploy"])
         phase = "measure"
-        result = measure(backbone, deploy, device=job.get("device"),
-                         cache_dir=job.get("cache_dir"), min_run_time=job.get("min_run_time", 1.0))
+        lock = from_environment()      # several CPU workers on this host: time alone
+        with lock.exclusive() if lock else contextlib.nullcontext():
+            result = measure(backbone, deploy, device=job.get("device"),
+                             cache_dir=job.get("cache_dir"),
+                             min_run_time=job.get("min_run_time", 1.0))
         _emit(out, {"event": "measured", **result})
         if not _answer():
             return 0
@@ -104,7 +109,8 @@ def run(job: dict, out) -> int:
                 return _answer()
             return True
 
-        accuracy = train(model, data, config, device=device, on_epoch=on_epoch)
+        accuracy = train(model, data, config, device=device, on_epoch=on_epoch,
+                         step_guard=lock.shared if lock else None)
         if reached["epoch"] < config.epochs:
             return 0            # pruned: the worker already knows
         _emit(out, {"event": "done", "accuracy": accuracy, "epochs": reached["epoch"]})

@@ -39,6 +39,9 @@ class Worker:
         env = dict(os.environ)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        else:        # CPU workers share the cores: measurements take the host lock
+            from .hostlock import ENV, default_path
+            env.setdefault(ENV, default_path())
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             # own session: a terminal's Ctrl-C reaches the supervisor, which forwards it
