@@ -46,10 +46,13 @@ def device_name(device: torch.device) -> str:
 
 
 def fingerprint(device: torch.device, deploy, resolution: int) -> dict:
-    return {"device": device_name(device), "device_type": device.type,
-            "torch": torch.__version__, "dtype": deploy.dtype, "batch": deploy.batch,
-            "resolution": resolution, "threads": torch.get_num_threads(),
-            "backend": deploy.backend}
+    out = {"device": device_name(device), "device_type": device.type,
+           "torch": torch.__version__, "dtype": deploy.dtype, "batch": deploy.batch,
+           "resolution": resolution, "threads": torch.get_num_threads(),
+           "backend": deploy.backend}
+    if device.type == "cuda":   # which physical GPU a worker measured on (--gpus)
+        out["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return out
 
 
 def _cache_file(cache_dir: Path, backbone: Backbone, print_: dict) -> Path:
