@@ -191,13 +191,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(backbone: Backbone, *, image_size: int | None = None) -> int:
+def count_flops(backbone: Backbone, *, image_size: int | None = None,
+                net: BackboneNet | None = None) -> int:
     """FLOPs of one image's forward (multiply-adds count 2), by torch's FlopCounterMode on
-    the eager graph (the compiled forms compute the same contractions)."""
+    the eager graph (the compiled forms compute the same contractions); `net`: an eager
+    build of `backbone` to count on, if the caller has one."""
     from torch.utils.flop_counter import FlopCounterMode
-    net = BackboneNet(backbone, image_size=image_size, backend="eager").eval()
+    net = (net or BackboneNet(backbone, image_size=image_size, backend="eager")).eval()
     size = net.image_size
-    x = torch.zeros(1, backbone.in_channels, size, size)
+    p = next(net.parameters())
+    x = torch.zeros(1, backbone.in_channels, size, size, dtype=p.dtype, device=p.device)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(x)

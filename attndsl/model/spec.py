@@ -18,6 +18,7 @@ attention spec's own errors carry the stage path in front (`stages[1].attention.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -184,8 +185,7 @@ def attention_spec(item: Any, *, lines: dict, origin: str | None, path: tuple):
                 f" (did you mean {', '.join(close)}?)" if close else "") +
                 f"; write '{NO_ATTENTION}', a zoo name or a spec mapping", path=_dotted(path),
                 line=_line_of(path, lines), source=origin)
-        from ..spec.io import load_spec
-        return load_spec(item)
+        return _zoo_spec(item)
     if isinstance(item, dict):
         sub_lines = {k[len(path):]: v for k, v in lines.items() if k[:len(path)] == path}
         # an inline spec needs no name of its own: it is named after where it sits
@@ -211,6 +211,14 @@ def _prefix_paths(detail: str, outer: str) -> str:
     """A nested error's "N problems" list, with every quoted path put under `outer`."""
     return re.sub(r"(\n  (?:line \d+, )?)'([^']*)'",
                   lambda mt: f"{mt.group(1)}'{_join_path(outer, mt.group(2))}'", detail)
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_spec(name: str) -> m.Spec:
+    """A zoo spec, read once per process (a space's validation resolves each zoo option once
+    per leaf value it checks; Specs are frozen, so sharing one is safe)."""
+    from ..spec.io import load_spec
+    return load_spec(name)
 
 
 def model_error(exc: ValidationError, data: Any, lines: dict, origin: str | None,

@@ -60,7 +60,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     # the worker's machinery (optuna) is imported here, not with the package: a trial's
     # subprocess (python -m attndsl.nas.trial) imports attndsl and must stay light
     from .runner import (EXHAUSTED_AFTER, Objective, Options, TrialFailed, enqueue_seeds,
-                         open_study, requeue_dead, run_directory)
+                         requeue_dead)
     space = space if isinstance(space, SearchSpace) else load_space(space)
     budget_text = budget if budget is not None else space.file.budget
     if budget_text is None:
@@ -80,10 +80,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
                       trial_timeout=trial_timeout, threads=threads, device=device,
                       progress=progress, devices=int(devices_per_worker))
-    run_dir = run_directory(space, options)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    the_study = open_study(space, options, run_dir)
-    _keep_space_file(space, run_dir)
+    run_dir, the_study = _open(space, options)
     requeue_dead(the_study)
     ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
     if not ok:
@@ -140,15 +137,15 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
 
 def _finish(the_study, run_dir, unit, stop_reason, remeasure, deploy, threads, device):
     from .report import front_rows, remeasure_front, trial_rows, write_outputs
-    # the outputs first (a Ctrl-C during the re-measurement loses nothing), then again with it
-    write_outputs(the_study, run_dir, unit=unit)
     rows = trial_rows(the_study)
-    remeasured = None
     front = front_rows(rows)
+    remeasured = None
     if remeasure and front:
+        # the outputs first (a Ctrl-C during the re-measurement loses nothing), then with it
+        write_outputs(the_study, run_dir, unit=unit, rows=rows)
         remeasured = remeasure_front(front, deploy, threads=threads, device=device, rounds=5)
-    summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured)
-    return SearchResult(run_dir, summary["front"], trial_rows(the_study), stop_reason, summary)
+    summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured, rows=rows)
+    return SearchResult(run_dir, summary["front"], rows, stop_reason, summary)
 
 
 def _supervised(space, the_study, the_budget, budget_text, options, run_dir, unit, n_workers,
@@ -196,7 +193,7 @@ def prepare_study(space, budget, *, runs_dir="attndsl-runs", study: str | None =
     """Create (or check) the study a cluster's workers will join, with the space kept in
     its run directory and the zoo seeds enqueued once; returns (run_dir, study name, the
     kept space's path). `attndsl search slurm` calls it before writing the sbatch script."""
-    from .runner import Options, enqueue_seeds, open_study, run_directory
+    from .runner import Options, enqueue_seeds
     from .workers import check_storage_for_workers
     space = space if isinstance(space, SearchSpace) else load_space(space)
     the_budget = parse_budget(budget)
@@ -204,13 +201,21 @@ def prepare_study(space, budget, *, runs_dir="attndsl-runs", study: str | None =
     check_storage_for_workers(storage, workers)
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
                       deploy=space.file.deploy)
+    run_dir, the_study = _open(space, options)
+    if seed_zoo:
+        enqueue_seeds(the_study, space, run_dir)
+    return run_dir, the_study.study_name, run_dir / "space.yaml"
+
+
+def _open(space: SearchSpace, options):
+    """The run directory (made), the study (created or checked against the space) and the
+    space kept beside it: what a search and a cluster's preparation both start with."""
+    from .runner import open_study, run_directory
     run_dir = run_directory(space, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(space, options, run_dir)
     _keep_space_file(space, run_dir)
-    if seed_zoo:
-        enqueue_seeds(the_study, space, run_dir)
-    return run_dir, the_study.study_name, run_dir / "space.yaml"
+    return run_dir, the_study
 
 
 def _check_study_name(study) -> None:
@@ -288,12 +293,14 @@ def report(run_dir, *, storage: str | None = None, study: str | None = None,
     from .report import front_rows, remeasure_front, trial_rows, write_outputs
     run_dir = Path(run_dir)
     the_study = open_run(run_dir, storage, study)
+    rows = trial_rows(the_study)
     remeasured = None
     if remeasure:
         space = load_space(run_dir / "space.yaml")
-        remeasured = remeasure_front(front_rows(trial_rows(the_study)), space.file.deploy,
-                                     threads=threads, device=device)
-    return write_outputs(the_study, run_dir, unit=_unit(device), remeasure=remeasured)
+        remeasured = remeasure_front(front_rows(rows), space.file.deploy, threads=threads,
+                                     device=device)
+    return write_outputs(the_study, run_dir, unit=_unit(device), remeasure=remeasured,
+                         rows=rows)
 
 
 

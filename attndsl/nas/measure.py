@@ -107,14 +107,17 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             times, graphed = _cpu_times(model, x, min_run_time), False
-            peak = peak_tensor_memory(backbone, resolution, deploy.batch, dtype) / 2**20
+    # one eager build serves the FLOP count and (on a CPU) the memory peak
+    eager = BackboneNet(backbone, image_size=resolution, backend="eager", dtype=dtype).eval()
+    if device.type != "cuda":
+        peak = peak_tensor_memory(eager, deploy.batch) / 2**20
     median = statistics.median(times)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [median, median, median]
     result = {
         "images_per_s": deploy.batch / median, "latency_ms": median * 1e3,
         "spread": (q[2] - q[0]) / median, "iqr_ms": (q[2] - q[0]) * 1e3, "samples": len(times),
         "compile_s": compile_s, "params": count_parameters(model),
-        "flops": count_flops(backbone, image_size=resolution),
+        "flops": count_flops(backbone, net=eager),
         "peak_memory_mb": peak, "cuda_graph": graphed, "fingerprint": print_,
     }
     store(cache_dir, backbone, print_, result)
@@ -200,10 +203,11 @@ class _LiveTensors(TorchDispatchMode):
         return out
 
 
-def peak_tensor_memory(backbone: Backbone, resolution: int, batch: int, dtype) -> int:
-    """Peak bytes of live tensors in one eager forward (no_grad) at the deploy shape."""
-    model = BackboneNet(backbone, image_size=resolution, backend="eager", dtype=dtype).eval()
-    x = torch.randn(batch, backbone.in_channels, resolution, resolution, dtype=dtype)
+def peak_tensor_memory(model: BackboneNet, batch: int) -> int:
+    """Peak bytes of live tensors in one eager forward (no_grad) of an eager-built model."""
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(batch, model.spec.in_channels, model.image_size, model.image_size,
+                    dtype=dtype)
     base = sum(p.numel() * p.element_size() for p in model.parameters()) + x.numel() * x.element_size()
     mode = _LiveTensors()
     with torch.no_grad(), mode:

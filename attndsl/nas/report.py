@@ -44,7 +44,7 @@ def trial_rows(study) -> list[dict]:
         rows.append({
             "number": t.number, "name": a.get("name", ""), "state": state,
             "reason": a.get("reason", ""), "seed": a.get("seed", ""),
-            "accuracy": a.get("accuracy") if state == "complete" else a.get("accuracy"),
+            "accuracy": a.get("accuracy"),   # the final one, or the last rung's when pruned
             "images_per_s": a.get("images_per_s"), "spread": a.get("spread"),
             "latency_ms": a.get("latency_ms"), "params": a.get("params"),
             "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb"),
@@ -98,11 +98,12 @@ def hypervolume_history(rows: list[dict]) -> list[tuple[float, float]]:
     return out
 
 
-def write_outputs(study, run_dir: Path, *, space=None, remeasure: dict | None = None,
-                  unit: str = "device") -> dict:
-    """Write every output file; returns the summary (front, counts, spent)."""
+def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
+                  unit: str = "device", rows: list[dict] | None = None) -> dict:
+    """Write every output file; returns the summary (front, counts, spent). `rows`: the
+    study's trial_rows, if the caller has them."""
     run_dir = Path(run_dir)
-    rows = trial_rows(study)
+    rows = trial_rows(study) if rows is None else rows
     front = front_rows(rows)
     _write_csv(rows, run_dir / "trials.csv")
     previous = _read_json(run_dir / "front.json")

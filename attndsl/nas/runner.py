@@ -85,10 +85,8 @@ def run_directory(space: SearchSpace, options: Options) -> Path:
 
 def make_storage(url: str | None, run_dir: Path):
     if url is None:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
         run_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(run_dir / "journal.log")))
+        return _journal(run_dir / "journal.log")
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -111,13 +109,16 @@ def make_storage(url: str | None, run_dir: Path):
             raise SpecError(f"--storage {url}: cannot open the database: "
                             f"{str(exc).splitlines()[0][:300]}", path="storage") from None
     if url.endswith(".log") or url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-        path = url.split(":", 1)[1] if url.startswith("journal:") else url
-        return JournalStorage(JournalFileBackend(path))
+        return _journal(url.split(":", 1)[1] if url.startswith("journal:") else url)
     raise SpecError(f"--storage {url!r} is not understood; give sqlite:///FILE.db, "
                     "postgresql://USER@HOST/DB, or a journal file (FILE.log); without "
                     "--storage the study lives in RUN_DIR/journal.log", path="storage")
+
+
+def _journal(path) -> "optuna.storages.JournalStorage":
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _postgres_driver(url: str) -> str:
@@ -211,19 +212,27 @@ def requeue_dead(study) -> list[int]:
             continue
         if _alive(int(attrs["pid"]), attrs.get("pid_start")):
             continue
-        _requeue(study, t, "the worker process died while it ran")
+        _requeue_dead(study, t, "the worker process died while it ran")
         requeued.append(t.number)
     return requeued
 
 
-def _requeue(study, frozen, why: str) -> None:
-    storage = study._storage
+def _requeue(study, trial, why: str, set_attr=None) -> None:
+    """Record `trial` (a live Trial, or a FrozenTrial of another process with `set_attr`)
+    as interrupted and queue its parameters to run again (`retry_of` on the re-run)."""
+    set_attr = set_attr or trial.set_user_attr
     for key, value in (("state", "interrupted"), ("reason", "interrupted"), ("requeued", True),
                        ("message", why)):
-        storage.set_trial_user_attr(frozen._trial_id, key, value)
+        set_attr(key, value)
+    keep = {k: trial.user_attrs[k] for k in ("seed",) if k in trial.user_attrs}
+    study.enqueue_trial(dict(trial.params), user_attrs={**keep, "retry_of": trial.number})
+
+
+def _requeue_dead(study, frozen, why: str) -> None:
+    storage = study._storage      # the trial is another (dead) process's: by its id
+    _requeue(study, frozen, why,
+             lambda key, value: storage.set_trial_user_attr(frozen._trial_id, key, value))
     storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
-    keep = {k: frozen.user_attrs[k] for k in ("seed",) if k in frozen.user_attrs}
-    study.enqueue_trial(dict(frozen.params), user_attrs={**keep, "retry_of": frozen.number})
 
 
 def enqueue_seeds(study, space: SearchSpace, run_dir: Path) -> list[str]:
@@ -266,12 +275,7 @@ class Objective:
             # Ctrl-C / SIGTERM: the child stops, the trial is recorded as interrupted with
             # what it cost so far, and the same parameters wait in the queue for the resume
             self._stop_child(force=True)
-            for key, value in (("state", "interrupted"), ("reason", "interrupted"),
-                               ("requeued", True), ("message", "stopped by Ctrl-C / SIGTERM")):
-                trial.set_user_attr(key, value)
-            keep = {k: trial.user_attrs[k] for k in ("seed",) if k in trial.user_attrs}
-            trial.study.enqueue_trial(dict(trial.params),
-                                      user_attrs={**keep, "retry_of": trial.number})
+            _requeue(trial.study, trial, "stopped by Ctrl-C / SIGTERM")
             raise
         except (TrialFailed, optuna.TrialPruned):
             raise

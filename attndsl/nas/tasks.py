@@ -173,8 +173,8 @@ def _npz(task: Npz) -> Dataset:
         x_train, x_val = _images(parts[0], path), _images(parts[2], path)
         y_train, y_val = _labels(parts[1], len(x_train), path), _labels(parts[3], len(x_val), path)
         classes = int(max(y_train.max(), y_val.max())) + 1
-        return _limit(task, _resize_all(_dataset(x_train, y_train, x_val, y_val, classes, "npz"),
-                                        task.resolution))
+        return _resize_all(_limit(task, _dataset(x_train, y_train, x_val, y_val, classes, "npz")),
+                           task.resolution)
     if {"x", "y"} <= arrays.keys():
         x = _images(arrays["x"], path)
         y = _labels(arrays["y"], len(x), path)
@@ -284,7 +284,7 @@ def _split(x, y, fraction: float, seed: int):
 def _finish(task, x, y, classes: int) -> Dataset:
     x_train, y_train, x_val, y_val = _split(x, y, task.val_fraction, task.seed)
     data = _dataset(x_train, y_train, x_val, y_val, max(classes, 2), task.kind)
-    return _limit(task, _resize_all(data, task.resolution))
+    return _resize_all(_limit(task, data), task.resolution)   # resize only what is kept
 
 
 def _limit(task, data: Dataset) -> Dataset:
