@@ -15,19 +15,6 @@ import torch.fx as fx
 
 from .errors import AttndslError
 
-# the lowering rule (class or function in codegen/rules.py) → the spec axis it implements
-_RULE_AXES = {
-    "ClusterSelection": "application: clusters", "WindowSelection": "application: window",
-    "SlidingZeroPadSelection": "application: sliding (zero_pad)",
-    "SlidingClampSelection": "application: sliding (clamp)",
-    "PooledSelection": "application: pooled", "SoftSelection": "application: soft_select",
-    "GlobalSelection": "application: global", "hadamard_logits": "parameterization: hadamard",
-    "ghost_head": "kernel.expand: ghost_head", "ghost_head_aggregate": "kernel.expand: ghost_head",
-    "unfold_kernel": "kernel.size", "static_filter_conv": "static filter (depthwise conv)",
-    "depthwise_conv": "static filter (depthwise conv)",
-}
-
-
 class ExportError(AttndslError):
     """A compiled module could not be exported; says which op, rule and spec axis."""
 
@@ -38,42 +25,14 @@ def _example(module, resolution, batch):
     return torch.randn(batch, H, W, module.dim, dtype=dtype, device=device)
 
 
-def _rules_by_line() -> list[tuple[int, int, str]]:
-    """(first line, last line, qualified name) of every function and method in rules.py."""
-    import inspect
-
-    from .codegen import rules
-    spans = []
-    for name, obj in vars(rules).items():
-        members = [(name, obj)]
-        if inspect.isclass(obj) and obj.__module__ == rules.__name__:
-            members = [(f"{name}.{k}", v) for k, v in vars(obj).items()
-                       if inspect.isfunction(v)]
-        for qual, fn in members:
-            if inspect.isfunction(fn) and fn.__module__ == rules.__name__:
-                lines, first = inspect.getsourcelines(fn)
-                spans.append((first, first + len(lines) - 1, qual))
-    return spans
-
-
 def _axis_of(gm: fx.GraphModule, op: str) -> str:
     """'aten.sort.stable' → the rules (and their spec axes) that emitted nodes calling it,
-    from the stack traces recorded while lowering."""
+    from the provenance each rule tags its nodes with while lowering."""
+    from .codegen.rules import PROVENANCE
     base = op.split(".")[1]
-    spans = _rules_by_line()
-    found = set()
-    for node in gm.graph.nodes:
-        if getattr(node.target, "__name__", str(node.target)) != base:
-            continue
-        lines = [int(n) for n in re.findall(r'rules\.py", line (\d+)',
-                                            node.meta.get("stack_trace") or "")]
-        for line in reversed(lines):
-            qual = next((q for a, b, q in spans if a <= line <= b), None)
-            axis = qual and next((ax for r, ax in _RULE_AXES.items()
-                                  if qual.split(".")[0] == r), None)
-            if axis:
-                found.add(f"{axis} (rule {qual})")
-                break
+    found = {node.meta[PROVENANCE] for node in gm.graph.nodes
+             if getattr(node.target, "__name__", str(node.target)) == base
+             and PROVENANCE in node.meta}
     return ", ".join(sorted(found)) or "a rule shared by every spec"
 
 
@@ -101,21 +60,13 @@ def export(module, *, resolution=None, dynamic_batch: bool = True,
 
 
 def _grid_bound_axes(plan) -> list[str]:
-    """The branches whose rules build something for one grid (so H, W can't be symbolic)."""
+    """The branches whose rules build something for one grid (so H, W can't be symbolic):
+    each application kind says why (ApplicationKind.dynamic_resolution)."""
     out = []
     for bp in plan.branches:
-        app, par = bp.spec.application, bp.spec.parameterization
-        where = f"branch '{bp.name}': application: {app.kind}"
-        if app.kind == "window":
-            out.append(f"{where} (window partition, padding and shift masks per grid)")
-        elif app.kind == "sliding" and app.border == "clamp":
-            out.append(f"{where}, border: clamp (clamped window starts per row and column)")
-        elif app.kind == "clusters":
-            out.append(f"{where} (the number of clustering levels depends on H·W)")
-        elif app.kind == "soft_select":
-            out.append(f"{where} (E and F are sized by H·W)")
-        elif app.kind == "global" and set(getattr(par, "terms", ())) - {"query_key"}:
-            out.append(f"{where} with relative-position terms (tables sized by the grid)")
+        why = bp.kind.dynamic_resolution(bp)
+        if why:
+            out.append(f"branch '{bp.name}': application: {bp.kind.name} ({why})")
     return out
 
 
@@ -178,12 +129,7 @@ def export_onnx(module, path, *, resolution=None, dynamic_batch: bool = True) ->
         ops = sorted(set(re.findall(r"op='(aten\.\w+)', overload='(\w+)'", text)))
         if ops:
             names = [f"{o}.{v}" for o, v in ops]
-            # lowered again with the stack traces recorded (ordinary lowering skips them:
-            # recording costs ~1.5 s of one-time imports in a process)
-            from .codegen.lower import lower
-            gm = lower(module.plan_for(tuple(resolution or module.resolution)),
-                       module._param_modules(), dtype=module._dtype_device()[0],
-                       passes=module.passes, stack_traces=True)
+            gm = module.graph_module(tuple(resolution or module.resolution), training=False)
             where = "; ".join(f"{n} — from {_axis_of(gm, n)}" for n in names)
             raise ExportError(f"spec '{module.spec.name}' can't be exported to ONNX: ONNX has "
                               f"no lowering for {where}") from exc

@@ -63,7 +63,7 @@ def test_dynamic_resolution_export_runs_at_other_grids(name):
 
 
 @pytest.mark.parametrize("name,axis", [
-    ("swin_swmsa", "application: window"), ("nat", "application: sliding, border: clamp"),
+    ("swin_swmsa", "application: window"), ("nat", "application: sliding .border: clamp"),
     ("boat_fsla", "application: clusters"), ("linformer", "application: soft_select"),
     ("hilo", "branch 'hifi': application: window")])
 def test_dynamic_resolution_names_the_grid_bound_axis(name, axis):

@@ -10,9 +10,11 @@ from zoo_helpers import ZOO, build, inputs
 
 def test_pipeline_is_listed_in_one_place():
     assert pass_names() == ["softmax_attention_to_sdpa", "eliminate_dead_code",
-                            "drop_unused_attributes"]
-    for p in PIPELINE:
-        assert p.requires and p.ensures and p.fn.__doc__
+                            "drop_unused_attributes", "split_parameter_prologue"]
+    from torch.fx.passes.infra.pass_base import PassBase
+    for p in PIPELINE:   # torch.fx passes: callable checks before and after, documented
+        assert isinstance(p, PassBase) and callable(p.requires) and callable(p.ensures)
+        assert p.requires_text and p.ensures_text and p.__doc__
 
 
 def test_dead_code_elimination_before_and_after():

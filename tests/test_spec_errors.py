@@ -346,10 +346,10 @@ BIND_CASES = [
           "[query_key, rel_pos_bias]}\n    normalization: {kind: softmax}\n"
           "    application: {kind: pooled"), (96, (8, 8)),
      "branches[1].parameterization.terms",
-     ["relative-position", "'pooled'", "global, window, sliding"]),
+     ["relative-position", "'pooled'", "global, sliding, window"]),
     ("rel-pos-with-clusters",
      edit(zoo_text("boat_fsla"), "[query_key]", "[query_key, query_rel_pos]"), (96, (14, 14)),
-     "parameterization.terms", ["'clusters'", "global, window, sliding"]),
+     "parameterization.terms", ["'clusters'", "global, sliding, window"]),
     ("static-bank-without-query-key",
      edit(edit(zoo_text("dynconv_static_bank"), "[query_key]", "[rel_pos_bias]"),
           "layout: qv", "layout: v"), (96, (14, 14)),
@@ -394,7 +394,7 @@ BIND_CASES = [
      edit(zoo_text("boat_fsla"), "{size: 3, bias: true}", "{size: 2}"), (96, (14, 14)),
      "extras.value_conv.size", ["odd"]),
     ("value-conv-on-windows", zoo_text("swin_wmsa") + "extras: {value_conv: {size: 3}}\n",
-     (96, (14, 14)), "extras.value_conv", ["'window'", "valid: global, sliding, clusters"]),
+     (96, (14, 14)), "extras.value_conv", ["'window'", "valid: clusters, global, sliding"]),
     ("filter-norm-global",
      edit(zoo_text("vit_mhsa"), "{kind: softmax}", "{kind: filter_norm}"), (96, (14, 14)),
      "normalization", ["kernel size K", "got 'global'"]),
@@ -681,7 +681,9 @@ def test_reserved_branch_names_cover_the_module_attributes():
     from attndsl.codegen.lower import GraphRoot
     from attndsl.spec.models import check_branch_name
     m = attndsl.compile("hilo", dim=48, resolution=(14, 14), backend="eager")
-    root = GraphRoot(m.plan, m._param_modules(), torch.float32, torch.device("cpu"), False, False)
+    from attndsl.codegen.autoplan import decide
+    root = GraphRoot(m.plan, m._param_modules(), torch.float32, torch.device("cpu"), False,
+                     decide(m.plan, "eager"))
     attributes = set(dir(type(m))) | set(vars(m)) | set(dir(type(root))) | set(vars(root))
     branches = {b.name for b in m.plan.branches}
     for name in sorted(a for a in attributes if not a.startswith("_") and a not in branches):

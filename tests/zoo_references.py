@@ -203,9 +203,34 @@ REFERENCES = {
 }
 
 
+# One module per mechanism in tests/mechanisms/<zoo name>.py (the layout of the kinds
+# added since): `reference(m, x)` from the paper's math, reading the module's parameters,
+# and optionally GEOMETRY = (dim, (H, W)) and PADDED = (H, W) (a grid the paper pads).
+def _mechanism_modules() -> dict:
+    import importlib
+    import pkgutil
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent / "mechanisms"
+    found = {}
+    for info in pkgutil.iter_modules([str(folder)]):
+        if not info.name.startswith("_"):
+            found[info.name] = importlib.import_module(f"mechanisms.{info.name}")
+    return found
+
+
+MECHANISMS = _mechanism_modules()
+for _name, _module in MECHANISMS.items():
+    if hasattr(_module, "GEOMETRY"):
+        GEOMETRY[_name] = _module.GEOMETRY
+    if hasattr(_module, "PADDED"):
+        PADDED[_name] = _module.PADDED
+
+
 def reference_for(name: str):
     if name.startswith("unified_"):
         return _unified(name)
+    if name in MECHANISMS:
+        return MECHANISMS[name].reference
     return REFERENCES[name]
 
 

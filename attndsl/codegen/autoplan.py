@@ -1,12 +1,17 @@
 """Which engine runs each branch: the rules, with the measurements that justify them.
 
-Every rule names its evidence (a benchmark and figures measured on that device). The
-SDPA pass asks `fused_attention_allowed`; `backend="auto"` asks `wants_inductor`;
-`attndsl show --plan` prints `explain(plan)`.
+The decision is made once per lowered graph, by `decide`, and written into an `Engines`
+that lowering, the passes and the module all follow (nothing re-derives it): whether
+inductor compiles the graph, which branches run softmax attention in SDPA's fused kernel,
+and in what precision the depthwise / grouped convolutions run. Every rule names its
+evidence (a benchmark and figures measured on that device); `attndsl show --plan` prints
+`explain(plan)`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
@@ -43,6 +48,9 @@ EVIDENCE = {
     "compile_windows": "stage 1: twins_lsa attndsl (compiled) 51 ms vs hand SDPA 66 ms; "
                        "swin_wmsa 49 vs 59; hilo 120–130 vs 123: compiling fuses the "
                        "partitions, pads and bias adds around the SDPA call",
+    "cpu_low_precision_conv": "this AVX2 CPU has no bfloat16 depthwise kernel worth the name: "
+                              "7×7 at 56×56, C=96, batch 8: ~650 ms in bfloat16, eager or "
+                              "compiled, against ~9 ms in float32 (benchmarks/results/paired_*)",
     "few_keys": "Twins GSA (sr 8) under inductor, one process, medians of 9: 9 pooled keys "
                 "(stage 2) explicit softmax·V 30.96 ms vs SDPA 33.90; 49 keys (stage 1) "
                 "45.53 vs 48.02",
@@ -52,47 +60,42 @@ EVIDENCE = {
 # explicit (inductor fuses softmax·V) instead of calling SDPA (EVIDENCE["few_keys"])
 FEW_KEYS = 64
 
-# applications whose blocks share keys across many queries: SDPA's fused kernel wins
-SDPA_APPLICATIONS = {"global": "sdpa_global", "pooled": "sdpa_pooled",
-                     "soft_select": "sdpa_pooled", "window": "sdpa_window",
-                     "clusters": "sdpa_clusters"}
+# the measurement of SDPA on the blocks of each kind (kinds whose queries share keys and
+# have none measured yet still go to SDPA, and say so)
+SDPA_EVIDENCE = {"global": "sdpa_global", "pooled": "sdpa_pooled",
+                 "soft_select": "sdpa_pooled", "window": "sdpa_window",
+                 "clusters": "sdpa_clusters"}
+# kinds whose few keys (projected from a reduced input) were measured faster as an explicit
+# softmax·V fused by inductor than in SDPA's kernel (EVIDENCE["few_keys"])
+FEW_KEYS_KINDS = ("pooled", "soft_select")
 
 
-def fused_attention_allowed(application: str, keys: int | None = None,
-                            compiled: bool = False) -> str | None:
-    """None when softmax attention with this application (and `keys` keys per query, in a
-    graph inductor will or won't compile) should go to SDPA, else why not."""
-    if application in SDPA_APPLICATIONS:
-        if compiled and application in ("pooled", "soft_select") and keys is not None \
-                and keys < FEW_KEYS:
-            return (f"only {keys} keys per query in a compiled graph: inductor's fused "
-                    f"softmax·V beats SDPA's kernel ({EVIDENCE['few_keys']})")
-        return None
-    return ("one query per block (sliding neighbourhood): SDPA would need a dense −inf mask; "
-            f"the gather form compiled by inductor wins ({EVIDENCE['gather_sliding']})")
+def fused_attention_allowed(bp: BranchPlan, compiled: bool = False) -> str | None:
+    """None when softmax attention over this branch's key blocks (in a graph inductor will
+    or won't compile) should go to SDPA, else why not."""
+    kind, keys = bp.kind, bp.geometry.keys_per_query
+    if not kind.shared_keys:
+        return (f"one query per block ({kind.name} keys): SDPA would need a dense −inf mask; "
+                f"the gather form compiled by inductor wins ({EVIDENCE['gather_sliding']})")
+    if compiled and kind.name in FEW_KEYS_KINDS and keys < FEW_KEYS:
+        return (f"only {keys} keys per query in a compiled graph: inductor's fused "
+                f"softmax·V beats SDPA's kernel ({EVIDENCE['few_keys']})")
+    return None
 
 
 @dataclass(frozen=True)
 class BranchChoice:
     branch: str
-    engine: str        # "sdpa" or "inductor" or "eager"
+    engine: str        # "sdpa", "conv", "inductor" or "eager"
     reason: str
 
 
-def branch_keys(bp: BranchPlan) -> int | None:
-    """Keys per query of a pooled or soft-selected branch (None for the others)."""
-    app = bp.spec.application
-    if isinstance(app, m.Pooled):
-        return bp.kv_tokens
-    if isinstance(app, m.SoftSelect):
-        return app.keys
-    return None
-
-
-def choose(bp: BranchPlan, compiled: bool = False) -> BranchChoice:
-    """The engine of one branch; `compiled`: the graph will run under inductor."""
+def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> BranchChoice:
+    """The engine of one branch; `compiled`: the graph will run under inductor;
+    `training`: the graph is lowered for training (attention dropout is drawn)."""
     b = bp.spec
-    if static_filter_branch(b):
+    dropout = training and b.dropout.attention > 0
+    if static_filter_branch(bp) and not dropout:
         return BranchChoice(bp.name, "conv", "static filter on a zero-padded neighbourhood "
                             f"→ depthwise F.conv2d ({EVIDENCE['static_filter']})")
     softmax_qk = (isinstance(b.parameterization, m.Additive)
@@ -102,15 +105,20 @@ def choose(bp: BranchPlan, compiled: bool = False) -> BranchChoice:
     per_sample_bias = isinstance(b.parameterization, m.Additive) and bool(
         {"query_rel_pos", "key_rel_pos"} & set(b.parameterization.terms))
     app = b.application.kind
-    if softmax_qk and not per_sample_bias and app in SDPA_APPLICATIONS:
-        why_not = fused_attention_allowed(app, branch_keys(bp), compiled)
+    graph = "inductor" if compiled else "eager"
+    if softmax_qk and not per_sample_bias and bp.kind.shared_keys:
+        why_not = fused_attention_allowed(bp, compiled)
+        if dropout:
+            why_not = "attention dropout is active (SDPA's dropout draws different masks)"
         if why_not is not None:
-            return BranchChoice(bp.name, "inductor", why_not)
+            return BranchChoice(bp.name, graph, why_not)
+        measured = EVIDENCE[SDPA_EVIDENCE[app]] if app in SDPA_EVIDENCE else \
+            "not measured yet for this kind"
         return BranchChoice(bp.name, "sdpa", f"softmax attention over {app} keys → "
-                            f"F.scaled_dot_product_attention ({EVIDENCE[SDPA_APPLICATIONS[app]]})")
+                            f"F.scaled_dot_product_attention ({measured})")
     if softmax_qk and app == "sliding":
         measured = "fusion_sliding_terms" if per_sample_bias else "gather_sliding"
-        return BranchChoice(bp.name, "inductor", "sliding softmax attention → window views "
+        return BranchChoice(bp.name, graph, "sliding softmax attention → window views "
                             f"compiled by inductor ({EVIDENCE[measured]})")
     # what keeps the branch off a fused kernel, each with the measurement of that form
     # (quoted only for the form it measured; a form not yet measured says so)
@@ -127,7 +135,7 @@ def choose(bp: BranchPlan, compiled: bool = False) -> BranchChoice:
         what.append(f"{app} keys")
     evidence = fusion_evidence(b, app, per_sample_bias)
     why = EVIDENCE[evidence] if evidence else "this form has no paired measurement yet"
-    return BranchChoice(bp.name, "inductor", f"{', '.join(what) or 'no fused kernel fits'} → "
+    return BranchChoice(bp.name, graph, f"{', '.join(what) or 'no fused kernel fits'} → "
                         f"inductor fusion ({why})")
 
 
@@ -148,21 +156,50 @@ def wants_inductor(plan: Plan) -> bool:
     (GEMM-bound: compiling adds start-up time and nothing measurable); around windows,
     pooling and everything without a fused kernel, compiling wins (EVIDENCE)."""
     return not all(choose(bp).engine == "sdpa" and bp.spec.application.kind
-                   in ("global", "soft_select") for bp in plan.branches)
+                   in ("global", "soft_select") for bp in plan.branches)   # GEMM-bound
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engine decisions for one lowered graph, made once by `decide`.
+
+    compiled   the graph runs under inductor (rules may pick forms that only pay off once
+               fused, and the module compiles it);
+    branches   each branch's BranchChoice ("sdpa": the SDPA pass fuses its softmax
+               attention; "conv": a static filter lowered as a depthwise conv);
+    conv_dtype the dtype the depthwise / grouped convs run in (None: the graph's own).
+    """
+
+    compiled: bool
+    branches: tuple[BranchChoice, ...]
+    conv_dtype: torch.dtype | None = None
+
+    def of(self, branch: str) -> BranchChoice:
+        return next(c for c in self.branches if c.branch == branch)
+
+
+def decide(plan: Plan, backend: str, *, training: bool = False,
+           dtype: torch.dtype = torch.float32, device="cpu") -> Engines:
+    """Every engine decision of a graph: `backend` is "eager", "inductor" or "auto"."""
+    compiled = backend == "inductor" or (backend == "auto" and wants_inductor(plan))
+    conv_dtype = None
+    if torch.device(device).type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        conv_dtype = torch.float32        # EVIDENCE["cpu_low_precision_conv"]
+    return Engines(compiled=compiled, conv_dtype=conv_dtype,
+                   branches=tuple(choose(bp, compiled, training) for bp in plan.branches))
 
 
 def explain(plan: Plan, backend: str) -> str:
     lines = [f"spec {plan.spec.name} at dim={plan.dim}, grid={plan.resolution}, "
              f"backend={backend}"]
-    compiled = backend == "inductor" or (backend == "auto" and wants_inductor(plan))
-    for bp in plan.branches:
-        c = choose(bp, compiled)
+    engines = decide(plan, backend)
+    for bp, c in zip(plan.branches, engines.branches):
         lines.append(f"  branch {bp.name} ({bp.heads} heads, {bp.spec.application.kind}): "
                      f"{c.engine} — {c.reason}")
-    if compiled:
+    if engines.compiled:
         # the measurement of compiling around SDPA is of window specs: quoted for those
-        windows = any(choose(bp, compiled).engine == "sdpa"
-                      and bp.spec.application.kind == "window" for bp in plan.branches)
+        windows = any(c.engine == "sdpa" and bp.spec.application.kind == "window"
+                      for bp, c in zip(plan.branches, engines.branches))
         why = f" ({EVIDENCE['compile_windows']})" if windows and backend == "auto" else ""
         lines.append("  graph: torch.compile(inductor) of the whole graph, SDPA calls "
                      f"included{why}")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SpecError
-from ..spec import models as m
-from ..spec.bind import BranchPlan, Plan
+from ..spec.bind import Plan
 from .autoplan import choose
 from .params import spec_parameters
 
@@ -29,19 +28,6 @@ class Need:
     path: str          # the spec field (or parameter) it comes from
     what: str
     bytes: int
-
-
-def _keys_per_query(bp: BranchPlan) -> tuple[int, int]:
-    """(queries, keys per query) of one branch on one image."""
-    app = bp.spec.application
-    H, W = bp.grid
-    if isinstance(app, m.Window):
-        return bp.padded_grid[0] * bp.padded_grid[1], bp.window ** 2
-    if isinstance(app, m.Sliding):
-        return H * W, app.size ** 2
-    if isinstance(app, m.Clusters):
-        return H * W, app.size + app.overlap
-    return H * W, bp.kv_tokens            # global, pooled, soft selection
 
 
 def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> list[Need]:
@@ -56,12 +42,13 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> lis
              for mod_name, mod in params.items() for name, p in mod.named_parameters()]
     for bp in plan.branches:
         app = bp.spec.application
-        queries, keys = _keys_per_query(bp)
+        queries, keys = bp.geometry.queries, bp.geometry.keys_per_query
         per_channel = bp.head_dim if bp.depthwise else 1
         terms = set(getattr(bp.spec.parameterization, "terms", ()))
-        if choose(bp).engine == "sdpa" and not terms - {"query_key"} and isinstance(
-                app, (m.Global, m.Pooled, m.SoftSelect)):
-            # SDPA's fused kernel never holds the (queries × keys) weights (no bias to add)
+        if choose(bp).engine == "sdpa" and not terms - {"query_key"} \
+                and bp.geometry.blocks[0] == 1:
+            # SDPA's fused kernel never holds the (queries × keys) weights (no bias to add;
+            # one block of keys: blocked kinds still build their partitions)
             keys = 0
         needs.append(Need(
             f"{bp.path}application", f"{app.kind} attention weights, {bp.heads} heads × "
@@ -75,7 +62,7 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> lis
                           f"×{COPIES_IN_TRAINING} in training)",
                           COPIES_IN_TRAINING * queries * (2 * bp.qk_dim * taps + 2 * bp.width)
                           * item))
-        if isinstance(app, m.Global) and terms - {"query_key", "query_mean"}:
+        if app.kind == "global" and terms - {"query_key", "query_mean"}:
             n = queries
             needs.append(Need(f"{bp.path}parameterization.terms",
                               f"global relative-position index and bias, {n:,}×{n:,} "

@@ -16,9 +16,10 @@ from torch import nn
 
 from ..errors import LoweringError
 from ..spec import models as m
-from ..spec.bind import BranchPlan, Plan
+from ..spec.bind import Plan
 from . import rules as R
-from .passes import ATTENTION_CORE, COMPILED, AttentionCore, run_passes
+from .autoplan import Engines, decide
+from .passes import ATTENTION_CORE, ENGINES, AttentionCore, run_passes
 
 
 def project(ctx: R.Ctx, x_q, x_kv):
@@ -51,70 +52,89 @@ def project(ctx: R.Ctx, x_q, x_kv):
 
 
 def lower_branch(ctx: R.Ctx, x):
-    """One branch: x (B, H, W, C) → (B, H, W, width)."""
+    """One branch: x (B, H, W, C) → (B, H, W, width). Each step runs under the name of the
+    rule (and spec axis) it lowers, which tags the nodes it emits (R.PROVENANCE)."""
     bp, b = ctx.bp, ctx.bp.spec
+    app = f"application: {b.application.kind}"
     sel = R.selection_for(ctx)
     ctx.key_count = sel.key_count
     per_channel = bp.depthwise
-    x_q, x_kv = sel.inputs(x)
-    q_map, k_map, v_map = project(ctx, x_q, x_kv)
+    with ctx.emitting(app):
+        x_q, x_kv = sel.inputs(x)
+    with ctx.emitting(f"projections: {b.projections.layout}"):
+        q_map, k_map, v_map = project(ctx, x_q, x_kv)
     if b.kernel.size > 1:
-        q_map = R.unfold_kernel(q_map, sel.map_grid, b.kernel.size)
-        k_map = R.unfold_kernel(k_map, sel.map_grid, b.kernel.size)
+        with ctx.emitting("kernel.size"):
+            q_map = R.unfold_kernel(q_map, sel.map_grid, b.kernel.size)
+            k_map = R.unfold_kernel(k_map, sel.map_grid, b.kernel.size)
 
-    if R.is_static_filter(ctx):
+    if ctx.choice.engine == "conv":
         # the output bias rides in the conv (one pass over the output instead of two)
         bias = ctx.p.out_bias if b.extras.output_bias else None
-        return finish_branch(ctx, R.static_filter_conv(ctx, sel, v_map, bias), v_map, x,
-                             bias_added=bias is not None)
+        with ctx.emitting("static filter (depthwise conv)"):
+            y = R.static_filter_conv(ctx, sel, v_map, bias)
+        return finish_branch(ctx, y, v_map, x, bias_added=bias is not None)
     if isinstance(b.parameterization, m.Hadamard):
         q = k = None
-        scores, bias = R.hadamard_logits(ctx, q_map, k_map), None
+        with ctx.emitting("parameterization: hadamard"):
+            scores, bias = R.hadamard_logits(ctx, q_map, k_map), None
     else:
-        q = sel.block_q(q_map) if q_map is not None else None
-        k = sel.block_k(k_map) if k_map is not None else None
-        scores, bias = R.additive_logits(ctx, sel, q, k)
-    mask = sel.mask()
-    if mask is not None:
-        bias = R.add(bias, R.mask_like(mask, per_channel and b.kernel.expand is None))
-    weights = R.NORMALIZATIONS[b.normalization.kind](ctx, R.add(scores, bias))
+        with ctx.emitting(app):
+            q = sel.block_q(q_map) if q_map is not None else None
+            k = sel.block_k(k_map) if k_map is not None else None
+        with ctx.emitting("parameterization: additive"):
+            scores, bias = R.additive_logits(ctx, sel, q, k)
+    with ctx.emitting(app):
+        mask = sel.mask()
+        if mask is not None:
+            bias = R.add(bias, R.mask_like(mask, per_channel and b.kernel.expand is None))
+    with ctx.emitting(f"normalization: {b.normalization.kind}"):
+        weights = R.NORMALIZATIONS[b.normalization.kind](ctx, R.add(scores, bias))
     if R.ghost_head_splits(ctx):
-        v = None if sel.weighs_windows else sel.block_v(v_map)
-        return finish_branch(ctx, R.ghost_head_aggregate(ctx, sel, weights, v, v_map), v_map, x)
+        with ctx.emitting("kernel.expand: ghost_head"):
+            v = None if sel.weighs_windows else sel.block_v(v_map)
+            y = R.ghost_head_aggregate(ctx, sel, weights, v, v_map)
+        return finish_branch(ctx, y, v_map, x)
     if b.kernel.expand is not None:
-        weights = R.ghost_head(ctx, weights)
+        with ctx.emitting("kernel.expand: ghost_head"):
+            weights = R.ghost_head(ctx, weights)
     weights = R.dropout(ctx, weights, b.dropout.attention)
-    if sel.weighs_windows:
-        return finish_branch(ctx, sel.weigh_windows(weights, v_map, per_channel), v_map, x)
-    v = k if (b.kernel_bank.values == "keys" and k is not None) else sel.block_v(v_map)
-    out = R.aggregate(weights, v, per_channel, single_query=sel.block_shape[1] == 1)
-    if scores is not None and not per_channel and isinstance(b.normalization, m.Softmax) \
-            and ctx.tracer is not None:   # (not when the rules run eagerly, see below)
+    with ctx.emitting(f"{app} (aggregation)"):
+        if sel.weighs_windows:
+            return finish_branch(ctx, sel.weigh_windows(weights, v_map, per_channel), v_map, x)
+        v = k if (b.kernel_bank.values == "keys" and k is not None) else sel.block_v(v_map)
+        out = R.aggregate(weights, v, per_channel, single_query=sel.block_shape[1] == 1)
+    if ctx.choice.engine == "sdpa" and ctx.tracer is not None:
         # softmax(s·q·kᵀ + bias) @ v: record the pieces for the fused-attention pass
+        # (autoplan decided this branch runs in SDPA; the rules running eagerly for a
+        # dynamic-resolution export have no graph to rewrite)
         out.node.meta[ATTENTION_CORE] = AttentionCore(
-            branch=bp.name, application=b.application.kind, q=q.node, k=k.node, v=v.node,
+            branch=bp.name, q=q.node, k=k.node, v=v.node,
             bias=None if bias is None else bias.node, weights=weights.node,
             scale=bp.scale() / b.normalization.temperature,
             temperature=b.normalization.temperature, heads=bp.heads,
-            blocks=sel.block_shape, bias_per_sample=bool(
-                {"query_rel_pos", "key_rel_pos"} & set(b.parameterization.terms)),
-            dropout=ctx.training and b.dropout.attention > 0)
-    return finish_branch(ctx, sel.unblock(out), v_map, x)
+            blocks=sel.block_shape)
+    with ctx.emitting(f"{app} (aggregation)"):
+        y = sel.unblock(out)
+    return finish_branch(ctx, y, v_map, x)
 
 
 def finish_branch(ctx: R.Ctx, y, v_map, x, bias_added: bool = False):
     """The extras after the aggregation: value conv, output bias, projection, dropout,
     residual."""
     b = ctx.bp.spec
-    if b.extras.value_conv is not None:
-        y = y + R.to_nhwc(R.conv_module(ctx, ctx.p.value_conv, R.to_nchw(v_map)))
-    if b.extras.output_bias and not bias_added:
-        y = y + ctx.p.out_bias
-    if b.projections.out:
-        y = ctx.p.proj(y)
+    with ctx.emitting("extras"):
+        if b.extras.value_conv is not None:
+            y = y + R.to_nhwc(R.conv_module(ctx, ctx.p.value_conv, R.to_nchw(v_map)))
+        if b.extras.output_bias and not bias_added:
+            y = y + ctx.p.out_bias
+    with ctx.emitting("projections: out"):
+        if b.projections.out:
+            y = ctx.p.proj(y)
     y = R.dropout(ctx, y, b.dropout.projection)
-    if b.extras.residual:
-        y = y + x
+    with ctx.emitting("extras"):
+        if b.extras.residual:
+            y = y + x
     return y
 
 
@@ -123,10 +143,10 @@ class GraphRoot(nn.Module):
     `CompiledAttention`, plus the bind-time constants registered while lowering."""
 
     def __init__(self, plan: Plan, params: dict[str, nn.Module], dtype, device, training,
-                 compiled):
+                 engines: Engines):
         super().__init__()
         self.plan, self.dtype, self.device, self.is_training = plan, dtype, device, training
-        self.compiled = compiled
+        self.engines = engines
         self.shape_generic = False
         for name, mod in params.items():
             self.add_module(name, mod)
@@ -149,8 +169,7 @@ class GraphRoot(nn.Module):
         for bp in plan.branches:
             ctx = R.Ctx(self, bp, getattr(self, bp.name), self.dtype, self.device,
                         self.is_training, tracer=getattr(x, "tracer", None),
-                        compiled=self.compiled,
-                        grid=grid if self.shape_generic else None)
+                        engines=self.engines, grid=grid if self.shape_generic else None)
             outputs.append(lower_branch(ctx, x))
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         if plan.spec.merge.out:
@@ -165,26 +184,28 @@ def shape_generic_module(plan: Plan, params: dict[str, nn.Module], *, dtype, dev
     input: under torch.export with dynamic H and W, every size that the rules derive from
     the grid stays symbolic, and a rule that builds a table, mask or partition for one grid
     specializes it (attndsl.export reports which). Eval mode only."""
-    root = GraphRoot(plan, params, dtype, torch.device(device), False, False)
+    engines = decide(plan, "eager", dtype=dtype, device=device)
+    root = GraphRoot(plan, params, dtype, torch.device(device), False, engines)
     root.shape_generic = True
     return root
 
 
 def lower(plan: Plan, params: dict[str, nn.Module], *, dtype=torch.float32,
           device="cpu", training=False, passes=None, compiled=False,
-          stack_traces: bool = False) -> fx.GraphModule:
+          engines: Engines | None = None) -> fx.GraphModule:
     """Trace the plan into a GraphModule (B, H, W, C) → (B, H, W, C) and run the passes.
-    `compiled`: the graph will run under inductor, so rules may pick forms that only pay
-    off once fused (strided window views instead of materialized gathers).
-    `stack_traces`: record which rule made each node (export's error messages read them)."""
-    root = GraphRoot(plan, params, dtype, torch.device(device), training, compiled)
+    `engines`: autoplan's decisions for this graph (`decide`); without them, those of the
+    eager backend, or of inductor when `compiled` (the graph will run under inductor, so
+    rules may pick forms that only pay off once fused)."""
+    if engines is None:
+        engines = decide(plan, "inductor" if compiled else "eager", training=training,
+                         dtype=dtype, device=device)
+    root = GraphRoot(plan, params, dtype, torch.device(device), training, engines)
     try:
-        tracer = fx.Tracer()
-        tracer.record_stack_traces = stack_traces
-        graph = tracer.trace(root)
+        graph = R.RuleTracer().trace(root)
     except Exception as exc:  # a lowering rule bug, not a user error: say where
         raise LoweringError(f"lowering spec '{plan.spec.name}' failed: "
                             f"{type(exc).__name__}: {exc}") from exc
     gm = fx.GraphModule(root, graph, class_name=f"Attn_{plan.spec.name}")
-    gm.meta[COMPILED] = compiled       # passes may pick forms for inductor (autoplan)
+    gm.meta[ENGINES] = engines       # passes and the backend follow the same decisions
     return run_passes(gm, passes)

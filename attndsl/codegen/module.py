@@ -18,10 +18,10 @@ from ..errors import ArgumentError, AttndslError, ShapeError
 from ..spec import arguments
 from ..spec.bind import Plan, bind
 from ..spec.io import SpecLike, dump_spec, load_spec, load_spec_text
-from .autoplan import explain, wants_inductor
+from .autoplan import decide, explain
 from .footprint import check_footprint
 from .lower import lower
-from .passes import pass_names, split_parameter_prologue
+from .passes import ENGINES, PROLOGUE, pass_names
 from .params import spec_parameters
 
 SAVE_FORMAT = "attndsl-module/1"
@@ -44,9 +44,14 @@ COMPILED_PROGRAMS = 64     # bound for long-lived processes (searches compile ma
 compile_stats = {"compiled": 0, "reused": 0}
 
 
+def _no_statics() -> tuple:
+    return ()
+
+
 def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
-    # parameter-only work (table gathers, masks) runs eagerly before the compiled program
-    prologue, main = split_parameter_prologue(gm)
+    # parameter-only work (table gathers, masks) runs eagerly before the compiled program,
+    # as the split_parameter_prologue pass divided it (without that pass: one program)
+    prologue, main = gm.meta.get(PROLOGUE) or (_no_statics, gm)
     dynamic_batch = DYNAMIC_BATCH
     if key is None or key not in _COMPILED:
         # the template holds placeholders, not this module's parameters: had it aliased
@@ -87,8 +92,8 @@ def _inductor(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
 
 def _auto(gm: fx.GraphModule, plan: Plan, key=None) -> Callable:
     """Inductor when some branch needs fusion; the eager graph when every branch already
-    runs in SDPA's fused kernel (rules and evidence: codegen/autoplan.py)."""
-    return _inductor(gm, plan, key) if wants_inductor(plan) else gm
+    runs in SDPA's fused kernel (autoplan decided which, when the graph was lowered)."""
+    return _inductor(gm, plan, key) if gm.meta[ENGINES].compiled else gm
 
 
 BACKENDS: dict[str, Callable[[fx.GraphModule, Plan], Callable]] = {
@@ -230,12 +235,12 @@ class CompiledAttention(nn.Module):
             return self._graphs[key]
         plan = self.plan if tuple(resolution) == self.plan.resolution \
             else self.plan_for(resolution)
-        compiled = self.backend == "inductor" or (self.backend == "auto" and wants_inductor(plan))
+        engines = decide(plan, self.backend, training=training, dtype=dtype, device=device)
         gm = lower(plan, self._param_modules(), dtype=dtype, device=device,
-                   training=training, passes=self.passes, compiled=compiled)
+                   training=training, passes=self.passes, engines=engines)
         # passes=None (the whole pipeline) and passes=[] (none) are different programs
         passes = "*" if self.passes is None else tuple(self.passes)
-        structure = (self.spec, self.dim, self.heads_override, passes, DYNAMIC_BATCH)
+        structure = (self.spec, self.dim, self.heads_override, passes, engines, DYNAMIC_BATCH)
         entry = (gm, BACKENDS[self.backend](gm, plan, structure + key))
         self.lowerings += 1
         self._graphs[key] = entry

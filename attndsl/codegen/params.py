@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..applications.base import table_parameter
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
 
@@ -34,8 +35,7 @@ PROJECTION_WIDTHS = {
 }
 
 
-def _table(*shape) -> nn.Parameter:
-    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
+_table = table_parameter
 
 
 def _linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
@@ -86,18 +86,8 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
         if b.kernel.expand.gamma != 0:
             ghost.add = _table(bp.width, k, k)
         mod.ghost = ghost
-    app = b.application
-    if isinstance(app, m.Pooled) and app.op == "conv":
-        pool = nn.Module()
-        pool.conv = nn.Conv2d(C, C, app.ratio, stride=app.ratio)
-        if app.norm == "layernorm":
-            pool.norm = nn.LayerNorm(C, eps=app.norm_eps)
-        mod.pool = pool
-    if isinstance(app, m.SoftSelect):
-        sel, n = nn.Module(), bp.grid[0] * bp.grid[1]
-        sel.keys = _table(app.keys, n)
-        sel.values = _table(app.keys, n)
-        mod.select = sel
+    for name, module in bp.kind.parameters(b.application, bp, C).items():
+        setattr(mod, name, module)      # the application kind's own (pool, select, …)
     vc = b.extras.value_conv
     if vc is not None:
         mod.value_conv = nn.Conv2d(bp.width, bp.width, vc.size, padding=vc.size // 2,

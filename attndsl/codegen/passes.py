@@ -1,35 +1,38 @@
-"""Graph passes, listed in one place (PIPELINE), each named and documented with what it
-requires, what it ensures, and whether it changed the graph.
+"""Graph passes, listed in one place (PIPELINE), each one named torch.fx pass
+(`PassBase`): `requires(gm)` checks what it needs before it runs, `call(gm)` rewrites
+`gm.graph` in place and says whether it changed it, `ensures(gm)` checks what it promised
+afterwards. Every pass keeps the module's outputs identical (tests/test_passes.py checks
+every pass across the zoo).
 
-A pass is `fn(gm) -> bool` (changed?) that rewrites `gm.graph` in place and must keep the
-module's outputs identical (tests/test_passes.py checks every pass across the zoo).
-The performance passes (SDPA, FlexAttention, layouts) are added here by the next stage.
+The passes follow autoplan's decisions for the graph (gm.meta[ENGINES]); none re-derives
+them.
 """
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.fx as fx
 import torch.nn.functional as F
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import LoweringError
 
 
 ATTENTION_CORE = "attndsl_attention_core"
-# gm.meta key: lowering's `compiled` flag (the graph will run under inductor)
-COMPILED = "attndsl_compiled"
+# gm.meta keys: autoplan's Engines for the graph (set by lowering), and the parameter
+# prologue split (set by the split_parameter_prologue pass, read by the inductor backend)
+ENGINES = "attndsl_engines"
+PROLOGUE = "attndsl_prologue"
 
 
 @dataclass(frozen=True)
 class AttentionCore:
-    """What lowering knows about a `softmax(s·q·kᵀ + bias) @ v` it emitted, stored in the
-    aggregate node's meta[ATTENTION_CORE]. Nodes are blocks (B, G, nb, L, d); `bias`
-    broadcasts to (B, G, nb, Lq, Lk)."""
+    """A `softmax(s·q·kᵀ + bias) @ v` that lowering emitted for a branch autoplan sent to
+    SDPA, stored in the aggregate node's meta[ATTENTION_CORE]. Nodes are blocks
+    (B, G, nb, L, d); `bias` broadcasts to (B, G, nb, Lq, Lk)."""
 
     branch: str
-    application: str
     q: fx.Node
     k: fx.Node
     v: fx.Node
@@ -39,16 +42,21 @@ class AttentionCore:
     temperature: float
     heads: int
     blocks: tuple[int, int, int]   # (nb, Lq, Lk)
-    bias_per_sample: bool          # bias reads q or k (rel-pos key/query terms)
-    dropout: bool                  # attention dropout active in this graph
 
 
-@dataclass(frozen=True)
-class Pass:
+class GraphPass(PassBase):
+    """One named pass: what it requires, what it ensures (in words, for the docs and
+    `attndsl show --passes`, and as the checks `requires` / `ensures` run)."""
+
     name: str
-    fn: Callable[[fx.GraphModule], bool]
-    requires: str
-    ensures: str
+    requires_text: str
+    ensures_text: str
+
+    def __repr__(self):
+        return f"<pass {self.name}>"
+
+    def fail(self, when: str, what: str):
+        raise LoweringError(f"pass '{self.name}' {when}: {what}")
 
 
 def eliminate_dead_code(gm: fx.GraphModule) -> bool:
@@ -71,16 +79,6 @@ def drop_unused_attributes(gm: fx.GraphModule) -> bool:
     return changed
 
 
-def fused_attention_target(core: AttentionCore, compiled: bool = False) -> str | None:
-    """Why a core can or cannot become F.scaled_dot_product_attention (None: it can)."""
-    if core.dropout:
-        return "attention dropout is active (SDPA's dropout draws different masks)"
-    if core.bias_per_sample:
-        return "the bias reads q or k (relative key/query terms), so it is per sample"
-    from .autoplan import fused_attention_allowed
-    return fused_attention_allowed(core.application, core.blocks[2], compiled)
-
-
 def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
     """softmax(s·q·kᵀ + bias) @ v → F.scaled_dot_product_attention, blocks flattened to 4-D.
 
@@ -92,16 +90,13 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
         mask = bias.expand(1, G, nb, Lq, Lk).flatten(1, 2)
         sdpa = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, scale=0.17)
         out = sdpa.unflatten(1, (G, nb))
-    Requires the cores recorded by lowering (meta[ATTENTION_CORE]); the dead logits are
+    Lowering records a core only for branches autoplan sent to SDPA; the dead logits are
     removed by the dead-code pass that follows.
     """
     graph, changed = gm.graph, False
     for node in list(graph.nodes):
         core = node.meta.get(ATTENTION_CORE)
-        compiled = gm.meta.get(COMPILED, False)
-        if core is None or fused_attention_target(core, compiled) is not None:
-            continue
-        if node.args != (core.weights, core.v):   # the graph was rewritten under us
+        if core is None or node.args != (core.weights, core.v):   # rewritten under us
             continue
         G, (nb, Lq, Lk) = core.heads, core.blocks
         with graph.inserting_before(node):
@@ -115,47 +110,12 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
                 kwargs["attn_mask"] = graph.call_method("flatten", (full, 1, 2))
             fused = graph.call_function(F.scaled_dot_product_attention, (q4, k4, v4), kwargs)
             out = graph.call_method("unflatten", (fused, 1, (G, nb)))
+        for new in (q4, k4, v4, fused, out):     # the provenance of the node it replaces
+            new.meta.update({k: v for k, v in node.meta.items() if k != ATTENTION_CORE})
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         changed = True
     return changed
-
-
-PIPELINE: list[Pass] = [
-    Pass("softmax_attention_to_sdpa", softmax_attention_to_sdpa,
-         requires="attention cores recorded by lowering",
-         ensures="softmax attention on shared key blocks runs in SDPA's fused kernel"),
-    Pass("eliminate_dead_code", eliminate_dead_code,
-         requires="a traced graph", ensures="every node is used or impure"),
-    Pass("drop_unused_attributes", drop_unused_attributes,
-         requires="dead code removed", ensures="every buffer is read by the graph"),
-]
-
-
-def pass_names() -> list[str]:
-    return [p.name for p in PIPELINE]
-
-
-def run_passes(gm: fx.GraphModule, only: list[str] | None = None) -> fx.GraphModule:
-    """Run the pipeline (or the named subset, in pipeline order); `only=[]` runs none."""
-    if only is not None:
-        unknown = sorted(set(only) - set(pass_names()))
-        if unknown:
-            raise LoweringError(f"unknown pass(es) {unknown}; valid: {pass_names()}")
-    done = []
-    for p in PIPELINE:
-        if only is not None and p.name not in only:
-            continue
-        try:
-            changed = p.fn(gm)
-            gm.graph.lint()
-        except Exception as exc:
-            raise LoweringError(f"pass '{p.name}' failed (after {done or 'no passes'}): "
-                                f"{type(exc).__name__}: {exc}") from exc
-        done.append(p.name)
-        if changed:
-            gm.recompile()
-    return gm
 
 
 # ---------------------------------------------------------------- backend split
@@ -208,3 +168,130 @@ def split_parameter_prologue(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.Gra
         part.graph.eliminate_dead_code()
         part.recompile()
     return prologue, main_gm
+
+
+# ---------------------------------------------------------------- the passes, as units
+def _engines(gm: fx.GraphModule):
+    return gm.meta.get(ENGINES)
+
+
+class SoftmaxAttentionToSdpa(GraphPass):
+    __doc__ = softmax_attention_to_sdpa.__doc__
+    name = "softmax_attention_to_sdpa"
+    requires_text = "autoplan's engines on the graph; an attention core for each SDPA branch"
+    ensures_text = "every branch autoplan sent to SDPA calls F.scaled_dot_product_attention"
+
+    def requires(self, gm):
+        engines = _engines(gm)
+        if engines is None:
+            self.fail("requires", "the graph carries no engine decisions (lowered outside "
+                      "codegen.lower?)")
+        cores = {n.meta[ATTENTION_CORE].branch for n in gm.graph.nodes
+                 if ATTENTION_CORE in n.meta}
+        wanted = {c.branch for c in engines.branches if c.engine == "sdpa"}
+        if cores != wanted:
+            self.fail("requires", f"attention cores recorded for {sorted(cores)}, but autoplan "
+                      f"sent {sorted(wanted)} to SDPA")
+
+    def call(self, gm):
+        return PassResult(gm, softmax_attention_to_sdpa(gm))
+
+    def ensures(self, gm):
+        wanted = sum(c.engine == "sdpa" for c in _engines(gm).branches)
+        calls = sum(n.target is F.scaled_dot_product_attention for n in gm.graph.nodes)
+        if calls != wanted:
+            self.fail("ensures", f"{calls} SDPA calls for {wanted} branches sent to SDPA")
+
+
+class EliminateDeadCode(GraphPass):
+    __doc__ = eliminate_dead_code.__doc__
+    name = "eliminate_dead_code"
+    requires_text = "a traced graph"
+    ensures_text = "every node is used or impure"
+
+    def call(self, gm):
+        return PassResult(gm, eliminate_dead_code(gm))
+
+    def ensures(self, gm):
+        dead = [n.name for n in gm.graph.nodes if n.op in ("call_function", "call_method",
+                                                             "get_attr") and not n.users
+                and not n.is_impure()]
+        if dead:
+            self.fail("ensures", f"unused nodes remain: {dead[:5]}")
+
+
+class DropUnusedAttributes(GraphPass):
+    __doc__ = drop_unused_attributes.__doc__
+    name = "drop_unused_attributes"
+    requires_text = "dead code removed"
+    ensures_text = "every buffer is read by the graph"
+
+    def call(self, gm):
+        return PassResult(gm, drop_unused_attributes(gm))
+
+    def ensures(self, gm):
+        used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+        stale = sorted(set(gm._buffers) - used)
+        if stale:
+            self.fail("ensures", f"buffers no node reads: {stale[:5]}")
+
+
+class SplitParameterPrologue(GraphPass):
+    __doc__ = split_parameter_prologue.__doc__
+    name = "split_parameter_prologue"
+    requires_text = "a graph that inductor will compile (autoplan's engines)"
+    ensures_text = ("the inductor backend runs the parameter-only prologue eagerly and "
+                    "compiles main(x, *statics); the graph itself is unchanged")
+
+    def call(self, gm):
+        engines = _engines(gm)
+        if engines is None or not engines.compiled:
+            gm.meta.pop(PROLOGUE, None)
+            return PassResult(gm, False)
+        gm.meta[PROLOGUE] = split_parameter_prologue(gm)
+        return PassResult(gm, False)
+
+    def ensures(self, gm):
+        split = gm.meta.get(PROLOGUE)
+        if split is None:
+            return
+        prologue, main = split
+        if any(n.op == "placeholder" for n in prologue.graph.nodes):
+            self.fail("ensures", "the prologue reads the input")
+        first = next(n for n in main.graph.nodes if n.op == "placeholder")
+        if first.name != next(n for n in gm.graph.nodes if n.op == "placeholder").name:
+            self.fail("ensures", "main's first input is not the graph's input")
+
+
+PIPELINE: list[GraphPass] = [SoftmaxAttentionToSdpa(), EliminateDeadCode(),
+                             DropUnusedAttributes(), SplitParameterPrologue()]
+
+
+def pass_names() -> list[str]:
+    return [p.name for p in PIPELINE]
+
+
+def run_passes(gm: fx.GraphModule, only: list[str] | None = None) -> fx.GraphModule:
+    """Run the pipeline (or the named subset, in pipeline order); `only=[]` runs none.
+    Each pass checks what it requires, runs, and checks what it ensures."""
+    if only is not None:
+        unknown = sorted(set(only) - set(pass_names()))
+        if unknown:
+            raise LoweringError(f"unknown pass(es) {unknown}; valid: {pass_names()}")
+    gm.meta.pop(PROLOGUE, None)
+    done = []
+    for p in PIPELINE:
+        if only is not None and p.name not in only:
+            continue
+        try:
+            result = p(gm)
+            gm.graph.lint()
+        except LoweringError:
+            raise
+        except Exception as exc:
+            raise LoweringError(f"pass '{p.name}' failed (after {done or 'no passes'}): "
+                                f"{type(exc).__name__}: {exc}") from exc
+        done.append(p.name)
+        if result is not None and result.modified:
+            gm.recompile()
+    return gm

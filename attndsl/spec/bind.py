@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import SpecError
+from ..applications import ApplicationKind, Geometry, Where, fits_grid, kind_of
 from . import arguments
 from . import models as m
 
@@ -20,7 +21,8 @@ from . import models as m
 @dataclass(frozen=True)
 class BranchPlan:
     """One branch with concrete sizes. `channels` is the branch's slice of the model's
-    channels (where its output goes, and what `values: input` reads)."""
+    channels (where its output goes, and what `values: input` reads). Every size the
+    application derives from the grid is in `geometry` (made by the kind's bind)."""
 
     spec: m.Branch
     path: str                  # spec path of the branch, for error messages
@@ -29,17 +31,23 @@ class BranchPlan:
     qk_dim: int                # total width of q (and k)
     channels: tuple[int, int]
     grid: tuple[int, int]      # the token grid the branch sees (after spec-level padding)
-    window: int = 0            # effective window / neighbourhood size
-    shift: int = 0
-    padded_grid: tuple[int, int] = (0, 0)   # window padding
-    levels: int = 0            # cluster tree depth
-    pooled_grid: tuple[int, int] = (0, 0)
-    table_size: int = 0        # entries of the offset-indexed tables
+    geometry: Geometry
     needs: frozenset = field(default_factory=frozenset)  # subset of {"q", "k", "v"}
+
+    def __getattr__(self, name):
+        # the kind's own sizes (a window's shift and padded grid, a cluster tree's levels …)
+        geometry = self.__dict__.get("geometry")   # absent while unpickling
+        if geometry is not None and not name.startswith("__") and hasattr(geometry, name):
+            return getattr(geometry, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def kind(self) -> ApplicationKind:
+        return kind_of(self.spec.application)
 
     @property
     def width(self) -> int:
@@ -55,12 +63,16 @@ class BranchPlan:
 
     @property
     def kv_tokens(self) -> int:
-        a = self.spec.application
-        if isinstance(a, m.Pooled):
-            return self.pooled_grid[0] * self.pooled_grid[1]
-        if isinstance(a, m.SoftSelect):
-            return a.keys
-        return self.grid[0] * self.grid[1]
+        return self.geometry.kv_tokens
+
+    @property
+    def table_size(self) -> int:
+        return self.geometry.table_size
+
+    @property
+    def window(self) -> int:
+        """K of the K×K window or neighbourhood (0 when keys are not one)."""
+        return self.geometry.taps
 
     def scale(self) -> float:
         """head_dim^-0.5 means the q/k width per head, except for Hadamard attention, whose
@@ -89,9 +101,17 @@ LAYOUT_MAKES = {"qkv": "qkv", "q_kv": "qkv", "qk": "qk", "qv": "qv", "q": "q",
 
 
 def bind(spec: m.Spec, dim: int, resolution, heads: int | None = None) -> Plan:
-    """Resolve a spec at a model width and a token grid (H, W)."""
-    return _bind(spec, arguments.dim(dim), arguments.resolution(resolution),
-                 arguments.heads(heads))
+    """Resolve a spec at a model width and a token grid (H, W). An error names the field,
+    and its file and YAML line when the spec was loaded from YAML."""
+    try:
+        return _bind(spec, arguments.dim(dim), arguments.resolution(resolution),
+                     arguments.heads(heads))
+    except SpecError as exc:
+        from .io import locate
+        located = locate(spec, exc)
+        if located is exc:
+            raise
+        raise located from None
 
 
 @functools.lru_cache(maxsize=256)
@@ -130,16 +150,6 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
         start += g
     return Plan(spec=spec, dim=dim, resolution=resolution, grid=grid, heads=heads,
                 head_dim=d, branches=tuple(plans))
-
-
-def fits_grid(size: int, grid: tuple[int, int], path: str, what: str) -> None:
-    """A size read against the token grid must not exceed 2·max(H, W) − 1: beyond it every
-    extra tap or row is padding (and 10^9 would be allocated or unrolled as given)."""
-    limit = 2 * max(grid) - 1
-    if size > limit:
-        raise SpecError(f"{what} {size} at the {grid[0]}x{grid[1]} grid reads nothing but "
-                        f"padding beyond {limit} (2·max(H, W) − 1); valid: 1..{limit}",
-                        path=path)
 
 
 def _split_heads(spec: m.Spec, heads: int) -> list[int]:
@@ -219,7 +229,6 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                 f"'{b.projections.layout}' makes")
         raise SpecError(f"the branch {what}; valid layouts here: {valid or ['none']}",
                         path=f"{path}projections.layout")
-    info: dict = {}
     if b.projections.qk_norm is not None and not {"q", "k"} <= makes:
         raise SpecError(f"qk_norm normalizes projected q and k, but layout "
                         f"'{b.projections.layout}' makes {sorted(makes) or 'nothing'}; "
@@ -230,14 +239,12 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
         raise SpecError(f"q/k width {qk_dim} is not divisible by {heads} heads",
                         path=f"{path}projections.qk_width")
 
-    # -- sizes against the grid: a kernel wider than twice the map reads only padding, and
-    # unbounded sizes would allocate (or unroll) without limit
-    # (a window that shrinks to the map never reads beyond it: Swin's late stages)
-    if isinstance(app, m.Window) and not (app.shrink_to_map and min(grid) <= app.size):
-        fits_grid(app.size, grid, f"{path}application.size", "a window of")
-    if isinstance(app, m.Sliding):
-        fits_grid(app.dilation * (app.size - 1) + 1, grid, f"{path}application.size",
-                  f"a neighbourhood of size {app.size} with dilation {app.dilation} spans")
+    # -- the application kind: its own checks and every size it derives from the grid
+    kind = kind_of(app)
+    geo = kind.bind(app, Where(branch=b, path=path, grid=grid, dim=dim, heads=heads))
+
+    # -- other sizes against the grid: a kernel wider than twice the map reads only
+    # padding, and unbounded sizes would allocate (or unroll) without limit
     if isinstance(par, m.Hadamard) and par.dw_kernel:
         fits_grid(par.dw_kernel, grid, f"{path}parameterization.dw_kernel", "a conv kernel of")
     if ker.size > 1:
@@ -245,70 +252,6 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
     if b.extras.value_conv is not None:
         fits_grid(b.extras.value_conv.size, grid, f"{path}extras.value_conv.size",
                   "a value conv of")
-
-    # -- application
-    if isinstance(app, m.Window):
-        ws, shift = app.size, app.shift
-        if app.shrink_to_map and min(H, W) <= ws:
-            ws, shift = min(H, W), 0
-        if shift >= ws:
-            raise SpecError(f"window shift {shift} must be smaller than the window {ws}",
-                            path=f"{path}application.shift")
-        if (H % ws or W % ws) and app.padding == "error":
-            raise SpecError(f"window {ws} does not divide the {H}x{W} grid and "
-                            "application.padding is 'error'; set it to 'pad_unmasked' or "
-                            f"'pad_masked', or use H and W that are multiples of {ws}",
-                            path=f"{path}application.padding")
-        if app.padding == "pad_masked" and not isinstance(b.normalization, m.Softmax):
-            raise SpecError("padding 'pad_masked' excludes padded keys with -inf and needs "
-                            f"softmax normalization, got '{b.normalization.kind}'; use "
-                            "'pad_unmasked'", path=f"{path}application.padding")
-        info.update(window=ws, shift=shift, padded_grid=(-(-H // ws) * ws, -(-W // ws) * ws),
-                    table_size=(2 * ws - 1) ** 2)
-    elif isinstance(app, m.Sliding):
-        k = app.size
-        if k % 2 == 0:
-            raise SpecError(f"a sliding neighbourhood needs an odd size to be centred, got {k}",
-                            path=f"{path}application.size")
-        if app.border == "clamp":
-            short = min(H, W) // app.dilation
-            if short < k:
-                raise SpecError(f"neighbourhood {k} with dilation {app.dilation} does not fit "
-                                f"the {H}x{W} grid (each dilated sub-grid needs >= {k} rows "
-                                f"and columns, smallest has {short}); use a smaller size, "
-                                "dilation, or border 'zero_pad'", path=f"{path}application.size")
-            info.update(table_size=(2 * k - 1) ** 2)
-        else:
-            info.update(table_size=k * k)
-        info.update(window=k)
-    elif isinstance(app, m.Global):
-        info.update(table_size=(2 * H - 1) * (2 * W - 1))
-    elif isinstance(app, m.Pooled):
-        r = app.ratio
-        if r > min(H, W):
-            raise SpecError(f"pooling ratio {r} is larger than the {H}x{W} grid; valid: 1.."
-                            f"{min(H, W)}", path=f"{path}application.ratio")
-        if b.projections.layout != "q_kv":
-            raise SpecError("pooled keys are projected from the pooled input, so the "
-                            f"projection layout must be 'q_kv', got '{b.projections.layout}'",
-                            path=f"{path}projections.layout")
-        if app.op == "avg" and app.norm != "none":
-            raise SpecError("application.norm applies to op 'conv' (strided conv + LN); with "
-                            "op 'avg' use norm 'none'", path=f"{path}application.norm")
-        info.update(pooled_grid=(H // r, W // r))
-    elif isinstance(app, m.Clusters):
-        n = H * W
-        levels = round(math.log2(n / app.size)) if n >= app.size else -1
-        if levels < 0 or app.size * 2 ** levels != n:
-            ok = [app.size * 2 ** L for L in range(0, 9)]
-            raise SpecError(f"balanced clustering needs N = size·2^L tokens; the {H}x{W} grid "
-                            f"has N={n}, cluster size {app.size}; valid N: "
-                            f"{ok[:6]} … (or set pad_to_multiple / another cluster size)",
-                            path=f"{path}application.size")
-        if app.overlap > app.size:
-            raise SpecError(f"overlap {app.overlap} exceeds the cluster size {app.size}",
-                            path=f"{path}application.overlap")
-        info.update(levels=levels)
 
     # -- parameterization
     uses_tables = False
@@ -327,7 +270,7 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
             raise SpecError("'query_mean' makes one weight per channel and needs kernel.type "
                             "'depthwise'", path=f"{path}kernel.type")
     else:  # Hadamard
-        if not (isinstance(app, m.Sliding) and app.border == "zero_pad" and app.dilation == 1):
+        if geo.conv_taps is None or geo.conv_taps[1] != 1:
             raise SpecError("hadamard attention makes K² logits per pixel for a zero-padded "
                             "sliding neighbourhood; application must be "
                             "{kind: sliding, border: zero_pad, dilation: 1}",
@@ -335,23 +278,23 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
         if qk_dim % par.group_width:
             raise SpecError(f"q/k width {qk_dim} is not a multiple of group_width "
                             f"{par.group_width}", path=f"{path}parameterization.group_width")
-        if (par.dw_kernel or app.size) % 2 == 0:
+        if (par.dw_kernel or geo.taps) % 2 == 0:
             raise SpecError("dw_kernel must be odd", path=f"{path}parameterization.dw_kernel")
         if ker.type == "depthwise" and ker.expand is None:
             raise SpecError("hadamard makes one filter per head; a depthwise kernel needs "
                             "kernel.expand: {kind: ghost_head} to make one per channel",
                             path=f"{path}kernel.expand")
-    if uses_tables and isinstance(app, (m.Pooled, m.SoftSelect, m.Clusters)):
+    if uses_tables and not kind.offsets:
         raise SpecError(f"relative-position terms and static key banks need offset-indexed "
                         f"keys; application '{app.kind}' has none; valid applications: "
-                        "global, window, sliding", path=f"{path}parameterization.terms")
+                        f"{kinds_with('offsets')}", path=f"{path}parameterization.terms")
 
     # -- kernel
     if ker.expand is not None:
         if ker.type != "depthwise":
             raise SpecError("the ghost head expands head filters to channel filters and needs "
                             "kernel.type 'depthwise'", path=f"{path}kernel.type")
-        if not (isinstance(app, m.Sliding) and app.border == "zero_pad" and app.dilation == 1):
+        if geo.conv_taps is None or geo.conv_taps[1] != 1:
             raise SpecError("the ghost head's tables are indexed by the K×K offsets of a "
                             "zero-padded sliding neighbourhood; application must be sliding "
                             "with border zero_pad", path=f"{path}kernel.expand")
@@ -366,21 +309,22 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
             raise SpecError("K×K keys replace 1×1 query/key vectors by their K×K "
                             "neighbourhoods: they need the 'query_key' term with dynamic keys",
                             path=f"{path}kernel.size")
-        if isinstance(app, (m.Pooled, m.SoftSelect)):
-            raise SpecError("K×K keys need keys on the token grid; pooled and soft-selected "
-                            "keys are not", path=f"{path}kernel.size")
+        if not kind.grid_keys:
+            raise SpecError(f"K×K keys need keys on the token grid; {app.kind} keys are not "
+                            f"(valid applications: {kinds_with('grid_keys')})",
+                            path=f"{path}kernel.size")
     if ker.type == "depthwise" and isinstance(par, m.Additive) and qk_dim != width \
             and {"query_key", "query_rel_pos", "key_rel_pos"} & set(par.terms):
         raise SpecError(f"a depthwise kernel weighs each value channel by its own q/k channel, "
                         f"so the q/k width ({qk_dim}) must equal the value width ({width})",
                         path=f"{path}projections.qk_width")
-    if isinstance(b.normalization, m.FilterNorm) and not isinstance(app, (m.Window, m.Sliding)):
-        raise SpecError("filter_norm divides by the kernel size K and needs a window or sliding "
-                        f"application, got '{app.kind}'", path=f"{path}normalization")
-    if b.extras.value_conv is not None and not isinstance(app, (m.Global, m.Sliding,
-                                                                 m.Clusters)):
+    if isinstance(b.normalization, m.FilterNorm) and not geo.taps:
+        raise SpecError("filter_norm divides by the kernel size K and needs keys that are a "
+                        f"K×K window or neighbourhood, got '{app.kind}'",
+                        path=f"{path}normalization")
+    if b.extras.value_conv is not None and not kind.value_map:
         raise SpecError("value_conv runs on the value map of the token grid; application "
-                        f"'{app.kind}' reshapes it (valid: global, sliding, clusters)",
+                        f"'{app.kind}' reshapes it (valid: {kinds_with('value_map')})",
                         path=f"{path}extras.value_conv")
     if ker.size > 1 and b.kernel_bank.values == "keys":
         raise SpecError("with K×K keys the keys are neighbourhoods and cannot serve as "
@@ -392,4 +336,10 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
     if b.extras.value_conv is not None and b.extras.value_conv.size % 2 == 0:
         raise SpecError("value_conv size must be odd", path=f"{path}extras.value_conv.size")
     return BranchPlan(spec=b, path=path, heads=heads, head_dim=d, qk_dim=qk_dim,
-                      channels=channels, grid=grid, needs=needs, **info)
+                      channels=channels, grid=grid, geometry=geo, needs=needs)
+
+
+def kinds_with(fact: str) -> str:
+    """The application kinds with a fact (offsets, grid_keys, value_map), for messages."""
+    from ..applications import KINDS
+    return ", ".join(name for name, kind in KINDS.items() if getattr(kind, fact))

@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import typing
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,53 @@ def load_spec_text(text: str, origin: str | None = None) -> m.Spec:
         raise SpecError(f"spec text is {len(text):,} characters; a spec is a few KB (limit "
                         f"{MAX_SPEC_BYTES:,})", source=origin)
     data, lines = _parse_yaml(text, origin)
-    return _validate(data, lines=lines, origin=origin)
+    spec = _validate(data, lines=lines, origin=origin)
+    _remember_source(spec, origin, lines)
+    return spec
+
+
+# ---------------------------------------------------------------- where a spec came from
+# The YAML lines of recently loaded specs, so that errors found later (at bind time, when
+# the width and grid are known) still name the line of the field. Keyed by object
+# identity, holding the spec itself (its id can't be reused while it is held); bounded.
+_SOURCES: "OrderedDict[int, tuple[m.Spec, str | None, dict]]" = OrderedDict()
+_SOURCES_KEPT = 256
+
+
+def _remember_source(spec: m.Spec, origin: str | None, lines: dict) -> None:
+    _SOURCES[id(spec)] = (spec, origin, lines)
+    _SOURCES.move_to_end(id(spec))
+    while len(_SOURCES) > _SOURCES_KEPT:
+        _SOURCES.popitem(last=False)
+
+
+def _path_parts(dotted: str) -> tuple:
+    """'branches[1].application.size' → ('branches', 1, 'application', 'size')."""
+    parts: list = []
+    for piece in dotted.split("."):
+        name, *indices = piece.replace("]", "").split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indices if i.isdigit())
+    return tuple(parts)
+
+
+def locate(spec: m.Spec, exc: SpecError) -> SpecError:
+    """`exc` with the file and YAML line of the field it names, when the spec was loaded
+    from YAML text in this process (else `exc` itself)."""
+    entry = _SOURCES.get(id(spec))
+    if entry is None or entry[0] is not spec or exc.line is not None or not exc.path:
+        return exc
+    _, origin, lines = entry
+    parts = _path_parts(exc.path)
+    if parts[:1] not in lines:      # not a field written in the file (dim, resolution …)
+        return exc
+    line = _line_of(parts, lines)
+    located = type(exc).__new__(type(exc))
+    SpecError.__init__(located, exc.detail, path=exc.path, line=line, source=origin)
+    located.__dict__.update({k: v for k, v in exc.__dict__.items()
+                             if k not in ("path", "line", "source", "detail")})
+    return located
 
 
 def _read_source(source) -> tuple[str, str | None]:
@@ -314,7 +361,7 @@ _TAGGED = {
     "parameterization": (m.Additive, m.Hadamard),
     "normalization": (m.Softmax, m.Identity, m.Relu, m.LayerNormOverKernels, m.Sigmoid,
                       m.L1, m.FilterNorm),
-    "application": (m.Global, m.Window, m.Sliding, m.Pooled, m.SoftSelect, m.Clusters),
+    "application": m.APPLICATION_MODELS,
     "positional": (m.Peg,),
 }
 

@@ -11,7 +11,7 @@ axis               what it decides
 =================  =====================================================================
 parameterization   how w_ij is made (sum of query·key / rel-pos terms, or Hadamard)
 normalization      Norm over j ∈ S(i) (softmax, identity, ReLU, LayerNorm, filter norm …)
-application        which j: S(i) (global, window, sliding, pooled, soft selection, clusters)
+application        which j: S(i) (one module per kind: attndsl/applications/)
 kernel_bank        where keys and values come from (dynamic, static, no value bank)
 kernel             kernel type (standard / depthwise), kernel size, ghost-head expansion
 projections        input projections (q/k/v layout, widths, bias) and output projection
@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
-                      model_validator)
+from pydantic import Field, field_validator, model_validator
+
+from .component import Component, Float, Int  # noqa: F401  (re-exported)
 
 DEFAULT_BRANCH = "attn"
 RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
@@ -39,7 +40,7 @@ RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
 MODULE_ATTRIBUTES = frozenset({
     "backend", "code", "dim", "explain_plan", "forward_tokens", "graph_module",
     "heads_override", "lowerings", "passes", "plan", "plan_for", "resolution", "save", "spec",
-    "dtype", "device", "is_training", "compiled", "shape_generic", "training"})
+    "dtype", "device", "is_training", "compiled", "engines", "shape_generic", "training"})
 
 
 def check_branch_name(name: str) -> str:
@@ -55,29 +56,6 @@ def check_branch_name(name: str) -> str:
         raise ValueError(f"branch name '{name}' is reserved (an attribute of the compiled "
                          f"module); choose another, e.g. '{name}_branch'")
     return name
-
-
-class Component(BaseModel):
-    """Base of every spec component: frozen, and unknown keys are errors."""
-
-    # NaN / inf are never meaningful in a spec, and NaN would break load(dump(s)) == s
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-def _numbers_only(kind: str):
-    """pydantic's lax mode reads `size: true` as 1 and `size: "7"` as 7: a number field
-    takes numbers only (YAML's true/false and quoted strings are errors)."""
-    def check(value):
-        if isinstance(value, bool):
-            raise ValueError(f"input should be a valid {kind}, got {value!r} (a YAML boolean)")
-        if isinstance(value, str):
-            raise ValueError(f"input should be a valid {kind}, got the string {value!r}")
-        return value
-    return BeforeValidator(check)
-
-
-Int = Annotated[int, _numbers_only("integer")]
-Float = Annotated[float, _numbers_only("number")]
 
 
 # ---------------------------------------------------------------- parameterization
@@ -174,84 +152,13 @@ Normalization = Annotated[
 
 
 # ---------------------------------------------------------------- application (which j)
-class Global(Component):
-    """All N tokens (ViT)."""
+# One module per kind in attndsl/applications/, each with its spec component; the axis is
+# the union of every registered kind (re-exported here: m.Window, m.Sliding, …).
+from ..applications import models as _application_models          # noqa: E402
 
-    kind: Literal["global"] = "global"
-
-
-class Window(Component):
-    """Non-overlapping size×size windows (Swin, Twins LSA, HiLo Hi-Fi).
-
-    padding: what to do when H or W is not a multiple of the window:
-      error         -- refuse;
-      pad_unmasked  -- zero-pad the input bottom/right before the projections (padded keys
-                       equal the projection bias and take part), crop after (timm, Twins);
-      pad_masked    -- same, but padded keys are excluded from the softmax.
-    shift_order: roll_then_pad (timm) or pad_then_roll (official Swin detection code).
-    shrink_to_map: when min(H, W) <= size the window becomes min(H, W) and the shift 0.
-    """
-
-    kind: Literal["window"] = "window"
-    size: Int = Field(ge=1)
-    shift: Int = Field(default=0, ge=0)
-    padding: Literal["error", "pad_unmasked", "pad_masked"] = "error"
-    shift_order: Literal["roll_then_pad", "pad_then_roll"] = "roll_then_pad"
-    shrink_to_map: bool = False
-
-
-class Sliding(Component):
-    """The size×size neighbourhood of each query.
-
-    border: zero_pad -- centred window; out-of-image neighbours are zero vectors after the
-                        projection and still take part in Norm (unfold / conv semantics);
-            clamp    -- the window is shifted inside the image (NATTEN neighbourhood
-                        attention semantics; needs H, W >= size·dilation).
-    """
-
-    kind: Literal["sliding"] = "sliding"
-    size: Int = Field(ge=1)
-    dilation: Int = Field(default=1, ge=1)
-    border: Literal["zero_pad", "clamp"] = "zero_pad"
-
-
-class Pooled(Component):
-    """Keys and values from a pooled copy of the input (PVT SRA, Twins GSA, HiLo Lo-Fi).
-
-    op: avg  -- AvgPool2d(ratio) (leftover rows/cols dropped);
-        conv -- Conv2d(C, C, kernel=stride=ratio) (leftover dropped), then `norm`.
-    """
-
-    kind: Literal["pooled"] = "pooled"
-    op: Literal["avg", "conv"] = "avg"
-    ratio: Int = Field(ge=1)
-    norm: Literal["layernorm", "none"] = "none"
-    norm_eps: Float = Field(default=1e-5, ge=1e-12, le=1.0)
-
-
-class SoftSelect(Component):
-    """Linformer: keys and values projected along the token axis to `keys` rows
-    (learned E, F of shape (keys, N), shared across heads)."""
-
-    kind: Literal["soft_select"] = "soft_select"
-    keys: Int = Field(ge=1)
-
-
-class Clusters(Component):
-    """BOAT feature-space local attention: balanced hierarchical clustering of the queries
-    into clusters of `size` tokens; sibling clusters share `overlap` keys."""
-
-    kind: Literal["clusters"] = "clusters"
-    size: Int = Field(default=49, ge=2)
-    overlap: Int = Field(default=20, ge=0)
-    # the trace unrolls every refinement iteration at every level (BOAT uses 2)
-    iterations: Int = Field(default=2, ge=0, le=16)
-    temperature: Float = Field(default=100.0, ge=1e-6, le=1e6)
-
-
-Application = Annotated[
-    Union[Global, Window, Sliding, Pooled, SoftSelect, Clusters], Field(discriminator="kind")
-]
+APPLICATION_MODELS = _application_models()
+Application = Annotated[Union[APPLICATION_MODELS], Field(discriminator="kind")]
+globals().update({cls.__name__: cls for cls in APPLICATION_MODELS})   # m.Window, m.Sliding …
 
 
 # ---------------------------------------------------------------- kernel axes

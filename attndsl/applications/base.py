@@ -1,0 +1,241 @@
+"""What an application kind is made of, and the helpers its lowering rule uses.
+
+The application axis decides S(i), which keys j each query i sees. Each kind lives in one
+module of this package and defines, next to each other:
+
+  * its spec component: a `Component` whose `kind` literal names the kind;
+  * its `Geometry`: every size the kind derives from the grid (block shape, padded grid,
+    table size, …), made once by `bind` so that nothing after binding reads raw spec
+    fields or re-derives a size;
+  * an `ApplicationKind` registered with `@register`: its bind-time checks, its
+    parameters, its lowering rule (a `Selection`), whether a program can take a symbolic
+    resolution (and why not), its docs line, and the facts the other axes check against
+    (offset-indexed keys for relative-position terms, keys on the token grid for K×K
+    keys, …).
+
+Nothing here imports the rest of attndsl beyond the spec component and the errors: the
+spec models build the `application` axis from this registry.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+
+
+# ====================================================================== geometry
+@dataclass(frozen=True, kw_only=True)
+class Geometry:
+    """The sizes an application derives from the bound grid.
+
+    blocks     (nb, Lq, Lk): query blocks, queries per block and keys per block — the
+               "blocked" layout every rule shares (B, G, nb, L, d);
+    map_grid   (h, w) of the q/k/v maps the projections make (padded for windows);
+    kv_tokens  key/value tokens projected per image (pooled grid, Linformer keys, …);
+    table_size entries of the offset-indexed tables (0: keys have no grid offset);
+    taps       K of a K×K window or neighbourhood (filter_norm divides by it; 0: none);
+    conv_taps  (K, dilation) when S(i) is exactly the zero-padded taps of a K×K conv
+               centred on i: static filters, ELSA's Hadamard logits and the ghost head
+               need that (None otherwise).
+    """
+
+    blocks: tuple[int, int, int]
+    map_grid: tuple[int, int]
+    kv_tokens: int
+    table_size: int = 0
+    taps: int = 0
+    conv_taps: tuple[int, int] | None = None
+
+    @property
+    def queries(self) -> int:
+        return self.blocks[0] * self.blocks[1]
+
+    @property
+    def keys_per_query(self) -> int:
+        return self.blocks[2]
+
+    def replace(self, **changes) -> "Geometry":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Where:
+    """What a kind's bind-time checks may read: the branch spec, its spec path prefix
+    (for error messages), the token grid it sees, and the model width."""
+
+    branch: Any                 # spec.models.Branch
+    path: str                   # "" or "branches[i]."
+    grid: tuple[int, int]
+    dim: int
+    heads: int
+
+    def field(self, name: str) -> str:
+        """The spec path of an application field."""
+        return f"{self.path}application{'.' + name if name else ''}"
+
+
+def fits_grid(size: int, grid: tuple[int, int], path: str, what: str) -> None:
+    """A size read against the token grid must not exceed 2·max(H, W) − 1: beyond it every
+    extra tap or row is padding (and 10^9 would be allocated or unrolled as given)."""
+    limit = 2 * max(grid) - 1
+    if size > limit:
+        raise SpecError(f"{what} {size} at the {grid[0]}x{grid[1]} grid reads nothing but "
+                        f"padding beyond {limit} (2·max(H, W) − 1); valid: 1..{limit}",
+                        path=path)
+
+
+# ====================================================================== kinds
+class ApplicationKind:
+    """Everything attndsl knows about one application kind (subclass per kind module)."""
+
+    model: ClassVar[type]                 # the spec component; model's `kind` is the name
+    doc: ClassVar[str]                    # one line: what S(i) is, and the papers
+    # facts the other axes check against
+    offsets: ClassVar[bool] = False       # keys sit at grid offsets j − i from the query:
+    #                                       relative-position terms and static key banks
+    grid_keys: ClassVar[bool] = True      # keys are tokens of the grid (K×K keys unfold them)
+    value_map: ClassVar[bool] = False     # values and outputs stay on the input's token grid
+    #                                       (value_conv adds a conv of the value map)
+    shared_keys: ClassVar[bool] = True    # the queries of a block share one key set, so
+    #                                       softmax attention can run in a fused kernel (SDPA)
+
+    @property
+    def name(self) -> str:
+        return self.model.model_fields["kind"].default
+
+    def bind(self, app, where: Where) -> Geometry:
+        """Check the kind's fields against the grid and derive its sizes."""
+        raise NotImplementedError
+
+    def parameters(self, app, bp, dim: int) -> dict[str, nn.Module]:
+        """Parameter modules of the kind, by attribute name on the branch module."""
+        return {}
+
+    def rule(self, ctx) -> "Selection":
+        """The lowering rule of the kind for one branch."""
+        raise NotImplementedError
+
+    def dynamic_resolution(self, bp) -> str | None:
+        """Why a program of this kind can't take a symbolic H and W (None: it can)."""
+        return None
+
+
+KINDS: dict[str, ApplicationKind] = {}
+
+
+def register(cls: type[ApplicationKind]) -> type[ApplicationKind]:
+    """Class decorator: make a kind known by the name its spec component's `kind` gives."""
+    kind = cls()
+    if kind.name in KINDS:
+        raise RuntimeError(f"application kind '{kind.name}' is defined twice "
+                           f"({type(KINDS[kind.name]).__module__} and {cls.__module__})")
+    KINDS[kind.name] = kind
+    return cls
+
+
+def kind_of(app) -> ApplicationKind:
+    return KINDS[app.kind]
+
+
+# ====================================================================== lowering helpers
+# (flatten / unflatten with static sizes keep the generated code free of shape queries)
+def split_heads(t, heads: int):
+    """(B, h, w, heads·c) → (B, heads, h·w, c)."""
+    return t.flatten(1, 2).unflatten(-1, (heads, -1)).permute(0, 2, 1, 3)
+
+
+def merge_heads(t, h: int, w: int):
+    """(B, heads, h·w, c) → (B, h, w, heads·c)."""
+    return t.permute(0, 2, 1, 3).flatten(2).unflatten(1, (h, w))
+
+
+def to_nchw(t):
+    return t.permute(0, 3, 1, 2)
+
+
+def to_nhwc(t):
+    return t.permute(0, 2, 3, 1)
+
+
+def offset_index(dy: torch.Tensor, dx: torch.Tensor, span_y: int, span_x: int):
+    """Index of offset (dy, dx) in a (2·span_y−1)×(2·span_x−1) table, row-major."""
+    return (dy + span_y - 1) * (2 * span_x - 1) + (dx + span_x - 1)
+
+
+def pair_offsets(ys: torch.Tensor, xs: torch.Tensor, orientation: str):
+    """(dy, dx) of every (query, key) pair of tokens at rows ys, columns xs: j − i, or
+    i − j for tables indexed the other way (rel_pos_orientation)."""
+    dy, dx = ys[None, :] - ys[:, None], xs[None, :] - xs[:, None]
+    return (-dy, -dx) if orientation == "i_minus_j" else (dy, dx)
+
+
+def table_parameter(*shape) -> nn.Parameter:
+    """A learned table, initialised as timm initialises relative-position tables."""
+    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
+
+
+class Selection:
+    """Base of the lowering rules of the application axis: which keys each query sees.
+
+    inputs(x)        → (x for queries, x for keys/values), both (B, h, w, C)
+    block_q/k/v(t)   → maps (B, h, w, G·c) to blocks (B, G, nb, L, c)
+    unblock(y)       → output blocks back to (B, H, W, G·d)
+    rel_index()      offsets of every (query, key) pair into the branch's tables, shaped to
+                     broadcast as (nb, Lq, Lk); None when the application has no offsets
+    mask()           additive logits mask broadcasting as (nb, Lq, Lk), or None
+    Static sizes come from the plan's geometry; H, W from the context's grid (the plan's,
+    or the input's sizes when the rules run for a dynamic-resolution export).
+    """
+
+    # whether aggregation weighs strided window views of the value map (sliding only)
+    weighs_windows = False
+
+    def __init__(self, ctx):
+        self.ctx, self.bp = ctx, ctx.bp
+        self.app = ctx.bp.spec.application
+        self.geo: Geometry = ctx.bp.geometry
+        self.H, self.W = ctx.grid
+
+    @property
+    def orientation(self) -> str:
+        return getattr(self.bp.spec.parameterization, "rel_pos_orientation", "j_minus_i")
+
+    def inputs(self, x):
+        return x, x
+
+    @property
+    def map_grid(self) -> tuple[int, int]:
+        """(h, w) of the q/k maps that `inputs` leads to."""
+        return self.H, self.W
+
+    def block_q(self, t):
+        return split_heads(t, self.bp.heads).unsqueeze(2)
+
+    def block_k(self, t):
+        return self.block_q(t)
+
+    def block_v(self, t):
+        return self.block_k(t)
+
+    def unblock(self, y):
+        return merge_heads(y.squeeze(2), self.H, self.W)
+
+    @property
+    def key_count(self) -> int:
+        """|S(i)|, static."""
+        return self.geo.blocks[2]
+
+    @property
+    def block_shape(self) -> tuple[int, int, int]:
+        return self.geo.blocks
+
+    def rel_index(self):
+        return None
+
+    def mask(self):
+        return None

@@ -1,0 +1,55 @@
+"""global — every query sees all N tokens (ViT)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..spec.component import Component
+from .base import ApplicationKind, Geometry, Selection, offset_index, pair_offsets, register
+
+
+class Global(Component):
+    """All N tokens (ViT)."""
+
+    kind: Literal["global"] = "global"
+
+
+class GlobalSelection(Selection):
+    """One block holding every token; tables span the whole grid ((2H−1)(2W−1) offsets)."""
+
+    @property
+    def key_count(self):
+        return self.H * self.W      # symbolic in a dynamic-resolution export
+
+    @property
+    def block_shape(self):
+        return 1, self.H * self.W, self.H * self.W
+
+    def rel_index(self):
+        ys, xs = torch.meshgrid(torch.arange(self.H), torch.arange(self.W), indexing="ij")
+        dy, dx = pair_offsets(ys.flatten(), xs.flatten(), self.orientation)
+        return self.ctx.constant("rel_index", offset_index(dy, dx, self.H, self.W)[None])
+
+
+@register
+class GlobalKind(ApplicationKind):
+    model = Global
+    doc = "every query sees all N tokens (ViT)"
+    offsets = True
+    value_map = True
+
+    def bind(self, app, where):
+        H, W = where.grid
+        n = H * W
+        return Geometry(blocks=(1, n, n), map_grid=(H, W), kv_tokens=n,
+                        table_size=(2 * H - 1) * (2 * W - 1))
+
+    def rule(self, ctx):
+        return GlobalSelection(ctx)
+
+    def dynamic_resolution(self, bp):
+        terms = set(getattr(bp.spec.parameterization, "terms", ())) - {"query_key"}
+        if terms or bp.spec.kernel_bank.keys == "static":
+            return "relative-position terms over the whole grid (tables sized by the grid)"
+        return None
