@@ -937,7 +937,7 @@ def dwconv_channels_last(c: Ctx) -> Fn:
 # ---------------------------------------------------------------- unified LSA sliding (+ rel pos)
 def _unified_parts(c: Ctx):
     b = c.b
-    terms = set(b.spec.parameterization.terms)
+    terms = set(b.spec.parameterization.term_kinds)
     P = c.P
     return b, terms, P
 
@@ -1117,7 +1117,7 @@ def flops_for(family: str, m, B: int) -> float:
         return B * 2.0 * N * C * b.window ** 2
     if fam.kind == "unified":
         T = b.window ** 2
-        nterms = len(set(b.spec.parameterization.terms) & {"query_key", "query_rel_pos", "key_rel_pos"})
+        nterms = len(set(b.spec.parameterization.term_kinds) & {"query_key", "query_rel_pos", "key_rel_pos"})
         return B * (qkv_proj + 2.0 * N * T * C * (nterms + 1))
     if fam.kind == "linformer":
         k = b.spec.application.keys

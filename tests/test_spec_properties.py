@@ -281,8 +281,8 @@ def test_round_trip_binds_the_same(data, draws):
                 outcome.append(("ok", plan.heads, tuple((b.name, b.heads, b.channels, b.qk_dim,
                                                          b.window, b.table_size)
                                                         for b in plan.branches)))
-            except SpecError as exc:
-                outcome.append(("error", str(exc)))
+            except SpecError as exc:   # (the one loaded from text also names its line)
+                outcome.append(("error", exc.path, exc.detail))
         assert outcome[0] == outcome[1]
 
 

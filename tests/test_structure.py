@@ -41,7 +41,7 @@ def test_bound_plan_owns_the_derived_sizes():
     plan = attndsl.bind(attndsl.load_spec("swin_swmsa"), 48, (4, 4), heads=3)
     geo = plan.branches[0].geometry
     assert isinstance(geo, Geometry)
-    assert (geo.window, geo.shift, geo.blocks, geo.table_size) == (4, 0, (1, 16, 16), 49)
+    assert (geo.window, geo.shift, geo.blocks, geo.table_size()) == (4, 0, (1, 16, 16), 49)
     plan = attndsl.bind(attndsl.load_spec("nat"), 48, (9, 10), heads=3)
     assert plan.branches[0].geometry.blocks == (90, 1, 49)
 
@@ -186,7 +186,7 @@ def test_a_later_change_of_passes_builds_another_program():
 def test_nodes_carry_the_rule_that_emitted_them():
     m = attndsl.compile("swin_swmsa", dim=48, resolution=(14, 14), heads=3, backend="eager")
     rules = {n.meta.get(PROVENANCE) for n in m.graph_module().graph.nodes}
-    assert {"application: window", "projections: qkv", "parameterization: additive",
+    assert {"application: window", "projections: qkv", "parameterization: rel_pos_bias",
             "projections: out"} <= rules
     roll = [n for n in m.graph_module().graph.nodes if n.target is torch.roll]
     assert len(roll) == 2 and all(n.meta[PROVENANCE].startswith("application: window")

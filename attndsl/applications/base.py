@@ -37,7 +37,9 @@ class Geometry:
                "blocked" layout every rule shares (B, G, nb, L, d);
     map_grid   (h, w) of the q/k/v maps the projections make (padded for windows);
     kv_tokens  key/value tokens projected per image (pooled grid, Linformer keys, …);
-    table_size entries of the offset-indexed tables (0: keys have no grid offset);
+    offset_span (sy, sx): the (query, key) offsets (dy, dx) the keys can have, |dy| < sy and
+               |dx| < sx, in grid steps; (0, 0) when keys have no grid offset. Tables indexed
+               by offset have (2sy−1)(2sx−1) rows (sy·sx by |offset|);
     taps       K of a K×K window or neighbourhood (filter_norm divides by it; 0: none);
     conv_taps  (K, dilation) when S(i) is exactly the zero-padded taps of a K×K conv
                centred on i: static filters, ELSA's Hadamard logits and the ghost head
@@ -47,9 +49,14 @@ class Geometry:
     blocks: tuple[int, int, int]
     map_grid: tuple[int, int]
     kv_tokens: int
-    table_size: int = 0
+    offset_span: tuple[int, int] = (0, 0)
     taps: int = 0
     conv_taps: tuple[int, int] | None = None
+
+    def table_size(self, orientation: str = "j_minus_i") -> int:
+        """Rows of a table indexed by the offset (signed), or by its absolute value."""
+        sy, sx = self.offset_span
+        return sy * sx if orientation == "abs" else (2 * sy - 1) * (2 * sx - 1)
 
     @property
     def queries(self) -> int:
@@ -167,11 +174,22 @@ def offset_index(dy: torch.Tensor, dx: torch.Tensor, span_y: int, span_x: int):
     return (dy + span_y - 1) * (2 * span_x - 1) + (dx + span_x - 1)
 
 
-def pair_offsets(ys: torch.Tensor, xs: torch.Tensor, orientation: str):
-    """(dy, dx) of every (query, key) pair of tokens at rows ys, columns xs: j − i, or
-    i − j for tables indexed the other way (rel_pos_orientation)."""
-    dy, dx = ys[None, :] - ys[:, None], xs[None, :] - xs[:, None]
-    return (-dy, -dx) if orientation == "i_minus_j" else (dy, dx)
+def pair_offsets(ys: torch.Tensor, xs: torch.Tensor):
+    """(dy, dx) = j − i of every (query i, key j) pair of the tokens at rows ys, columns xs
+    (one block whose queries are its keys), shaped (1, L, L)."""
+    return (ys[None, :] - ys[:, None])[None], (xs[None, :] - xs[:, None])[None]
+
+
+def table_index(dy: torch.Tensor, dx: torch.Tensor, span: tuple[int, int], orientation: str):
+    """Row of an offset-indexed table for offsets j − i: row-major over (2sy−1)(2sx−1)
+    signed offsets (negated for tables written i − j), or over sy·sx absolute offsets
+    (EfficientViT's attention biases: |dy|·sx + |dx|)."""
+    sy, sx = span
+    if orientation == "abs":
+        return dy.abs() * sx + dx.abs()
+    if orientation == "i_minus_j":
+        dy, dx = -dy, -dx
+    return offset_index(dy, dx, sy, sx)
 
 
 def table_parameter(*shape) -> nn.Parameter:
@@ -185,8 +203,9 @@ class Selection:
     inputs(x)        → (x for queries, x for keys/values), both (B, h, w, C)
     block_q/k/v(t)   → maps (B, h, w, G·c) to blocks (B, G, nb, L, c)
     unblock(y)       → output blocks back to (B, H, W, G·d)
-    rel_index()      offsets of every (query, key) pair into the branch's tables, shaped to
-                     broadcast as (nb, Lq, Lk); None when the application has no offsets
+    offsets()        (dy, dx) = j − i of every (query, key) pair, long tensors broadcasting
+                     as (nb, Lq, Lk); None when the application has no offsets
+    rel_index()      the rows of the branch's offset-indexed tables for those pairs
     mask()           additive logits mask broadcasting as (nb, Lq, Lk), or None
     Static sizes come from the plan's geometry; H, W from the context's grid (the plan's,
     or the input's sizes when the rules run for a dynamic-resolution export).
@@ -234,8 +253,15 @@ class Selection:
     def block_shape(self) -> tuple[int, int, int]:
         return self.geo.blocks
 
-    def rel_index(self):
+    def offsets(self):
         return None
+
+    def rel_index(self):
+        offsets = self.offsets()
+        if offsets is None:
+            return None
+        index = table_index(*offsets, self.geo.offset_span, self.orientation)
+        return self.ctx.constant("rel_index", index)
 
     def mask(self):
         return None

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 
 from ..spec.component import Component
-from .base import ApplicationKind, Geometry, Selection, offset_index, pair_offsets, register
+from .base import ApplicationKind, Geometry, Selection, pair_offsets, register
 
 
 class Global(Component):
@@ -26,10 +26,9 @@ class GlobalSelection(Selection):
     def block_shape(self):
         return 1, self.H * self.W, self.H * self.W
 
-    def rel_index(self):
+    def offsets(self):
         ys, xs = torch.meshgrid(torch.arange(self.H), torch.arange(self.W), indexing="ij")
-        dy, dx = pair_offsets(ys.flatten(), xs.flatten(), self.orientation)
-        return self.ctx.constant("rel_index", offset_index(dy, dx, self.H, self.W)[None])
+        return pair_offsets(ys.flatten(), xs.flatten())
 
 
 @register
@@ -43,13 +42,13 @@ class GlobalKind(ApplicationKind):
         H, W = where.grid
         n = H * W
         return Geometry(blocks=(1, n, n), map_grid=(H, W), kv_tokens=n,
-                        table_size=(2 * H - 1) * (2 * W - 1))
+                        offset_span=(H, W))
 
     def rule(self, ctx):
         return GlobalSelection(ctx)
 
     def dynamic_resolution(self, bp):
-        terms = set(getattr(bp.spec.parameterization, "terms", ())) - {"query_key"}
+        terms = set(getattr(bp.spec.parameterization, "term_kinds", ())) - {"query_key"}
         if terms or bp.spec.kernel_bank.keys == "static":
             return "relative-position terms over the whole grid (tables sized by the grid)"
         return None

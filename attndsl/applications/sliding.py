@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..errors import SpecError
 from ..spec.component import Component, Int
-from .base import (ApplicationKind, Geometry, Selection, fits_grid, offset_index, register,
+from .base import (ApplicationKind, Geometry, Selection, fits_grid, register,
                    split_heads, merge_heads, to_nchw)
 from .views import constant_gather, inverse_index, sliding_windows
 
@@ -114,11 +114,9 @@ class SlidingZeroPadSelection(Selection):
     def block_shape(self):
         return self.H * self.W, 1, self.k * self.k
 
-    def rel_index(self):
-        index = torch.arange(self.k * self.k)   # unfold order = (dy+r)·K + (dx+r), j − i
-        if self.orientation == "i_minus_j":
-            index = index.flip(0)
-        return self.ctx.constant("rel_index", index.view(1, 1, -1))
+    def offsets(self):
+        taps, r = torch.arange(self.k * self.k), self.k // 2     # unfold's tap order
+        return (taps // self.k - r).view(1, 1, -1), (taps % self.k - r).view(1, 1, -1)
 
 
 def clamped_start(pos: int, length: int, k: int) -> int:
@@ -180,11 +178,9 @@ class SlidingClampSelection(SlidingZeroPadSelection):
                 [clamped_start(i, length, k) for i in range(length)])))
         return starts
 
-    def rel_index(self):
+    def offsets(self):
         _, dy, dx = self._neighbours()
-        if self.orientation == "i_minus_j":
-            dy, dx = -dy, -dx
-        return self.ctx.constant("rel_index", offset_index(dy, dx, self.k, self.k)[:, None])
+        return dy[:, None], dx[:, None]
 
 
 
@@ -214,7 +210,7 @@ class SlidingKind(ApplicationKind):
                                 "dilation, or border 'zero_pad'", path=where.field("size"))
         zero_pad = app.border == "zero_pad"
         return Geometry(blocks=(H * W, 1, k * k), map_grid=(H, W), kv_tokens=H * W,
-                        table_size=k * k if zero_pad else (2 * k - 1) ** 2, taps=k,
+                        offset_span=(k // 2 + 1,) * 2 if zero_pad else (k, k), taps=k,
                         conv_taps=(k, dil) if zero_pad else None)
 
     def rule(self, ctx):

@@ -11,8 +11,7 @@ from pydantic import Field
 
 from ..errors import SpecError
 from ..spec.component import Component, Int
-from .base import (ApplicationKind, Geometry, Selection, fits_grid, offset_index, pair_offsets,
-                   register)
+from .base import ApplicationKind, Geometry, Selection, fits_grid, pair_offsets, register
 
 
 class Window(Component):
@@ -88,11 +87,10 @@ class WindowSelection(Selection):
             return self._roll(crop(y), +1)
         return crop(self._roll(y, +1))
 
-    def rel_index(self):
+    def offsets(self):
         ws = self.ws
         ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
-        dy, dx = pair_offsets(ys.flatten(), xs.flatten(), self.orientation)
-        return self.ctx.constant("rel_index", offset_index(dy, dx, ws, ws)[None])
+        return pair_offsets(ys.flatten(), xs.flatten())
 
     def _windows_of(self, grid: torch.Tensor) -> torch.Tensor:
         """(Hp, Wp) map → (nW, ws²) in window order."""
@@ -163,7 +161,7 @@ class WindowKind(ApplicationKind):
         Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
         return WindowGeometry(blocks=((Hp // ws) * (Wp // ws), ws * ws, ws * ws),
                               map_grid=(Hp, Wp), kv_tokens=Hp * Wp,
-                              table_size=(2 * ws - 1) ** 2, taps=ws,
+                              offset_span=(ws, ws), taps=ws,
                               window=ws, shift=shift, padded_grid=(Hp, Wp))
 
     def rule(self, ctx):

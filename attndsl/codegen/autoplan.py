@@ -15,6 +15,7 @@ import torch
 
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
+from ..terms import term_of
 from .rules import static_filter_branch
 
 # Evidence: benchmarks/results/cpu-amd-epyc-1t_2026-11-21T0822_float32.md (this CPU,
@@ -99,11 +100,11 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> Br
         return BranchChoice(bp.name, "conv", "static filter on a zero-padded neighbourhood "
                             f"→ depthwise F.conv2d ({EVIDENCE['static_filter']})")
     softmax_qk = (isinstance(b.parameterization, m.Additive)
-                  and "query_key" in b.parameterization.terms
+                  and "query_key" in b.parameterization.term_kinds
                   and b.kernel_bank.keys == "dynamic" and b.kernel.type == "standard"
                   and isinstance(b.normalization, m.Softmax))
-    per_sample_bias = isinstance(b.parameterization, m.Additive) and bool(
-        {"query_rel_pos", "key_rel_pos"} & set(b.parameterization.terms))
+    per_sample_bias = isinstance(b.parameterization, m.Additive) and any(
+        term_of(t).per_sample for t in b.parameterization.terms)
     app = b.application.kind
     graph = "inductor" if compiled else "eager"
     if softmax_qk and not per_sample_bias and bp.kind.shared_keys:

@@ -44,7 +44,7 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> lis
         app = bp.spec.application
         queries, keys = bp.geometry.queries, bp.geometry.keys_per_query
         per_channel = bp.head_dim if bp.depthwise else 1
-        terms = set(getattr(bp.spec.parameterization, "terms", ()))
+        terms = set(getattr(bp.spec.parameterization, "term_kinds", ()))
         if choose(bp).engine == "sdpa" and not terms - {"query_key"} \
                 and bp.geometry.blocks[0] == 1:
             # SDPA's fused kernel never holds the (queries × keys) weights (no bias to add;

@@ -27,6 +27,7 @@ from torch import nn
 from ..applications.base import table_parameter
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
+from ..terms import term_of
 
 PROJECTION_WIDTHS = {
     # layout -> [(name, which of q/k/v it makes)]
@@ -46,6 +47,19 @@ def _linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
     return layer
 
 
+LEGACY_ORDER = {"rel_pos.bias": 0, "rel_pos.key": 1, "rel_pos.query": 2, "key_bank": 3}
+
+
+def set_dotted(root: nn.Module, name: str, value) -> None:
+    """root.a.b = value, making plain nn.Module containers on the way."""
+    *parents, leaf = name.split(".")
+    for part in parents:
+        if not hasattr(root, part):
+            setattr(root, part, nn.Module())
+        root = getattr(root, part)
+    setattr(root, leaf, value)
+
+
 def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
     """The parameters of one branch, as an nn.Module whose attributes are the names above."""
     b, C = bp.spec, plan.dim
@@ -58,19 +72,15 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
     if b.projections.qk_norm is not None:
         mod.q_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
         mod.k_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
-    par, G, T, dqk = b.parameterization, bp.heads, bp.table_size, bp.qk_head_dim
+    par, G = b.parameterization, bp.heads
     if isinstance(par, m.Additive):
-        rel = nn.Module()
-        if "rel_pos_bias" in par.terms:
-            rel.bias = _table(G, T)
-        if "query_rel_pos" in par.terms:
-            rel.key = _table(G, T, dqk)
-        if "key_rel_pos" in par.terms:
-            rel.query = _table(G, T, dqk)
-        if len(rel._parameters):
-            mod.rel_pos = rel
-        if b.kernel_bank.keys == "static":
-            mod.key_bank = _table(G, T, dqk)
+        # each term's own parameters ("rel_pos.bias", "key_bank", …), in the order of
+        # LEGACY_ORDER first so that state dicts keep the order they always had
+        made = {}
+        for t in par.terms:
+            made.update(term_of(t).parameters(t, bp))
+        for name in sorted(made, key=lambda n: LEGACY_ORDER.get(n, len(LEGACY_ORDER))):
+            set_dotted(mod, name, made[name])
     else:
         k = bp.window
         had = nn.Module()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..applications.base import Selection, to_nchw, to_nhwc
 from ..spec import models as m
 from ..spec.bind import BranchPlan
+from ..terms import term_of
 
 KEY_AXIS = 4
 # node.meta key: the rule (and its spec axis) that emitted a node, e.g.
@@ -120,73 +121,19 @@ def unfold_kernel(t, grid: tuple[int, int], size: int):
 
 
 # ====================================================================== parameterization
-def _tables(ctx: Ctx, sel: Selection, table):
-    """Gather an offset-indexed table (G, T, …) at every (query, key) pair."""
-    with ctx.emitting(f"application: {ctx.bp.spec.application.kind}"):
-        index = sel.rel_index()
-    return table[:, index]                        # (G, nb, Lq, Lk, …)
-
-
-def term_query_key(ctx, sel, q, k, scale):
-    if ctx.bp.spec.kernel_bank.keys == "static":
-        return _query_dot_table(ctx, sel, q, ctx.p.key_bank, scale)
-    if ctx.bp.depthwise:
-        return scale * q.unsqueeze(-2) * k.unsqueeze(-3)
-    if sel.weighs_windows:
-        return scale * sel.dot_windows(q, k)
-    if sel.block_shape[1] == 1:
-        # one query per block (sliding neighbourhoods): a broadcast multiply-and-sum, which
-        # inductor fuses with the key gather; a (1×d)·(d×K²) matmul per pixel does not
-        return scale * (q * k).sum(-1).unsqueeze(-2)
-    return scale * q @ k.transpose(-1, -2)
-
-
-def _query_dot_table(ctx, sel, q, table, scale):
-    rel = _tables(ctx, sel, table)                # (G, nb, Lq, Lk, d)
-    prod = q.unsqueeze(-2) * rel.unsqueeze(0)     # (B, G, nb, Lq, Lk, d)
-    return scale * (prod if ctx.bp.depthwise else prod.sum(-1))
-
-
-def term_query_rel_pos(ctx, sel, q, k, scale):
-    return _query_dot_table(ctx, sel, q, ctx.p.rel_pos.key, scale)
-
-
-def term_key_rel_pos(ctx, sel, q, k, scale):
-    rel = _tables(ctx, sel, ctx.p.rel_pos.query)  # (G, nb, Lq, Lk, d)
-    prod = k.unsqueeze(-3) * rel.unsqueeze(0)     # (B, G, nb, Lq, Lk, d)
-    return scale * (prod if ctx.bp.depthwise else prod.sum(-1))
-
-
-def term_rel_pos_bias(ctx, sel, q, k, scale):
-    return _tables(ctx, sel, ctx.p.rel_pos.bias).unsqueeze(0)   # (1, G, nb, Lq, Lk)
-
-
-def term_query_mean(ctx, sel, q, k, scale):
-    n = sel.key_count
-    return (q / n).unsqueeze(-2).expand(-1, -1, -1, -1, n, -1)
-
-
-TERMS = {
-    "query_key": term_query_key, "query_rel_pos": term_query_rel_pos,
-    "key_rel_pos": term_key_rel_pos, "rel_pos_bias": term_rel_pos_bias,
-    "query_mean": term_query_mean,
-}
-
-
 def additive_logits(ctx, sel, q, k):
     """(scores, bias): scores = s·q·kᵀ from a dynamic query_key term (None without one),
     bias = the sum of every other term (None without any). Kept apart so that a pass can
     hand `scores` to a fused attention kernel and `bias` to its mask."""
     scale = ctx.bp.scale()
     scores = bias = None
-    for name in ctx.bp.spec.parameterization.terms:
-        term = TERMS[name](ctx, sel, q, k, scale)
-        if ctx.bp.depthwise and name == "rel_pos_bias":
-            term = term.unsqueeze(-1)   # one bias per head, shared by its channels
-        if name == "query_key" and ctx.bp.spec.kernel_bank.keys == "dynamic":
-            scores = term
+    for term in ctx.bp.spec.parameterization.terms:
+        with ctx.emitting(f"parameterization: {term.kind}"):
+            value = term_of(term).lower(ctx, sel, term, q, k, scale)
+        if term.kind == "query_key" and ctx.bp.spec.kernel_bank.keys == "dynamic":
+            scores = value
         else:
-            bias = add(bias, term)
+            bias = add(bias, value)
     return scores, bias
 
 
@@ -316,7 +263,7 @@ def static_filter_branch(bp: BranchPlan) -> bool:
     autoplan's rule)."""
     b = bp.spec
     return (isinstance(b.parameterization, m.Additive)
-            and tuple(b.parameterization.terms) == ("rel_pos_bias",)
+            and b.parameterization.term_kinds == ("rel_pos_bias",)
             and bp.geometry.conv_taps is not None
             and b.kernel.type == "standard" and b.kernel.expand is None)
 
@@ -386,7 +333,7 @@ def mask_like(mask, per_channel: bool):
     return mask.unsqueeze(-1) if per_channel else mask
 
 
-__all__ = ["Ctx", "selection_for", "TERMS", "NORMALIZATIONS", "unfold_kernel",
+__all__ = ["Ctx", "selection_for", "NORMALIZATIONS", "unfold_kernel",
            "additive_logits", "hadamard_logits", "ghost_head", "ghost_head_splits",
            "ghost_head_aggregate", "depthwise_conv", "aggregate", "dropout",
            "mask_like"]

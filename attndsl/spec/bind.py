@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SpecError
 from ..applications import ApplicationKind, Geometry, Where, fits_grid, kind_of
+from ..terms import TermWhere, term_of
 from . import arguments
 from . import models as m
 
@@ -67,7 +68,9 @@ class BranchPlan:
 
     @property
     def table_size(self) -> int:
-        return self.geometry.table_size
+        """Rows of the branch's offset-indexed tables (rel-pos terms, static key banks)."""
+        return self.geometry.table_size(
+            getattr(self.spec.parameterization, "rel_pos_orientation", "j_minus_i"))
 
     @property
     def window(self) -> int:
@@ -190,11 +193,8 @@ def _needs(b: m.Branch) -> frozenset:
     if isinstance(p, m.Hadamard):
         needs |= {"q", "k"}
     else:
-        if {"query_key", "query_rel_pos", "query_mean"} & set(p.terms):
-            needs.add("q")
-        if ("query_key" in p.terms and b.kernel_bank.keys == "dynamic") \
-                or "key_rel_pos" in p.terms:
-            needs.add("k")
+        for t in p.terms:
+            needs |= term_of(t).reads(t, b)
     if b.kernel_bank.values == "projected":
         needs.add("v")
     if b.kernel_bank.values == "keys":
@@ -256,19 +256,20 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
     # -- parameterization
     uses_tables = False
     if isinstance(par, m.Additive):
-        uses_tables = bool({"query_rel_pos", "key_rel_pos", "rel_pos_bias"} & set(par.terms)) \
+        uses_tables = any(term_of(t).offsets for t in par.terms) \
             or b.kernel_bank.keys == "static"
-        if b.kernel_bank.keys == "static":
-            if "query_key" not in par.terms:
-                raise SpecError("a static key bank is read by the 'query_key' term, which is "
-                                "missing", path=f"{path}kernel_bank.keys")
-            if "query_rel_pos" in par.terms:
-                raise SpecError("with a static key bank 'query_key' already reads the "
-                                "offset-indexed key table; drop 'query_rel_pos'",
-                                path=f"{path}parameterization.terms")
-        if "query_mean" in par.terms and ker.type != "depthwise":
-            raise SpecError("'query_mean' makes one weight per channel and needs kernel.type "
-                            "'depthwise'", path=f"{path}kernel.type")
+        if b.kernel_bank.keys == "static" and "query_key" not in par.term_kinds:
+            raise SpecError("a static key bank is read by the 'query_key' term, which is "
+                            "missing", path=f"{path}kernel_bank.keys")
+        if uses_tables and not kind.offsets:
+            raise SpecError(f"relative-position terms and static key banks need "
+                            f"offset-indexed keys; application '{app.kind}' has none; valid "
+                            f"applications: {kinds_with('offsets')}",
+                            path=f"{path}parameterization.terms")
+        for t in par.terms:      # each term's own rules
+            term_of(t).check(TermWhere(term=t, branch=b, path=f"{path}parameterization",
+                                       kind=kind, geometry=geo, heads=heads, qk_dim=qk_dim,
+                                       width=width))
     else:  # Hadamard
         if geo.conv_taps is None or geo.conv_taps[1] != 1:
             raise SpecError("hadamard attention makes K² logits per pixel for a zero-padded "
@@ -284,10 +285,6 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
             raise SpecError("hadamard makes one filter per head; a depthwise kernel needs "
                             "kernel.expand: {kind: ghost_head} to make one per channel",
                             path=f"{path}kernel.expand")
-    if uses_tables and not kind.offsets:
-        raise SpecError(f"relative-position terms and static key banks need offset-indexed "
-                        f"keys; application '{app.kind}' has none; valid applications: "
-                        f"{kinds_with('offsets')}", path=f"{path}parameterization.terms")
 
     # -- kernel
     if ker.expand is not None:
@@ -298,13 +295,13 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
             raise SpecError("the ghost head's tables are indexed by the K×K offsets of a "
                             "zero-padded sliding neighbourhood; application must be sliding "
                             "with border zero_pad", path=f"{path}kernel.expand")
-        if isinstance(par, m.Additive) and set(par.terms) & {"query_mean"}:
+        if isinstance(par, m.Additive) and "query_mean" in par.term_kinds:
             raise SpecError("the ghost head expands per-head filters; 'query_mean' is already "
                             "per channel", path=f"{path}kernel.expand")
     if ker.size > 1:
         if ker.size % 2 == 0:
             raise SpecError(f"kernel size must be odd, got {ker.size}", path=f"{path}kernel.size")
-        if not (isinstance(par, m.Additive) and "query_key" in par.terms
+        if not (isinstance(par, m.Additive) and "query_key" in par.term_kinds
                 and b.kernel_bank.keys == "dynamic"):
             raise SpecError("K×K keys replace 1×1 query/key vectors by their K×K "
                             "neighbourhoods: they need the 'query_key' term with dynamic keys",
@@ -314,7 +311,7 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                             f"(valid applications: {kinds_with('grid_keys')})",
                             path=f"{path}kernel.size")
     if ker.type == "depthwise" and isinstance(par, m.Additive) and qk_dim != width \
-            and {"query_key", "query_rel_pos", "key_rel_pos"} & set(par.terms):
+            and any(term_of(t).reads(t, b) for t in par.terms):
         raise SpecError(f"a depthwise kernel weighs each value channel by its own q/k channel, "
                         f"so the q/k width ({qk_dim}) must equal the value width ({width})",
                         path=f"{path}projections.qk_width")

@@ -30,10 +30,16 @@ class SpecLoader(yaml.SafeLoader):
     1.1 wants a sign in the exponent, so PyYAML reads them as strings)."""
 
 
-SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+class SpecDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper with the loader's extra resolver, so that a string which
+    SpecLoader would read as a number (`0E0`, `1e5`) is written quoted."""
+
+
+for _cls in (SpecLoader, SpecDumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
 
 
 def load_spec(source: SpecLike) -> m.Spec:
@@ -277,7 +283,7 @@ def _data_path(loc: tuple, data: Any, hoisted: bool) -> tuple[tuple, tuple | Non
         path.append(part)
         # the next loc part after a tagged-union field (or a positional item) is its tag
         tag_next = part in _TAGGED or (isinstance(part, int) and len(path) > 1
-                                       and path[-2] == "positional")
+                                       and path[-2] in ("positional", "terms"))
         if isinstance(node, dict):
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -363,6 +369,7 @@ _TAGGED = {
                       m.L1, m.FilterNorm),
     "application": m.APPLICATION_MODELS,
     "positional": (m.Peg,),
+    "terms": m.TERM_MODELS,
 }
 
 
@@ -422,6 +429,8 @@ def _compact(model: BaseModel) -> dict:
 
 
 def _plain(value):
+    if isinstance(value, m.TERM_MODELS) and value == type(value)():
+        return value.kind       # a term without options is written as its bare name
     if isinstance(value, BaseModel):
         return _compact(value)
     if isinstance(value, (tuple, list)):
@@ -431,14 +440,17 @@ def _plain(value):
 
 def dump_spec(spec: m.Spec) -> str:
     """YAML text of a spec; `load_spec(dump_spec(s)) == s` for every valid spec."""
-    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None,
-                          width=100)
+    return yaml.dump(spec_to_dict(spec), Dumper=SpecDumper, sort_keys=False,
+                     default_flow_style=None, width=100)
 
 
 def spec_json_schema() -> dict:
     """JSON Schema of spec files, as written: either `branches`, or one branch's axes at
     the top level (the hoisted single-branch form every single-branch zoo spec uses)."""
-    schema = m.Spec.model_json_schema()
+    schema = m.Spec.model_json_schema(mode="validation")
+    terms = schema["$defs"]["Additive"]["properties"]["terms"]
+    # a term is written as its bare name, or as a mapping with its options
+    terms["items"] = {"anyOf": [{"enum": sorted(m.TERM_DOC)}, terms["items"]]}
     branch = schema["$defs"]["Branch"]
     props = schema["properties"]
     for axis in m.BRANCH_AXES:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (BeforeValidator, Field, PlainSerializer, field_validator,
+                      model_validator)
 
 from .component import Component, Float, Int  # noqa: F401  (re-exported)
 
@@ -62,31 +63,52 @@ def check_branch_name(name: str) -> str:
 # |scale| beyond 1e6 overflows the logits (1e308 made every output NaN)
 Scale = Union[Annotated[Float, Field(ge=-1e6, le=1e6)], Literal["head_dim^-0.5"]]
 
-Term = Literal["query_key", "query_rel_pos", "key_rel_pos", "rel_pos_bias", "query_mean"]
-TERM_DOC = {
-    "query_key": "s·q_i·k_j (with a static key bank: s·q_i·r[j−i])",
-    "query_rel_pos": "s·q_i·r^k[j−i] (relative key table)",
-    "key_rel_pos": "s·k_j·r^q[j−i] (relative query table)",
-    "rel_pos_bias": "r^b[j−i] (static relative position bias; alone it is a depthwise conv)",
-    "query_mean": "q_i[c]/|S(i)| per channel (depthwise self-attention: q ⊙ mean_j k_j)",
-}
+# One module per term in attndsl/terms/; a term is written as its bare name, or as a
+# mapping {kind: …, options} when it has options.
+from ..terms import TERMS as _TERMS, models as _term_models   # noqa: E402
+
+TERM_MODELS = _term_models()
+TERM_DOC = {name: term.doc for name, term in _TERMS.items()}
+
+
+def _term_entry(value):
+    """A bare term name is the term with its defaults."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+def _term_text(value):
+    """Written back as a bare name when it has no options set."""
+    return value.kind if value == type(value)() else value.model_dump(mode="json")
+
+
+TermEntry = Annotated[Union[TERM_MODELS], Field(discriminator="kind"),
+                      BeforeValidator(_term_entry), PlainSerializer(_term_text)]
 
 
 class Additive(Component):
     """w_ij is a sum of terms (ZOO §1): query·key, relative-position terms, a static bias."""
 
     kind: Literal["additive"] = "additive"
-    terms: tuple[Term, ...] = Field(min_length=1)
+    terms: tuple[TermEntry, ...] = Field(min_length=1)
     scale: Scale = "head_dim^-0.5"
     rel_pos_orientation: Literal["j_minus_i", "i_minus_j"] = "j_minus_i"
 
     @field_validator("terms")
     @classmethod
     def _unique(cls, terms):
-        dupes = sorted({t for t in terms if terms.count(t) > 1})
+        kinds = [t.kind for t in terms]
+        dupes = sorted({k for k in kinds if kinds.count(k) > 1})
         if dupes:
             raise ValueError(f"term(s) {dupes} listed more than once")
         return terms
+
+    @property
+    def term_kinds(self) -> tuple[str, ...]:
+        return tuple(t.kind for t in self.terms)
+
+    def term(self, kind: str):
+        """The term of that kind (None when absent)."""
+        return next((t for t in self.terms if t.kind == kind), None)
 
 
 class Hadamard(Component):
