@@ -7,7 +7,9 @@ import attndsl
 from attndsl.export import ExportError, export, export_onnx
 from zoo_helpers import ZOO
 
-GRIDS = {"twins_gsa": (16, 16), "pvt_sra": (16, 16)}
+from zoo_references import GEOMETRY
+
+GRIDS = {name: res for name, (_, res) in GEOMETRY.items()}
 # ONNX has no stable sort, which BOAT's balanced clustering needs
 NO_ONNX = {"boat_fsla": "aten.sort.stable — from application: clusters"}
 
@@ -38,15 +40,10 @@ def test_fixed_batch_and_other_grids():
 
 
 def grid_bound(name) -> bool:
-    """Specs with a rule that builds something for one grid (the error names it)."""
-    spec = attndsl.load_spec(name)
-    for b in spec.branches:
-        app, terms = b.application, set(getattr(b.parameterization, "terms", ()))
-        if app.kind in ("window", "clusters", "soft_select") or (
-                app.kind == "sliding" and app.border == "clamp") or (
-                app.kind == "global" and terms - {"query_key"}):
-            return True
-    return False
+    """Whether some application kind of the spec says a program can't take a symbolic
+    grid (ApplicationKind.dynamic_resolution); the tests below hold it to that both ways."""
+    from attndsl.export import _grid_bound_axes
+    return bool(_grid_bound_axes(module(name).plan))
 
 
 @pytest.mark.parametrize("name", [n for n in ZOO if not grid_bound(n)])
@@ -60,6 +57,13 @@ def test_dynamic_resolution_export_runs_at_other_grids(name):
         x = torch.randn(3, *grid, 48, dtype=torch.float64)
         with torch.no_grad():
             assert (program.module()(x) - other(x)).abs().max().item() <= 1e-12, grid
+
+
+@pytest.mark.parametrize("name", [n for n in ZOO if grid_bound(n)])
+def test_grid_bound_specs_refuse_a_dynamic_resolution(name):
+    with pytest.raises(ExportError, match="can't be exported at a dynamic resolution: "
+                                          "branch '.*': application: "):
+        export(module(name), dynamic_resolution=True)
 
 
 @pytest.mark.parametrize("name,axis", [
