@@ -153,7 +153,11 @@ def test_trains(name):
 
 def test_parameters_doc_lists_every_zoo_parameter():
     from pathlib import Path
+
+    from attndsl.codegen.params import zoo_parameter_tables
     doc = (Path(__file__).parents[1] / "docs" / "parameters.md").read_text()
+    assert doc[doc.index("## Every zoo spec"):] == zoo_parameter_tables(), \
+        "regenerate: python -m attndsl.codegen.params"
     for name in attndsl.zoo_names():
         section = doc.split(f"### {name}\n", 1)[1].split("###", 1)[0]
         m = attndsl.compile(name, dim=96, resolution=(56, 56))

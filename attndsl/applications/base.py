@@ -43,7 +43,9 @@ class Geometry:
     taps       K of a K×K window or neighbourhood (filter_norm divides by it; 0: none);
     conv_taps  (K, dilation) when S(i) is exactly the zero-padded taps of a K×K conv
                centred on i: static filters, ELSA's Hadamard logits and the ghost head
-               need that (None otherwise).
+               need that (None otherwise);
+    masked     whether the rule adds a logits mask (so forms that drop the logits, such as
+               linear attention's associative form, don't apply).
     """
 
     blocks: tuple[int, int, int]
@@ -52,6 +54,7 @@ class Geometry:
     offset_span: tuple[int, int] = (0, 0)
     taps: int = 0
     conv_taps: tuple[int, int] | None = None
+    masked: bool = False          # the rule adds a logits mask (shift regions, padding)
 
     def table_size(self, orientation: str = "j_minus_i") -> int:
         """Rows of a table indexed by the offset (signed), or by its absolute value."""

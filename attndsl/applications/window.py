@@ -162,6 +162,8 @@ class WindowKind(ApplicationKind):
         return WindowGeometry(blocks=((Hp // ws) * (Wp // ws), ws * ws, ws * ws),
                               map_grid=(Hp, Wp), kv_tokens=Hp * Wp,
                               offset_span=(ws, ws), taps=ws,
+                              masked=bool(shift) or (app.padding == "pad_masked"
+                                                     and (Hp, Wp) != (H, W)),
                               window=ws, shift=shift, padded_grid=(Hp, Wp))
 
     def rule(self, ctx):

@@ -107,6 +107,15 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> Br
         term_of(t).per_sample for t in b.parameterization.terms)
     app = b.application.kind
     graph = "inductor" if compiled else "eager"
+    if isinstance(b.normalization, m.Sum) and isinstance(b.parameterization, m.Additive) \
+            and b.parameterization.term_kinds == ("query_key",) \
+            and b.kernel_bank.keys == "dynamic" and b.kernel.type == "standard" \
+            and b.kernel.size == 1 and bp.kind.shared_keys and not bp.geometry.masked \
+            and not dropout:
+        return BranchChoice(bp.name, "linear", "sum-normalized q·k over shared keys → the "
+                            "associative form φ(q)(φ(k)ᵀv) / (φ(q)·Σφ(k) + ε): "
+                            f"O(N·d²), the {bp.geometry.blocks[1]}×{bp.geometry.blocks[2]} "
+                            "weights are never built")
     if softmax_qk and not per_sample_bias and bp.kind.shared_keys:
         why_not = fused_attention_allowed(bp, compiled)
         if dropout:
@@ -136,8 +145,9 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> Br
         what.append(f"{app} keys")
     evidence = fusion_evidence(b, app, per_sample_bias)
     why = EVIDENCE[evidence] if evidence else "this form has no paired measurement yet"
+    form = "inductor fusion" if compiled else "explicit weights, eager"
     return BranchChoice(bp.name, graph, f"{', '.join(what) or 'no fused kernel fits'} → "
-                        f"inductor fusion ({why})")
+                        f"{form} ({why})")
 
 
 def fusion_evidence(b, app: str, per_sample_bias: bool) -> str | None:

@@ -27,7 +27,11 @@ def project(ctx: R.Ctx, x_q, x_kv):
     bp, p, layout = ctx.bp, ctx.p, ctx.bp.spec.projections.layout
     dq, dv = bp.qk_dim, bp.width
     q = k = v = None
-    if layout == "qkv":
+    if layout == "qkv" and bp.spec.projections.bias == "no_key":
+        # timm Swin-V2: one bias vector (q_bias, zeros, v_bias) for the fused projection
+        bias = torch.cat([p.q_bias, torch.zeros_like(p.q_bias), p.v_bias])
+        q, k, v = torch.split(F.linear(x_q, p.qkv.weight, bias), [dq, dq, dv], dim=-1)
+    elif layout == "qkv":
         q, k, v = torch.split(p.qkv(x_q), [dq, dq, dv], dim=-1)
     elif layout == "q_kv":
         q = p.q(x_q)
@@ -82,6 +86,18 @@ def lower_branch(ctx: R.Ctx, x):
         with ctx.emitting(app):
             q = sel.block_q(q_map) if q_map is not None else None
             k = sel.block_k(k_map) if k_map is not None else None
+        if b.parameterization.similarity != "dot":
+            with ctx.emitting("parameterization: cosine similarity"):
+                q, k = R.cosine_similarity(ctx, q, k)
+        if b.parameterization.feature_map != "identity":
+            with ctx.emitting(f"parameterization: feature map {b.parameterization.feature_map}"):
+                phi = R.FEATURE_MAPS[b.parameterization.feature_map]
+                q, k = (None if t is None else phi(t) for t in (q, k))
+        if ctx.choice.engine == "linear":
+            with ctx.emitting("normalization: sum (associative form)"):
+                v = sel.block_v(v_map)
+                y = sel.unblock(R.linear_aggregate(ctx, q, k, v))
+            return finish_branch(ctx, y, v_map, x)
         with ctx.emitting("parameterization: additive"):
             scores, bias = R.additive_logits(ctx, sel, q, k)
     with ctx.emitting(app):

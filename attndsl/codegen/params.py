@@ -21,6 +21,8 @@ conversion maps onto them; change them only with a conversion shim.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -65,14 +67,22 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
     b, C = bp.spec, plan.dim
     mod = nn.Module()
     widths = {"q": bp.qk_dim, "k": bp.qk_dim, "v": bp.width}
+    no_key = b.projections.bias == "no_key"      # Swin-V2: q_bias and v_bias, no k bias
     for name, makes in PROJECTION_WIDTHS[b.projections.layout]:
-        setattr(mod, name, _linear(C, sum(widths[c] for c in makes), b.projections.bias))
+        setattr(mod, name, _linear(C, sum(widths[c] for c in makes),
+                                   bool(b.projections.bias) and not no_key))
+    if no_key:
+        mod.q_bias = nn.Parameter(torch.zeros(bp.qk_dim))
+        mod.v_bias = nn.Parameter(torch.zeros(bp.width))
     if b.projections.out:
         mod.proj = _linear(bp.width, bp.width, b.projections.out_bias)
     if b.projections.qk_norm is not None:
         mod.q_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
         mod.k_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
     par, G = b.parameterization, bp.heads
+    if isinstance(par, m.Additive) and par.similarity != "dot":
+        # the learned per-head logit scale τ (timm's shape), starting at log(init)
+        mod.logit_scale = nn.Parameter(torch.full((G, 1, 1), math.log(par.similarity.init)))
     if isinstance(par, m.Additive):
         # each term's own parameters ("rel_pos.bias", "key_bank", …), in the order of
         # LEGACY_ORDER first so that state dicts keep the order they always had
@@ -121,3 +131,26 @@ def spec_parameters(plan: Plan) -> dict[str, nn.Module]:
         merge.proj = _linear(plan.dim, plan.dim, plan.spec.merge.out_bias)
         mods["merge"] = merge
     return mods
+
+
+def zoo_parameter_tables(dim: int = 96, resolution=(56, 56)) -> str:
+    """docs/parameters.md's "Every zoo spec" section: each zoo spec's parameter names and
+    shapes at dim 96, 56×56 (a test keeps the document in sync)."""
+    from ..spec.bind import bind
+    from ..spec.io import load_spec
+    from ..zoo import zoo_names
+    parts = [f"## Every zoo spec (dim {dim}, {resolution[0]}×{resolution[1]})"]
+    for name in zoo_names():
+        with torch.device("meta"):
+            mods = spec_parameters(bind(load_spec(name), dim, resolution))
+        rows = [f"| `{mod_name}.{key}` | {tuple(value.shape)} |"
+                for mod_name, mod in mods.items() for key, value in mod.state_dict().items()]
+        parts.append(f"### {name}\n\n| parameter | shape |\n|---|---|\n" + "\n".join(rows))
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":      # regenerate docs/parameters.md's zoo section
+    from pathlib import Path
+    doc_path = Path(__file__).resolve().parents[2] / "docs" / "parameters.md"
+    doc = doc_path.read_text()
+    doc_path.write_text(doc[:doc.index("## Every zoo spec")] + zoo_parameter_tables())

@@ -15,6 +15,7 @@ The normalization axis is always dim 4 (Lk).
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.fx as fx
@@ -121,6 +122,15 @@ def unfold_kernel(t, grid: tuple[int, int], size: int):
 
 
 # ====================================================================== parameterization
+def cosine_similarity(ctx, q, k):
+    """Swin-V2: normalize(q)·exp(min(τ_g, log max_scale)) and normalize(k) per head, so
+    that the query_key term's q·kᵀ (scale 1) is the scaled cosine; written on q so that a
+    fused attention kernel still takes it (blocks (B, G, nb, L, d))."""
+    sim = ctx.bp.spec.parameterization.similarity
+    tau = torch.clamp(ctx.p.logit_scale, max=math.log(sim.max_scale)).exp()   # (G, 1, 1)
+    return F.normalize(q, dim=-1) * tau.unsqueeze(1), F.normalize(k, dim=-1)
+
+
 def additive_logits(ctx, sel, q, k):
     """(scores, bias): scores = s·q·kᵀ from a dynamic query_key term (None without one),
     bias = the sum of every other term (None without any). Kept apart so that a pass can
@@ -180,7 +190,14 @@ def norm_layernorm(ctx, w):
 
 
 def norm_sigmoid(ctx, w):
-    return torch.sigmoid(w)
+    bias = ctx.bp.spec.normalization.bias
+    if bias == "-log n":
+        bias = -math.log(ctx.key_count)      # a constant of the geometry, not a parameter
+    return torch.sigmoid(w + bias if bias else w)
+
+
+def norm_sum(ctx, w):
+    return w / (w.sum(KEY_AXIS, keepdim=True) + ctx.bp.spec.normalization.eps)
 
 
 def norm_l1(ctx, w):
@@ -197,8 +214,26 @@ def norm_filter(ctx, w):
 NORMALIZATIONS = {
     "softmax": norm_softmax, "identity": norm_identity, "relu": norm_relu,
     "layernorm": norm_layernorm, "sigmoid": norm_sigmoid, "l1": norm_l1,
-    "filter_norm": norm_filter,
+    "filter_norm": norm_filter, "sum": norm_sum,
 }
+
+
+FEATURE_MAPS = {"elu_plus_one": lambda t: F.elu(t) + 1, "relu": F.relu}
+
+
+def linear_aggregate(ctx, q, k, v):
+    """Σ_j w_ij v_j / (Σ_j w_ij + eps) with w_ij = s·q_i·k_j, associatively:
+    s·q_i(Σ_j k_jᵀ v_j) / (s·q_i·Σ_j k_j + eps) — O(L·d²) per block, the (Lq × Lk) weights
+    never exist (autoplan's "linear" engine). q (B, G, nb, Lq, d_qk), k (…, Lk, d_qk),
+    v (…, Lk, d) → (B, G, nb, Lq, d)."""
+    s, eps = ctx.bp.scale(), ctx.bp.spec.normalization.eps
+    kv = k.transpose(-1, -2) @ v                       # (B, G, nb, d_qk, d)
+    k_sum = k.sum(-2, keepdim=True)                    # (B, G, nb, 1, d_qk)
+    num = q @ kv
+    den = (q * k_sum).sum(-1, keepdim=True)
+    if s != 1.0:
+        num, den = s * num, s * den
+    return num / (den + eps)
 
 
 # ====================================================================== kernel expansion

@@ -83,6 +83,8 @@ class BranchPlan:
         par = self.spec.parameterization
         if par.scale != "head_dim^-0.5":
             return float(par.scale)
+        if getattr(par, "similarity", "dot") != "dot":
+            return 1.0          # cosine logits carry their own learned scale
         d = self.head_dim if isinstance(par, m.Hadamard) else self.qk_head_dim
         return d ** -0.5
 
@@ -234,6 +236,15 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                         f"'{b.projections.layout}' makes {sorted(makes) or 'nothing'}; "
                         "valid with layouts that make both: qkv, q_kv, qk",
                         path=f"{path}projections.qk_norm")
+    if b.projections.bias == "no_key" and b.projections.layout != "qkv":
+        raise SpecError("bias 'no_key' gives q and v a bias and k none inside one fused qkv "
+                        f"projection; layout '{b.projections.layout}' is not qkv (use bias: "
+                        "true or false there)", path=f"{path}projections.bias")
+    if isinstance(par, m.Additive) and par.similarity != "dot" and not (
+            "query_key" in par.term_kinds and b.kernel_bank.keys == "dynamic"):
+        raise SpecError("cosine similarity normalizes q and k for the 'query_key' term with "
+                        "dynamic keys, which this branch lacks",
+                        path=f"{path}parameterization.similarity")
 
     if isinstance(par, m.Additive) and "q" in needs and qk_dim % heads:
         raise SpecError(f"q/k width {qk_dim} is not divisible by {heads} heads",

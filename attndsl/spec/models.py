@@ -85,13 +85,31 @@ TermEntry = Annotated[Union[TERM_MODELS], Field(discriminator="kind"),
                       BeforeValidator(_term_entry), PlainSerializer(_term_text)]
 
 
+class CosineSimilarity(Component):
+    """Swin-V2's scaled cosine attention: q and k are l2-normalized per head, and the
+    query–key logits are multiplied by a learned per-head scale exp(min(τ_g, log max_scale))
+    (τ_g starts at log init) instead of the fixed s."""
+
+    kind: Literal["cosine"] = "cosine"
+    max_scale: Float = Field(default=100.0, gt=1.0, le=1e6)
+    init: Float = Field(default=10.0, gt=0.0, le=1e6)
+
+
 class Additive(Component):
-    """w_ij is a sum of terms (ZOO §1): query·key, relative-position terms, a static bias."""
+    """w_ij is a sum of terms (ZOO §1): query·key, relative-position terms, a static bias.
+
+    similarity: dot (s·q·k) or cosine (Swin-V2: l2-normalized q and k, a learned per-head
+    logit scale). rel_pos_orientation: how offset-indexed tables are read — by j − i, by
+    i − j (timm's Swin / MaxViT index), or by |j − i| per axis (EfficientViT).
+    """
 
     kind: Literal["additive"] = "additive"
     terms: tuple[TermEntry, ...] = Field(min_length=1)
     scale: Scale = "head_dim^-0.5"
-    rel_pos_orientation: Literal["j_minus_i", "i_minus_j"] = "j_minus_i"
+    rel_pos_orientation: Literal["j_minus_i", "i_minus_j", "abs"] = "j_minus_i"
+    similarity: Union[Literal["dot"], CosineSimilarity] = "dot"
+    # a feature map φ on q and k before every term (linear attention: elu(x) + 1 or relu)
+    feature_map: Literal["identity", "elu_plus_one", "relu"] = "identity"
 
     @field_validator("terms")
     @classmethod
@@ -150,7 +168,21 @@ class LayerNormOverKernels(Component):
 
 
 class Sigmoid(Component):
+    """sigmoid(w + b): b a constant, or "-log n" with n = |S(i)| the keys per query
+    (sigmoid attention, Ramapuram et al. 2024: b = −log n keeps the output scale as n
+    grows; a constant, not a parameter)."""
+
     kind: Literal["sigmoid"] = "sigmoid"
+    bias: Union[Annotated[Float, Field(ge=-1e6, le=1e6)], Literal["-log n"]] = 0.0
+
+
+class Sum(Component):
+    """w / (Σ_j w + eps): linear attention's normaliser (Katharopoulos et al. 2020). With
+    only a query_key term over shared keys it runs in the associative form
+    φ(q)(φ(k)ᵀv) / (φ(q)·Σ_j φ(k_j) + eps), never building the N×N weights."""
+
+    kind: Literal["sum"] = "sum"
+    eps: Float = Field(default=1e-6, ge=0, le=1.0)
 
 
 class L1(Component):
@@ -168,7 +200,7 @@ class FilterNorm(Component):
 
 
 Normalization = Annotated[
-    Union[Softmax, Identity, Relu, LayerNormOverKernels, Sigmoid, L1, FilterNorm],
+    Union[Softmax, Identity, Relu, LayerNormOverKernels, Sigmoid, L1, FilterNorm, Sum],
     Field(discriminator="kind"),
 ]
 
@@ -236,7 +268,8 @@ class Projections(Component):
     """
 
     layout: Literal["qkv", "q_kv", "qk", "qv", "q", "v", "none"] = "qkv"
-    bias: bool = True
+    # no_key: q and v biases but none on k (Swin-V2's q_bias / v_bias; layout qkv)
+    bias: Union[bool, Literal["no_key"]] = True
     out: bool = True
     out_bias: bool = True
     qk_width: QKWidth | None = None
