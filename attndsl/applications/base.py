@@ -113,6 +113,8 @@ class ApplicationKind:
     #                                       (value_conv adds a conv of the value map)
     shared_keys: ClassVar[bool] = True    # the queries of a block share one key set, so
     #                                       softmax attention can run in a fused kernel (SDPA)
+    tiles: ClassVar[bool] = False         # blocks are rectangular tiles of the map: the rule
+    #                                       has to_tiles / from_tiles (a value conv per block)
 
     @property
     def name(self) -> str:
@@ -258,6 +260,15 @@ class Selection:
 
     def offsets(self):
         return None
+
+    def to_tiles(self, t):
+        """(B, H, W, c) → (B·nb, th, tw, c): each block as its own image (kinds with
+        `tiles`)."""
+        raise NotImplementedError
+
+    def from_tiles(self, t):
+        """The inverse of to_tiles."""
+        raise NotImplementedError
 
     def rel_index(self):
         offsets = self.offsets()

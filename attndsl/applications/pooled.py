@@ -18,7 +18,8 @@ class Pooled(Component):
     """Keys and values from a pooled copy of the input (PVT SRA, Twins GSA, HiLo Lo-Fi).
 
     op: avg  -- AvgPool2d(ratio) (leftover rows/cols dropped);
-        conv -- Conv2d(C, C, kernel=stride=ratio) (leftover dropped), then `norm`.
+        conv -- Conv2d(C, C, kernel=stride=ratio) (leftover dropped), then `norm`, then
+                `activation` (Shunted's GELU).
     """
 
     kind: Literal["pooled"] = "pooled"
@@ -26,6 +27,7 @@ class Pooled(Component):
     ratio: Int = Field(ge=1)
     norm: Literal["layernorm", "none"] = "none"
     norm_eps: Float = Field(default=1e-5, ge=1e-12, le=1.0)
+    activation: Literal["none", "gelu"] = "none"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,8 @@ class PooledSelection(Selection):
             pooled = to_nhwc(p.pool.conv(to_nchw(x)))
             if app.norm == "layernorm":
                 pooled = p.pool.norm(pooled)
+            if app.activation == "gelu":
+                pooled = F.gelu(pooled)
         return x, pooled
 
     @property
@@ -72,6 +76,10 @@ class PooledKind(ApplicationKind):
         if app.op == "avg" and app.norm != "none":
             raise SpecError("application.norm applies to op 'conv' (strided conv + LN); with "
                             "op 'avg' use norm 'none'", path=where.field("norm"))
+        if app.op == "avg" and app.activation != "none":
+            raise SpecError("application.activation follows the strided conv (op 'conv'); "
+                            "with op 'avg' use activation 'none'",
+                            path=where.field("activation"))
         pooled = (H // r, W // r)
         kv = pooled[0] * pooled[1]
         return PooledGeometry(blocks=(1, H * W, kv), map_grid=(H, W), kv_tokens=kv,

@@ -61,12 +61,16 @@ def lower_branch(ctx: R.Ctx, x):
     bp, b = ctx.bp, ctx.bp.spec
     app = f"application: {b.application.kind}"
     sel = R.selection_for(ctx)
-    ctx.key_count = sel.key_count
+    ctx.sel, ctx.key_count = sel, sel.key_count
     per_channel = bp.depthwise
     with ctx.emitting(app):
         x_q, x_kv = sel.inputs(x)
     with ctx.emitting(f"projections: {b.projections.layout}"):
         q_map, k_map, v_map = project(ctx, x_q, x_kv)
+    value_conv = b.extras.value_conv
+    if value_conv is not None and value_conv.scope == "values":
+        with ctx.emitting("extras: value_conv (values)"):   # Shunted: v ← v + conv(v)
+            v_map = v_map + R.to_nhwc(R.conv_module(ctx, ctx.p.value_conv, R.to_nchw(v_map)))
     if b.kernel.size > 1:
         with ctx.emitting("kernel.size"):
             q_map = R.unfold_kernel(q_map, sel.map_grid, b.kernel.size)
@@ -140,8 +144,12 @@ def finish_branch(ctx: R.Ctx, y, v_map, x, bias_added: bool = False):
     residual."""
     b = ctx.bp.spec
     with ctx.emitting("extras"):
-        if b.extras.value_conv is not None:
+        scope = b.extras.value_conv.scope if b.extras.value_conv is not None else None
+        if scope == "map":
             y = y + R.to_nhwc(R.conv_module(ctx, ctx.p.value_conv, R.to_nchw(v_map)))
+        elif scope == "block":      # CSWin's LePE: each block its own zero-padded image
+            tiles = R.to_nchw(ctx.sel.to_tiles(v_map))
+            y = y + ctx.sel.from_tiles(R.to_nhwc(R.conv_module(ctx, ctx.p.value_conv, tiles)))
         if b.extras.output_bias and not bias_added:
             y = y + ctx.p.out_bias
     with ctx.emitting("projections: out"):

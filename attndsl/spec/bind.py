@@ -330,7 +330,13 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
         raise SpecError("filter_norm divides by the kernel size K and needs keys that are a "
                         f"K×K window or neighbourhood, got '{app.kind}'",
                         path=f"{path}normalization")
-    if b.extras.value_conv is not None and not kind.value_map:
+    if b.extras.value_conv is not None and b.extras.value_conv.scope == "block" \
+            and not kind.tiles:
+        raise SpecError("a value conv with scope 'block' convolves each query block as an "
+                        f"image; application '{app.kind}' has no rectangular blocks (valid: "
+                        f"{kinds_with('tiles')})", path=f"{path}extras.value_conv.scope")
+    if b.extras.value_conv is not None and b.extras.value_conv.scope == "map" \
+            and not kind.value_map:
         raise SpecError("value_conv runs on the value map of the token grid; application "
                         f"'{app.kind}' reshapes it (valid: {kinds_with('value_map')})",
                         path=f"{path}extras.value_conv")

@@ -277,10 +277,19 @@ class Projections(Component):
 
 
 class ValueConv(Component):
-    """A depthwise size×size conv on the value map added to the output (BOAT, LePE)."""
+    """A depthwise size×size conv of the value map.
+
+    scope: map    -- conv of the whole value map, added to the output (BOAT; CSWin's last
+                     stage);
+           block  -- conv of each query block's values as its own zero-padded image, added
+                     to the output (CSWin's LePE inside a stripe);
+           values -- v ← v + conv(v) on the key/value grid, before the aggregation
+                     (Shunted's local conv on the pooled values).
+    """
 
     size: Int = Field(default=3, ge=1)
     bias: bool = True
+    scope: Literal["map", "block", "values"] = "map"
 
 
 class Extras(Component):
