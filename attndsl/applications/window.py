@@ -77,6 +77,17 @@ class WindowSelection(Selection):
 
     block_k = block_v = block_q
 
+    def to_tiles(self, t):
+        """(B, Hp, Wp, c) (the padded, shifted map) → (B·nW, ws, ws, c)."""
+        ws, nh, nw = self.ws, self.Hp // self.ws, self.Wp // self.ws
+        t = t.unflatten(1, (nh, ws)).unflatten(3, (nw, ws))
+        return t.permute(0, 1, 3, 2, 4, 5).flatten(0, 2)
+
+    def from_tiles(self, t):
+        nh, nw = self.Hp // self.ws, self.Wp // self.ws
+        t = t.unflatten(0, (-1, nh, nw)).permute(0, 1, 3, 2, 4, 5)
+        return t.flatten(3, 4).flatten(1, 2)
+
     def unblock(self, y):
         ws = self.ws
         y = y.unflatten(3, (ws, ws)).unflatten(2, (self.Hp // ws, self.Wp // ws))
@@ -138,6 +149,7 @@ class WindowKind(ApplicationKind):
     doc = ("non-overlapping size×size windows, optionally cyclically shifted with Swin's "
            "region mask; bottom/right padding masked or not (Swin, Twins LSA, HiLo Hi-Fi)")
     offsets = True
+    tiles = True
 
     def bind(self, app, where):
         H, W = where.grid
@@ -159,6 +171,11 @@ class WindowKind(ApplicationKind):
                             f"softmax normalization, got '{where.branch.normalization.kind}'; "
                             "use 'pad_unmasked'", path=where.field("padding"))
         Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+        vc = where.branch.extras.value_conv
+        if vc is not None and vc.scope == "block" and (shift or (Hp, Wp) != (H, W)):
+            raise SpecError("a value conv per window is added to the output, which the "
+                            "window rule rolls back and crops: use it on unshifted windows "
+                            "that divide the grid", path=f"{where.path}extras.value_conv")
         return WindowGeometry(blocks=((Hp // ws) * (Wp // ws), ws * ws, ws * ws),
                               map_grid=(Hp, Wp), kv_tokens=Hp * Wp,
                               offset_span=(ws, ws), taps=ws,

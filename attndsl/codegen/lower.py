@@ -44,6 +44,8 @@ def project(ctx: R.Ctx, x_q, x_kv):
         q = p.q(x_q)
     elif layout == "v":
         v = p.v(x_kv)
+    if bp.spec.projections.q_conv is not None:
+        q = R.q_conv(ctx, q)
     if bp.spec.projections.qk_norm is not None:
         q, k = R.head_norm(q, p.q_norm, bp.heads), R.head_norm(k, p.k_norm, bp.heads)
     values = bp.spec.kernel_bank.values
@@ -189,14 +191,28 @@ class GraphRoot(nn.Module):
         padded = self.shape_generic or grid != plan.resolution
         if padded:
             x = F.pad(x, (0, 0, 0, grid[1] - W, 0, grid[0] - H))
-        outputs = []
+        merge = plan.spec.merge
+        outputs, previous = [], None
         for bp in plan.branches:
             ctx = R.Ctx(self, bp, getattr(self, bp.name), self.dtype, self.device,
                         self.is_training, tracer=getattr(x, "tracer", None),
                         engines=self.engines, grid=grid if self.shape_generic else None)
-            outputs.append(lower_branch(ctx, x))
-        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        if plan.spec.merge.out:
+            if merge.kind == "sequence":       # each branch reads the previous one's output
+                branch_in = x if previous is None else previous
+            elif merge.kind == "cascade":      # its own slice, plus the previous output
+                lo, hi = bp.channels
+                branch_in = x[..., lo:hi] if previous is None else x[..., lo:hi] + previous
+            else:
+                branch_in = x
+            previous = lower_branch(ctx, branch_in)
+            outputs.append(previous)
+        if merge.kind == "sequence":
+            y = previous
+        else:
+            y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+        if merge.activation == "relu":
+            y = F.relu(y)
+        if merge.out:
             y = self.merge.proj(y)
         if padded:
             y = y[:, :H, :W]

@@ -64,7 +64,7 @@ def set_dotted(root: nn.Module, name: str, value) -> None:
 
 def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
     """The parameters of one branch, as an nn.Module whose attributes are the names above."""
-    b, C = bp.spec, plan.dim
+    b, C = bp.spec, bp.reads        # the model's channels, or the slice a cascade reads
     mod = nn.Module()
     widths = {"q": bp.qk_dim, "k": bp.qk_dim, "v": bp.width}
     no_key = b.projections.bias == "no_key"      # Swin-V2: q_bias and v_bias, no k bias
@@ -76,6 +76,9 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
         mod.v_bias = nn.Parameter(torch.zeros(bp.width))
     if b.projections.out:
         mod.proj = _linear(bp.width, bp.width, b.projections.out_bias)
+    if b.projections.q_conv is not None:
+        s = b.projections.q_conv.size
+        mod.q_conv = nn.Conv2d(bp.qk_dim, bp.qk_dim, s, padding=s // 2, groups=bp.qk_dim)
     if b.projections.qk_norm is not None:
         mod.q_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
         mod.k_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)

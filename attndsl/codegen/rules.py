@@ -107,6 +107,15 @@ def head_norm(t, norm, heads: int):
     return norm(t.unflatten(-1, (heads, -1))).flatten(-2)
 
 
+def q_conv(ctx, q):
+    """The depthwise conv of the projected q map, over the map or inside each block."""
+    conv = ctx.p.q_conv
+    if ctx.bp.spec.projections.q_conv.scope == "block":
+        tiles = to_nchw(ctx.sel.to_tiles(q))
+        return ctx.sel.from_tiles(to_nhwc(conv_module(ctx, conv, tiles)))
+    return to_nhwc(conv_module(ctx, conv, to_nchw(q)))
+
+
 def selection_for(ctx: Ctx) -> Selection:
     """The application's lowering rule (attndsl/applications/<kind>.py)."""
     return ctx.bp.kind.rule(ctx)

@@ -32,6 +32,7 @@ class BranchPlan:
     qk_dim: int                # total width of q (and k)
     channels: tuple[int, int]
     grid: tuple[int, int]      # the token grid the branch sees (after spec-level padding)
+    reads: int                 # channels of the branch's input (the model's, or its slice)
     geometry: Geometry
     needs: frozenset = field(default_factory=frozenset)  # subset of {"q", "k", "v"}
 
@@ -144,15 +145,23 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
         if pe.size % 2 == 0:
             raise SpecError(f"PEG kernel size must be odd to keep the grid, got {pe.size}",
                             path=f"positional[{i}].size")
-    head_counts = _split_heads(spec, heads)
+    sequence = spec.merge.kind == "sequence"
+    head_counts = [heads] * len(spec.branches) if sequence else _split_heads(spec, heads)
     d = dim // heads
     plans, start = [], 0
     for index, (branch, g) in enumerate(zip(spec.branches, head_counts)):
         path = "" if spec.single_branch else f"branches[{index}]."
+        if sequence and branch.heads != "rest":
+            raise SpecError("in a sequence every branch owns all the heads (each reads the "
+                            "previous one's output); leave out its heads",
+                            path=f"{path}heads")
         if g == 0:
             continue  # a branch left with no heads (HiLo with alpha = 1) computes nothing
-        plans.append(_bind_branch(branch, path, g, d, (start * d, (start + g) * d), grid, dim))
+        channels = (0, dim) if sequence else (start * d, (start + g) * d)
+        reads = g * d if spec.merge.kind == "cascade" else dim
+        plans.append(_bind_branch(branch, path, g, d, channels, grid, dim, reads))
         start += g
+    _check_merge(spec, plans, dim)
     return Plan(spec=spec, dim=dim, resolution=resolution, grid=grid, heads=heads,
                 head_dim=d, branches=tuple(plans))
 
@@ -204,7 +213,30 @@ def _needs(b: m.Branch) -> frozenset:
     return frozenset(needs)
 
 
-def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim) -> BranchPlan:
+def _check_merge(spec: m.Spec, plans: list, dim: int) -> None:
+    merge = spec.merge
+    if merge.kind == "sequence":
+        for bp in plans:
+            if not bp.spec.projections.out:
+                raise SpecError("in a sequence each branch's output is the next one's input "
+                                "and needs its own output projection (projections.out: true)",
+                                path=f"{bp.path}projections.out")
+    if merge.kind == "cascade":
+        for bp in plans:
+            if bp.spec.kernel_bank.values == "input":
+                raise SpecError("kernel_bank.values 'input' reads the model's channels; in a "
+                                "cascade a branch reads only its own slice (use projected "
+                                "values)", path=f"{bp.path}kernel_bank.values")
+        widths = {bp.width for bp in plans}
+        if len(widths) > 1:
+            raise SpecError(f"a cascade adds each branch's output to the next branch's input "
+                            f"slice, so the branches need equal widths; got "
+                            f"{[bp.width for bp in plans]} (give them equal heads)",
+                            path="branches")
+
+
+def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim,
+                 reads: int | None = None) -> BranchPlan:
     H, W = grid
     app, par, ker = b.application, b.parameterization, b.kernel
     width = heads * d
@@ -349,8 +381,23 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                         path=f"{path}extras.residual")
     if b.extras.value_conv is not None and b.extras.value_conv.size % 2 == 0:
         raise SpecError("value_conv size must be odd", path=f"{path}extras.value_conv.size")
+    if b.projections.q_conv is not None:
+        fits_grid(b.projections.q_conv.size, grid, f"{path}projections.q_conv.size",
+                  "a q conv of")
+        if "q" not in needs:
+            raise SpecError("q_conv convolves the projected q map, which this branch does "
+                            "not make", path=f"{path}projections.q_conv")
+        if b.projections.q_conv.size % 2 == 0:
+            raise SpecError("q_conv size must be odd to keep the grid",
+                            path=f"{path}projections.q_conv.size")
+        if b.projections.q_conv.scope == "block" and not kind.tiles:
+            raise SpecError("a q conv with scope 'block' convolves each query block as an "
+                            f"image; application '{app.kind}' has no rectangular blocks "
+                            f"(valid: {kinds_with('tiles')})",
+                            path=f"{path}projections.q_conv.scope")
     return BranchPlan(spec=b, path=path, heads=heads, head_dim=d, qk_dim=qk_dim,
-                      channels=channels, grid=grid, geometry=geo, needs=needs)
+                      channels=channels, grid=grid, reads=reads or dim, geometry=geo,
+                      needs=needs)
 
 
 def kinds_with(fact: str) -> str:

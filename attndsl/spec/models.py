@@ -259,6 +259,16 @@ class QKNorm(Component):
     eps: Float = Field(default=1e-6, ge=1e-12, le=1.0)
 
 
+class QConv(Component):
+    """A depthwise size×size conv (with bias) of the projected q map (EfficientViT's
+    per-head `dws`, its BatchNorm folded in); scope map: zero-padded at the map's borders,
+    block: each query block as its own zero-padded image (EfficientViT runs it per
+    window)."""
+
+    size: Int = Field(default=3, ge=1)
+    scope: Literal["map", "block"] = "map"
+
+
 class Projections(Component):
     """Input projections and the branch's output projection.
 
@@ -274,6 +284,7 @@ class Projections(Component):
     out_bias: bool = True
     qk_width: QKWidth | None = None
     qk_norm: QKNorm | None = None
+    q_conv: QConv | None = None
 
 
 class ValueConv(Component):
@@ -346,10 +357,20 @@ class Branch(Component):
 
 
 class Merge(Component):
-    """How branch outputs combine: concatenated on channels, optionally followed by a
-    shared output projection (HiLo has none)."""
+    """How branches compose, then an optional activation and shared output projection.
 
-    kind: Literal["concat"] = "concat"
+    concat   -- each branch reads the input and owns its heads; outputs concatenated on
+                channels (HiLo, Twins, CSWin, Shunted);
+    sequence -- each branch owns all the heads and reads the previous branch's output
+                (axial attention: rows, then columns);
+    cascade  -- each branch reads its own channel slice of the input plus the previous
+                branch's output, and projects from its own width (EfficientViT's cascaded
+                group attention); outputs concatenated.
+    activation is applied to the merged output before `out` (EfficientViT: ReLU).
+    """
+
+    kind: Literal["concat", "sequence", "cascade"] = "concat"
+    activation: Literal["none", "relu"] = "none"
     out: bool = False
     out_bias: bool = True
 

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..errors import SpecError  # noqa: F401  (re-exported: term modules raise it)
 
 
 @dataclass(frozen=True)

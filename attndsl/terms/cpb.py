@@ -16,7 +16,8 @@ from pydantic import Field
 from torch import nn
 
 from ..spec.component import Component, Float, Int
-from .base import LogitTerm, SpecError, TermWhere, gather_table, register
+from ..errors import SpecError
+from .base import LogitTerm, TermWhere, gather_table, register
 
 
 class ContinuousPositionBias(Component):

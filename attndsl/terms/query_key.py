@@ -6,7 +6,8 @@ from typing import Literal
 
 from ..applications.base import table_parameter
 from ..spec.component import Component
-from .base import LogitTerm, SpecError, TermWhere, query_dot_table, register
+from ..errors import SpecError
+from .base import LogitTerm, TermWhere, query_dot_table, register
 
 
 class QueryKey(Component):

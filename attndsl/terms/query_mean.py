@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from ..spec.component import Component
-from .base import LogitTerm, SpecError, TermWhere, register
+from ..errors import SpecError
+from .base import LogitTerm, TermWhere, register
 
 
 class QueryMean(Component):
