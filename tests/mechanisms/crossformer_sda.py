@@ -9,7 +9,7 @@ KIND = "sda"
 
 
 def reference(m, x, kind=None):
-    group = m.plan.branches[0].spec.application.size
+    group = m.plan.branches[0].spec.application.size    # window or grid: G
     published = CrossFormerAttention(m.dim, m.plan.heads, group, kind or KIND, dtype=x.dtype)
     params = {name.removeprefix("attn.").replace("dpb.", "pos."): p
               for name, p in m.named_parameters()}
