@@ -199,10 +199,11 @@ def norm_layernorm(ctx, w):
 
 
 def norm_sigmoid(ctx, w):
-    bias = ctx.bp.spec.normalization.bias
-    if bias == "-log n":
-        bias = -math.log(ctx.key_count)      # a constant of the geometry, not a parameter
-    return torch.sigmoid(w + bias if bias else w)
+    bias, n = ctx.bp.spec.normalization.bias, ctx.key_count
+    if bias == "-log n":     # a constant of the geometry, not a parameter
+        # (symbolic when the rules run for a dynamic-resolution export: kept a tensor op)
+        bias = -math.log(n) if isinstance(n, int) else -torch.log(w.new_full((), n))
+    return torch.sigmoid(w + bias) if not isinstance(bias, float) or bias else torch.sigmoid(w)
 
 
 def norm_sum(ctx, w):
