@@ -346,10 +346,10 @@ BIND_CASES = [
           "[query_key, rel_pos_bias]}\n    normalization: {kind: softmax}\n"
           "    application: {kind: pooled"), (96, (8, 8)),
      "branches[1].parameterization.terms",
-     ["relative-position", "'pooled'", "global, sliding, window"]),
+     ["relative-position", "'pooled'", "valid applications:", "global", "window"]),
     ("rel-pos-with-clusters",
      edit(zoo_text("boat_fsla"), "[query_key]", "[query_key, query_rel_pos]"), (96, (14, 14)),
-     "parameterization.terms", ["'clusters'", "global, sliding, window"]),
+     "parameterization.terms", ["'clusters'", "valid applications:", "sliding"]),
     ("static-bank-without-query-key",
      edit(edit(zoo_text("dynconv_static_bank"), "[query_key]", "[rel_pos_bias]"),
           "layout: qv", "layout: v"), (96, (14, 14)),

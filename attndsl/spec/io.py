@@ -286,8 +286,8 @@ def _data_path(loc: tuple, data: Any, hoisted: bool) -> tuple[tuple, tuple | Non
                                        and path[-2] in ("positional", "terms"))
         if isinstance(node, dict):
             node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and part < len(node):
+            node = node[part]      # (a dict from Spec.model_dump() holds tuples)
         else:
             node = None
     return tuple(path), member
@@ -312,7 +312,7 @@ def _value_at(data: Any, path: tuple) -> Any:
     for part in path:
         if isinstance(node, dict):
             node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
             return None
