@@ -234,15 +234,23 @@ def test_schema_cli_prints_json(capsys):
     assert data["title"] == "Spec" and data["type"] == "object"
 
 
+def _registered_kinds():
+    from attndsl.applications import KINDS
+    return set(KINDS)
+
+
 UNIONS = {
     "parameterization": {"additive", "hadamard"},
     "normalization": {"softmax", "identity", "relu", "layernorm", "sigmoid", "l1",
-                      "filter_norm"},
-    "application": {"global", "window", "sliding", "pooled", "soft_select", "clusters"},
+                      "filter_norm", "sum"},
+    # every module of attndsl/applications/ (at least the first six)
+    "application": _registered_kinds(),
 }
 
 
 def test_schema_has_discriminated_unions(schema):
+    assert {"global", "window", "sliding", "pooled", "soft_select", "clusters", "grid",
+            "axial", "stripes"} <= UNIONS["application"]
     defs = schema["$defs"]
     branch = defs["Branch"]["properties"]
     for axis, kinds in UNIONS.items():
