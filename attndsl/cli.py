@@ -273,7 +273,7 @@ def _load_state_dict(path: Path) -> dict:
 
 
 def cmd_convert(args) -> int:
-    """Convert a checkpoint between a known layout (timm, LITv2, ELSA, BOAT) and a zoo
+    """Convert a checkpoint between a known layout (timm, LITv2, ELSA, BOAT, CSWin, EfficientViT) and a zoo
     spec's attndsl parameter names, both ways (--reverse); --list shows the layouts."""
     import torch
 

@@ -4,7 +4,10 @@ parameter names (docs/parameters.md), both ways, exactly.
 A layout is a list of rules, one per foreign key: which attndsl parameter it becomes and the
 reshape that gets there (and back). Fixed buffers of the foreign layout (Swin's
 `relative_position_index`) are checked on the way in and regenerated on the way out, so a
-round trip returns the original state dict.
+round trip returns the original state dict -- except where the foreign layout holds more than
+the function (each layout's notes say so): EfficientViT's Conv2d_BN pairs come back folded
+(the same function), HaloNet's never-read table rows come back as zeros. attndsl → foreign →
+attndsl is exact for every layout.
 
 >>> m = attndsl.compile("swin_wmsa", dim=96, resolution=(56, 56), heads=3)
 >>> m.load_state_dict(attndsl.convert(timm_block.attn.state_dict(), "timm.swin", m))
@@ -12,6 +15,7 @@ round trip returns the original state dict.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,9 +37,12 @@ class Rule:
     """foreign key ↔ attndsl key; `inward` maps the foreign tensor to the attndsl one,
     `outward` back (both get the target module for its geometry). With several attndsl
     keys (`ours` a tuple: one stacked foreign tensor, like ELSA's ghost head), `inward`
-    returns a tuple and `outward` takes one; a rule applies when the module has them all."""
+    returns a tuple and `outward` takes one; a rule applies when the module has them all.
+    With several foreign keys (`foreign` a tuple: EfficientViT's Conv2d_BN folded into one
+    conv, HaloNet's q and kv convs into one qkv), `inward` takes a tuple and `outward`
+    returns one, in that order."""
 
-    foreign: str
+    foreign: str | tuple[str, ...]
     ours: str | tuple[str, ...]
     inward: Callable = _same
     outward: Callable = _same
@@ -52,14 +59,50 @@ class Rule:
         return tuple(sd[t] for t in self.targets) if isinstance(self.ours, tuple) \
             else sd[self.ours]
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.foreign if isinstance(self.foreign, tuple) else (self.foreign,)
+
+    def take(self, sd):
+        return tuple(sd[f] for f in self.sources) if isinstance(self.foreign, tuple) \
+            else sd[self.foreign]
+
+    def spread(self, value) -> dict:
+        """`outward`'s result by foreign key."""
+        return dict(zip(self.sources, value if isinstance(self.foreign, tuple) else (value,)))
+
 
 @dataclass(frozen=True)
 class Buffer:
-    """A fixed buffer of the foreign layout: `make(module)` is its exact value."""
+    """A fixed buffer of the foreign layout: `make(module)` is its exact value (None: the
+    module has no such buffer, e.g. a BatchNorm of a head it lacks). It may be absent from
+    a checkpoint; when present it is checked (to `atol` for a float table the source
+    computes in float32). persistent=False (timm's non-persistent buffers): not written on
+    the way out, as the foreign module's own state dict lacks it. fixed=False (BatchNorm's
+    num_batches_tracked): any value is accepted, `make` is what is written."""
 
     foreign: str
     make: Callable
     meaning: str
+    persistent: bool = True
+    fixed: bool = True
+    atol: float = 0.0
+
+    def matches(self, value, module) -> bool:
+        want = self.make(module)
+        value = value.to(want.device)
+        if not self.fixed:
+            return value.shape == want.shape
+        if self.atol:
+            return value.shape == want.shape and torch.allclose(
+                value.double(), want.double(), rtol=0.0, atol=self.atol)
+        return torch.equal(value, want)
+
+
+def _buffers(layout, module) -> list[tuple[Buffer, torch.Tensor]]:
+    """The layout's buffers this module has, with their values."""
+    made = ((b, b.make(module)) for b in layout.buffers)
+    return [(b, v) for b, v in made if v is not None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,9 @@ class Layout:
     buffers: tuple[Buffer, ...] = ()
     check: Callable | None = None   # module → None or why the module can't take this layout
     notes: str = ""
+    # foreign key prefixes of the same module that are not the attention's (CSWinBlock's
+    # norm1., mlp.): dropped on the way in
+    ignore: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -111,9 +157,10 @@ def _expected_foreign(layout: Layout, module) -> dict[str, tuple]:
     ours = module.state_dict()
     out = {}
     for r in _active_rules(layout, ours):
-        out[r.foreign] = tuple(r.outward(r.gather(ours), module).shape)
-    for b in layout.buffers:
-        out[b.foreign] = tuple(b.make(module).shape)
+        for key, value in r.spread(r.outward(r.gather(ours), module)).items():
+            out[key] = tuple(value.shape)
+    for b, value in _buffers(layout, module):
+        out[b.foreign] = tuple(value.shape)
     return out
 
 
@@ -147,7 +194,8 @@ def convert(state_dict: dict, layout: str, module, *, reverse: bool = False,
 
 
 def _inward(state_dict, lay: Layout, module, prefix: str) -> dict:
-    sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    sd = {k[len(prefix):]: v for k, v in state_dict.items()
+          if k.startswith(prefix) and not k[len(prefix):].startswith(lay.ignore)}
     expected = _expected_foreign(lay, module)
     where = f" under prefix '{prefix}'" if prefix else ""
     if not sd:
@@ -182,16 +230,15 @@ def _inward(state_dict, lay: Layout, module, prefix: str) -> dict:
                 f"'{prefix}{k}' has shape {tuple(sd[k].shape)}, but spec "
                 f"'{module.spec.name}' at dim={module.dim}, heads={module.plan.heads} "
                 f"needs {shape} (layout '{lay.name}'). Expected: {_fmt(expected)}")
-    for b in lay.buffers:
-        if b.foreign in sd and not torch.equal(sd[b.foreign].to(b.make(module).device),
-                                                b.make(module)):
+    for b, _ in _buffers(lay, module):
+        if b.foreign in sd and not b.matches(sd[b.foreign], module):
             raise ConversionError(f"'{prefix}{b.foreign}' differs from {b.meaning}; this "
                                   f"checkpoint does not follow layout '{lay.name}'")
     ours = module.state_dict()
     out = {}
     for r in _active_rules(lay, ours):
-        if r.foreign in sd:
-            values = r.inward(sd[r.foreign], module)
+        if all(f in sd for f in r.sources):
+            values = r.inward(r.take(sd), module)
             for key, value in zip(r.targets, values if isinstance(r.ours, tuple) else (values,)):
                 out[key] = value.to(ours[key].dtype).contiguous()
     left = sorted(set(ours) - set(out))
@@ -210,9 +257,11 @@ def _outward(state_dict, lay: Layout, module, prefix: str) -> dict:
                               f"{unknown}, missing {missing}")
     out = {}
     for r in _active_rules(lay, state_dict):
-        out[prefix + r.foreign] = r.outward(r.gather(state_dict), module).contiguous()
-    for b in lay.buffers:
-        out[prefix + b.foreign] = b.make(module)
+        for key, value in r.spread(r.outward(r.gather(state_dict), module)).items():
+            out[prefix + key] = value.contiguous()
+    for b, value in _buffers(lay, module):
+        if b.persistent:
+            out[prefix + b.foreign] = value
     return out
 
 
@@ -283,7 +332,26 @@ register(Layout(
 register(Layout(
     "timm.pvt_v2", ("pvt_sra",), "timm PVT-v2 Attention (linear=False)",
     "timm/models/pvt_v2.py (Attention)", _renames(_GSA),
-    notes="the linear=True variant (adaptive pool + 1×1 conv + GELU) has no zoo spec"))
+    notes="the linear=True variant (adaptive pool + 1×1 conv + GELU) is layout "
+          "timm.pvt_v2_linear"))
+
+
+def _pvt_linear_check(module):
+    b = _branch(module)
+    if b.spec.application.kind != "adaptive_pooled":
+        return (f"timm's linear=True Attention reads keys from AdaptiveAvgPool2d(7); the "
+                f"spec's application is '{b.spec.application.kind}' (zoo spec pvt_v2_linear)")
+    if tuple(b.geometry.pooled_grid) != (7, 7):
+        return f"timm pools to 7×7; the spec pools to {tuple(b.geometry.pooled_grid)}"
+    return None
+
+
+register(Layout(
+    "timm.pvt_v2_linear", ("pvt_v2_linear",), "timm PVT-v2 Attention (linear=True)",
+    "timm/models/pvt_v2.py (Attention, linear_attn=True)", _renames(_GSA),
+    check=_pvt_linear_check,
+    notes="the names of timm.pvt_v2, but sr is the 1×1 conv after AdaptiveAvgPool2d(7) and "
+          "norm the LayerNorm before the GELU (pvt_v2_b2_li); kv rows [k; v]"))
 
 
 def _peg_weight_in(t, m):
@@ -311,6 +379,185 @@ register(Layout(
               "k_norm": "attn.k_norm"}),
     notes="q_norm / k_norm (qk_norm=True) map onto a spec with projections.qk_norm: "
           "{kind: layernorm} (eps 1e-6, as timm's VisionTransformer builds them)"))
+
+
+# ---------------------------------------------------------------------- Swin-V2
+def swin_v2_coords_table(window: int, pretrained_window: int = 0) -> torch.Tensor:
+    """timm / Swin-V2's relative_coords_table (1, 2w−1, 2w−1, 2) as timm computes it (in
+    float32): (dy, dx) / (n − 1) · 8, then sign·log2(|c| + 1) / 3, n = the pretrained
+    window when given, else the window."""
+    offs = torch.arange(-(window - 1), window, dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(offs, offs, indexing="ij")).permute(1, 2, 0)[None]
+    divisor = (pretrained_window if pretrained_window > 0 else window) - 1
+    table = (table / divisor if divisor > 0 else table * 0) * 8
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+def _cpb(module):
+    for term in _branch(module).spec.parameterization.terms:
+        if term.kind == "cpb":
+            return term
+    return None
+
+
+def _swin_v2_check(module):
+    par = _branch(module).spec.parameterization
+    cpb = _cpb(module)
+    if cpb is None:
+        return "the spec has no continuous position bias term (cpb)"
+    if par.rel_pos_orientation != "i_minus_j":
+        return ("timm's index is i − j; the spec must say "
+                "parameterization.rel_pos_orientation: i_minus_j")
+    if cpb.scale != 16:
+        return f"timm's bias is 16·sigmoid(cpb_mlp(…)); the spec's cpb.scale is {cpb.scale}"
+    sim = par.similarity
+    if getattr(sim, "kind", None) != "cosine" or sim.max_scale != 100:
+        return ("timm's WindowAttention is scaled cosine attention with logit_scale clamped "
+                "at ln 100; the spec needs similarity: {kind: cosine, max_scale: 100}")
+    return None
+
+
+_SWIN_V2 = ("qkv.weight", "q_bias", "v_bias", "logit_scale", "cpb_mlp.0.weight",
+            "cpb_mlp.0.bias", "cpb_mlp.2.weight", "proj.weight", "proj.bias")
+
+register(Layout(
+    "timm.swin_v2", ("swin_v2_wmsa", "swin_v2_swmsa"),
+    "timm SwinTransformerV2 WindowAttention",
+    "timm/models/swin_transformer_v2.py (WindowAttention)",
+    tuple(Rule(k, f"attn.{k}") for k in _SWIN_V2),
+    buffers=(Buffer("relative_coords_table",
+                    lambda m: swin_v2_coords_table(_window(m), _cpb(m).pretrained_window),
+                    "Swin-V2's log-spaced coordinates of the (2ws−1)² offsets (compared to "
+                    "1e-6: computed in float32)", persistent=False, atol=1e-6),
+             Buffer("relative_position_index",
+                    lambda m: swin_relative_position_index(_window(m)),
+                    "Swin's i − j index of its (2ws−1)² table", persistent=False)),
+    check=_swin_v2_check,
+    notes="qkv has no bias: q_bias and v_bias are separate parameters (timm's k_bias is a "
+          "zero buffer no checkpoint holds); qkv rows [q; k; v] as in attndsl; logit_scale "
+          "(G, 1, 1) is ln of the cosine-logit scale, clamped at ln 100 in both. "
+          "relative_coords_table and relative_position_index are non-persistent in timm "
+          "(its checkpoint filter drops them from the Microsoft checkpoints, which hold "
+          "them): checked when present, not written. The cpb term's pretrained_window must "
+          "be the checkpoint's pretrained_window_size (12 for the *_192to256/384 "
+          "fine-tunes; the table check catches a mismatch when the table is there). Shifted "
+          "blocks: swin_v2_swmsa (the shift and its mask live in the block)."))
+
+
+# ---------------------------------------------------------------------- MaxViT
+def _partition(module) -> int:
+    geo = _branch(module).geometry
+    return geo.group if hasattr(geo, "group") else geo.window
+
+
+def _head_first_in(t, m):
+    """timm's head_first rows [q_g | k_g | v_g] per head → [q; k; v], each head-major."""
+    return t.unflatten(0, (_branch(m).heads, 3, -1)).transpose(0, 1).flatten(0, 2)
+
+
+def _head_first_out(t, m):
+    return t.unflatten(0, (3, _branch(m).heads, -1)).transpose(0, 1).flatten(0, 2)
+
+
+def _maxvit_check(module):
+    b = _branch(module)
+    kind = b.spec.application.kind
+    if kind not in ("window", "grid"):
+        return (f"MaxViT attends inside P×P blocks or grids; the spec's application is "
+                f"'{kind}' (zoo specs maxvit_block, maxvit_grid)")
+    if kind == "window" and b.spec.application.shift:
+        return "MaxViT's block attention has no shift"
+    if b.spec.parameterization.rel_pos_orientation != "i_minus_j":
+        return ("timm's RelPosBias is indexed by i − j; the spec must say "
+                "parameterization.rel_pos_orientation: i_minus_j")
+    return None
+
+
+register(Layout(
+    "timm.maxvit", ("maxvit_block", "maxvit_grid"),
+    "timm MaxxVit AttentionCl (head_first=True, rel_pos 'bias')",
+    "timm/models/maxxvit.py (AttentionCl of PartitionAttentionCl), "
+    "timm/layers/pos_embed_rel.py (RelPosBias)",
+    (Rule("qkv.weight", "attn.qkv.weight", _head_first_in, _head_first_out,
+          how="rows q_g, k_g, v_g per head (head_first) ↔ [q; k; v]"),
+     Rule("qkv.bias", "attn.qkv.bias", _head_first_in, _head_first_out,
+          how="the same order as the weight's rows"),
+     Rule("rel_pos.relative_position_bias_table", "attn.rel_pos.bias",
+          inward=lambda t, m: t.t(), outward=lambda t, m: t.t(), how="transposed"))
+    + _renames({"proj": "attn.proj"}),
+    buffers=(Buffer("rel_pos.relative_position_index",
+                    lambda m: swin_relative_position_index(_partition(m)).flatten(),
+                    "the i − j index of the (2P−1)² table over the in-partition "
+                    "coordinates, flattened", persistent=False),),
+    check=_maxvit_check,
+    notes="the attn of PartitionAttentionCl (prefix e.g. 'stages.0.blocks.0.attn_block.attn.' "
+          "for maxvit_block, '…attn_grid.attn.' for maxvit_grid); timm's own *_rw_* weights "
+          "(head_first=True, rel_pos_type 'bias'). Heads = dim / 32 in timm: compile with "
+          "heads= to match. Not this layout: the TF-ported maxvit_*_tf_* weights "
+          "(head_first=False and the RelPosBiasTf table) and the *_rmlp_* models (RelPosMlp)."))
+
+
+# ---------------------------------------------------------------------- HaloNet
+def _halo_dims(m):
+    b = _branch(m)
+    return b.heads, b.qk_head_dim, b.head_dim
+
+
+def _halo_qkv_in(t, m):
+    """(q (G·dk, …), kv (G·(dk+dv), …) interleaved [k_g | v_g] per head) → qkv [q; k; v]."""
+    G, dk, dv = _halo_dims(m)
+    q, kv = (x.flatten(1) if x.dim() == 4 else x for x in t)     # 1×1 conv → linear
+    kv = kv.unflatten(0, (G, dk + dv))
+    return torch.cat([q, kv[:, :dk].flatten(0, 1), kv[:, dk:].flatten(0, 1)])
+
+
+def _halo_qkv_out(conv: bool):
+    def out(t, m):
+        G, dk, dv = _halo_dims(m)
+        q, k, v = torch.split(t, [G * dk, G * dk, G * dv])
+        kv = torch.cat([k.unflatten(0, (G, dk)), v.unflatten(0, (G, dv))], dim=1).flatten(0, 1)
+        return (q[:, :, None, None], kv[:, :, None, None]) if conv else (q, kv)
+    return out
+
+
+def _halo_rows(m) -> int:
+    return 2 * _branch(m).geometry.halo
+
+
+def _halo_table_out(t, m):
+    return torch.cat([t.new_zeros(_halo_rows(m), *t.shape[1:]), t])
+
+
+def _halo_check(module):
+    b = _branch(module)
+    if b.spec.application.kind != "halo":
+        return (f"timm's HaloAttn attends from blocks to their haloed windows; the spec's "
+                f"application is '{b.spec.application.kind}' (zoo spec halonet)")
+    if b.spec.parameterization.rel_pos_orientation != "j_minus_i":
+        return ("timm reads its tables at key − query; the spec must say "
+                "parameterization.rel_pos_orientation: j_minus_i")
+    return None
+
+
+_HALO_TABLE = ("timm's 2·win − 1 rows (win = block + 2·halo) less the first 2·halo, which "
+               "timm never reads ↔ 2·(block + halo) − 1 rows; out: those rows as zeros")
+
+register(Layout(
+    "timm.halo", ("halonet",), "timm HaloAttn (stride 1)", "timm/layers/halo_attn.py (HaloAttn)",
+    (Rule(("q.weight", "kv.weight"), "attn.qkv.weight", _halo_qkv_in, _halo_qkv_out(True),
+          how="1×1 convs: q, and kv interleaved per head (k_g then v_g) ↔ qkv rows [q; k; v]"),
+     Rule(("q.bias", "kv.bias"), "attn.qkv.bias", _halo_qkv_in, _halo_qkv_out(False),
+          how="as the weights (qkv_bias=True)"),
+     Rule("pos_embed.height_rel", "attn.rel_pos.height",
+          lambda t, m: t[_halo_rows(m):], _halo_table_out, how=_HALO_TABLE),
+     Rule("pos_embed.width_rel", "attn.rel_pos.width",
+          lambda t, m: t[_halo_rows(m):], _halo_table_out, how=_HALO_TABLE)),
+    check=_halo_check,
+    notes="the self_attn of timm's byoanet halonet* / *_halonext* blocks, stride 1, no output "
+          "projection (the block's next 1×1 conv is one); q·k is scaled by dk^-1/2 and the "
+          "relative logits are not (scale_pos_embed=False ↔ the term's scaled: false; "
+          "scaled: true for scale_pos_embed=True). A round trip is exact as a function, but "
+          "the first 2·halo rows of each table, which timm never reads, come back as zeros."))
 
 
 # ====================================================================== LITv2
@@ -370,6 +617,177 @@ register(Layout(
           "compile a spec with parameterization.scale: 1.0 for those checkpoints."))
 
 
+# ====================================================================== EfficientViT
+_BN_EPS = 1e-5         # nn.BatchNorm2d's default, which the official Conv2d_BN keeps
+_EV_HEADS = 16         # the layout's rules cover cascades of up to this many heads
+_CONV_BN = ("c.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
+
+
+def _module_dtype(m):
+    return next(iter(m.parameters())).dtype
+
+
+def _fold_in(linear: bool):
+    """Conv2d(bias=False) + eval-mode BatchNorm → one conv with a bias: W·s, β − μ·s with
+    s = γ / √(σ² + ε); `linear`: a 1×1 conv becomes attndsl's Linear."""
+    def fold(t, m):
+        dtype = torch.promote_types(t[0].dtype, _module_dtype(m))
+        w, gamma, beta, mean, var = (x.to(dtype) for x in t)
+        s = gamma / torch.sqrt(var + _BN_EPS)
+        w = w * s.reshape(-1, *([1] * (w.dim() - 1)))
+        return (w.flatten(1) if linear else w), beta - mean * s
+    return fold
+
+
+def _fold_out(linear: bool):
+    """The folded conv and an identity BatchNorm carrying its bias: s = γ / √(1 + ε) is
+    exactly 1 when γ is computed as √(1 + ε) the same way, so folding it back is exact."""
+    def unfold(t, m):
+        w, b = t
+        one = torch.ones_like(b)
+        return ((w[:, :, None, None] if linear else w), torch.sqrt(one + _BN_EPS), b,
+                torch.zeros_like(b), one)
+    return unfold
+
+
+def _conv_bn(foreign: str, ours: str, linear: bool, how: str) -> Rule:
+    return Rule(tuple(f"{foreign}.{k}" for k in _CONV_BN), (f"{ours}.weight", f"{ours}.bias"),
+                _fold_in(linear), _fold_out(linear), how=how)
+
+
+def _ev_heads(m) -> int:
+    return len(m.plan.branches)
+
+
+def efficientvit_bias_index(resolution: int) -> torch.Tensor:
+    """The official attention_bias_idxs (R², R²): offsets (|dy|, |dx|) numbered in first-seen
+    order over (p1, p2) in product(range(R), range(R))², which is |dy|·R + |dx|."""
+    r = torch.arange(resolution)
+    ys, xs = r.repeat_interleave(resolution), r.repeat(resolution)
+    return ((ys[:, None] - ys[None, :]).abs() * resolution
+            + (xs[:, None] - xs[None, :]).abs())
+
+
+def _ev_counter(head: int | None):
+    return lambda m: torch.tensor(0) if head is None or head < _ev_heads(m) else None
+
+
+def _efficientvit_check(module):
+    spec = module.spec
+    if spec.merge.kind != "cascade" or spec.merge.activation != "relu":
+        return ("CascadedGroupAttention feeds head i−1's output into head i and applies ReLU "
+                "before proj: the spec needs merge: {kind: cascade, activation: relu}")
+    if [b.spec.name for b in module.plan.branches] != [f"h{i}" for i in range(_ev_heads(module))]:
+        return "the layout's heads are branches named h0, h1, … in cascade order"
+    for b in module.plan.branches:
+        if b.spec.application.kind != "window" or b.spec.application.shift:
+            return "LocalWindowAttention attends in unshifted windows (application kind window)"
+        if b.spec.parameterization.rel_pos_orientation != "abs":
+            return ("attention_biases is indexed by |Δy|·R + |Δx|: the spec must say "
+                    "parameterization.rel_pos_orientation: abs")
+    w, (H, W) = _window(module), module.resolution
+    if H <= w and W <= w and (H, W) != (w, w):
+        return (f"the official LocalWindowAttention runs a map no larger than its window "
+                f"({H}×{W} ≤ {w}) as one unpadded {H}×{W} window with an (h, {H * W}) bias "
+                f"table; compile a spec whose windows are {H}×{W} (application.size and "
+                f"pad_to_multiple {H})")
+    return None
+
+
+register(Layout(
+    "msra.efficientvit", ("efficientvit",),
+    "EfficientViT (MSRA, official) CascadedGroupAttention",
+    "microsoft/Cream EfficientViT/classification/model/efficientvit.py "
+    "(CascadedGroupAttention in LocalWindowAttention)",
+    tuple(r for i in range(_EV_HEADS) for r in (
+        _conv_bn(f"qkvs.{i}", f"h{i}.qkv", True,
+                 "Conv2d_BN folded (eval BatchNorm, ε 1e-5) ↔ linear + bias, rows [q; k; v]"),
+        _conv_bn(f"dws.{i}", f"h{i}.q_conv", False,
+                 "Conv2d_BN folded ↔ depthwise conv + bias on q")))
+    + (_conv_bn("proj.1", "merge.proj", True,
+                "Conv2d_BN folded ↔ linear + bias (proj.0 is the ReLU)"),)
+    + tuple(Rule("attention_biases", tuple(f"h{i}.rel_pos.bias" for i in range(n)),
+                 inward=lambda t, m: tuple(t.split(1)), outward=lambda ts, m: torch.cat(ts),
+                 how="row i ↔ head i's (1, R²) table")
+            for n in range(_EV_HEADS, 0, -1)),
+    buffers=(Buffer("attention_bias_idxs", lambda m: efficientvit_bias_index(_window(m)),
+                    "the official index abs(Δy)·R + abs(Δx) (R the window)"),)
+    + tuple(Buffer(f"{part}.{i}.bn.num_batches_tracked", _ev_counter(i),
+                   "BatchNorm's batch counter", fixed=False)
+            for i in range(_EV_HEADS) for part in ("qkvs", "dws"))
+    + (Buffer("proj.1.bn.num_batches_tracked", _ev_counter(None),
+              "BatchNorm's batch counter", fixed=False),),
+    check=_efficientvit_check,
+    notes="keys of CascadedGroupAttention: LocalWindowAttention's are under 'attn.', a "
+          "model's under e.g. 'blocks1.0.mixer.m.attn.' (pass prefix=). Each Conv2d_BN is "
+          "folded on the way in with the eval-mode formula (ε = 1e-5, nn.BatchNorm2d's "
+          "default). On the way out each becomes the folded conv and an identity BatchNorm "
+          "(running_mean 0, running_var 1, weight √(1 + ε), bias the folded bias, "
+          "num_batches_tracked 0): the same eval-mode function, and attndsl → official → "
+          "attndsl is exact, but official → attndsl → official does not give back the "
+          "checkpoint's c / bn tensors (folding is not invertible), nor its BN statistics "
+          "for training. A map no larger than the window is one unpadded window in the "
+          "official code (stage 3, 4×4 at 224 px): compile the spec with that window. "
+          "timm's efficientvit_msra renames the pairs (conv / bn): not this layout."))
+
+
+# ====================================================================== CSWin
+def _cswin_width(m) -> int:
+    return m.plan.branches[0].width
+
+
+def _cswin_in(t, m):
+    """[q; k; v] over all channels → vertical [q; k; v] over the first half of each,
+    horizontal over the second."""
+    c = _cswin_width(m)
+    q, k, v = t.chunk(3)
+    return torch.cat([q[:c], k[:c], v[:c]]), torch.cat([q[c:], k[c:], v[c:]])
+
+
+def _cswin_out(t, m):
+    (vq, vk, vv), (hq, hk, hv) = (x.chunk(3) for x in t)
+    return torch.cat([vq, hq, vk, hk, vv, hv])
+
+
+def _cswin_check(module):
+    bs = module.plan.branches
+    apps = [(b.spec.application.kind, getattr(b.spec.application, "orientation", None))
+            for b in bs]
+    if apps != [("stripes", "vertical"), ("stripes", "horizontal")]:
+        return ("the official block's attns.0 attends in vertical stripes (H_sp = R, W_sp = "
+                "split) and attns.1 in horizontal ones: the spec needs those two stripes "
+                "branches in that order (the last stage's single global branch has no zoo spec)")
+    if bs[0].spec.application.width != bs[1].spec.application.width:
+        return "the official block has one split_size for both branches"
+    if bs[0].width != bs[1].width or any(b.qk_dim != b.width for b in bs):
+        return ("the official qkv splits q, k and v at C/2: the branches need equal widths "
+                "and q/k as wide as v")
+    if any(b.spec.extras.value_conv.scope != "block" for b in bs):
+        return "LePE convolves each stripe as its own image: value_conv scope must be 'block'"
+    if module.spec.merge.kind != "concat":
+        return "the official block concatenates the branches before proj (merge: concat)"
+    return None
+
+
+register(Layout(
+    "cswin", ("cswin",), "CSWin (official) CSWinBlock attention (qkv, attns, proj)",
+    "microsoft/CSWin-Transformer models/cswin.py (CSWinBlock, LePEAttention)",
+    (Rule("qkv.weight", ("vertical.qkv.weight", "horizontal.qkv.weight"), _cswin_in, _cswin_out,
+          how="rows [q; k; v] over C; the first C/2 rows of each to the vertical branch "
+              "(attns.0), the rest to the horizontal one"),
+     Rule("qkv.bias", ("vertical.qkv.bias", "horizontal.qkv.bias"), _cswin_in, _cswin_out,
+          how="as the weight"))
+    + _renames({"proj": "merge.proj", "attns.0.get_v": "vertical.value_conv",
+                "attns.1.get_v": "horizontal.value_conv"}),
+    check=_cswin_check,
+    ignore=("norm1.", "norm2.", "mlp."),
+    notes="the attention part of CSWinBlock: with a block's prefix (e.g. 'stage1.0.') its "
+          "norm1, norm2 and mlp keys are skipped. get_v is LePE's 3×3 depthwise conv, applied "
+          "inside each stripe. The official scale is (C/h)^-1/2 (qk_scale=None in the released "
+          "models). The last stage (and any stage whose resolution equals its split size) has "
+          "one global branch, attns.0 over all channels: no zoo spec."))
+
+
 def layout_markdown() -> str:
     """docs/parameters.md's layout tables: every layout at its first zoo spec, dim 96."""
     from .codegen.module import compile as compile_spec
@@ -389,16 +807,27 @@ def layout_markdown() -> str:
         for r in lay.rules:
             if r.applies(ours) and r in _active_rules(lay, ours):
                 targets = ", ".join(f"`{t}`" for t in r.targets)
-                out.append(f"| `{r.foreign}` | {shapes[r.foreign]} | {targets} | {r.how} |")
+                keys = ", ".join(f"`{f}`" for f in r.sources)
+                shape = ", ".join(str(shapes[f]) for f in r.sources)
+                out.append(f"| {keys} | {shape} | {targets} | {r.how} |")
             elif r.foreign == "ghost_head":
                 targets = ", ".join(f"`{t}`" for t in r.targets)
                 out.append(f"| `{r.foreign}` | — | {targets} | {r.how} |")
-        for b in lay.buffers:
-            out.append(f"| `{b.foreign}` | {shapes[b.foreign]} | — | fixed buffer: "
-                       f"{b.meaning}; checked on the way in, rebuilt on the way out |")
+        for b, value in _buffers(lay, m):
+            if not b.fixed:
+                what = (f"buffer: {b.meaning}; any value accepted on the way in, "
+                        f"{value.tolist()} written on the way out")
+            elif not b.persistent:
+                what = (f"non-persistent buffer: {b.meaning}; checked when a checkpoint has "
+                        "it, not written on the way out")
+            else:
+                what = (f"fixed buffer: {b.meaning}; checked on the way in, rebuilt on the "
+                        "way out")
+            out.append(f"| `{b.foreign}` | {shapes[b.foreign]} | — | {what} |")
         out.append("")
     return "\n".join(out)
 
 
 __all__ = ["convert", "ConversionError", "LAYOUTS", "layout_names", "layout_markdown", "Layout", "Rule",
-           "Buffer", "swin_relative_position_index"]
+           "Buffer", "swin_relative_position_index", "swin_v2_coords_table",
+           "efficientvit_bias_index"]

@@ -106,7 +106,10 @@ def randomize_(m):
 
 def heads_for(family, geo):
     from .baselines import FAMILIES
-    return None if FAMILIES[family].heads == "channels" else geo["heads"]
+    heads = FAMILIES[family].heads
+    if heads in ("channels", "spec"):
+        return None                 # the spec's own heads ("channels": depthwise)
+    return geo["heads"] if heads == "stage" else int(heads)
 
 
 def _build_attndsl(family, geo, backend):

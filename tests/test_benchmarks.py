@@ -101,8 +101,8 @@ def test_flops_are_positive_for_every_family():
     import attndsl
     for fam in bl.family_names():
         f = bl.FAMILIES[fam]
-        m = attndsl.compile(f.zoo, dim=48, resolution=(14, 14),
-                            heads=None if f.heads == "channels" else 3, backend="eager")
+        m = attndsl.compile(f.zoo, dim=48, resolution=f.quick_resolution or (14, 14),
+                            heads=suite.heads_for(fam, dict(heads=3)), backend="eager")
         assert bl.flops_for(fam, m, 2) > 0, fam
 
 
@@ -117,10 +117,11 @@ def test_eager_forms_of_compiled_baselines_match():
         wrapped = [b for b in f.baselines if b.wrap]
         if not wrapped:
             continue
+        H, W = f.quick_resolution or (geo["H"], geo["W"])
         m = suite.randomize_(attndsl.compile(
-            f.zoo, dim=geo["C"], resolution=(geo["H"], geo["W"]),
+            f.zoo, dim=geo["C"], resolution=(H, W),
             heads=suite.heads_for(fam, geo), backend="eager")).eval()
-        x = torch.randn(geo["B"], geo["H"], geo["W"], geo["C"],
+        x = torch.randn(geo["B"], H, W, geo["C"],
                         generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             y = m(x)
@@ -184,3 +185,58 @@ def test_paired_timing_writes_ratios(tmp_path):
     assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
     md = (tmp_path / "p.md").read_text()
     assert "| float32 | stage1 | vit_mhsa |" in md and "auto/best median" in md
+
+
+def test_heads_option_of_families():
+    """`heads` per family: the stage's count, the spec's own ("spec", "channels"), or a
+    number; families whose branches fix their head split bind at both stages."""
+    geo = dict(heads=6)
+    assert suite.heads_for("vit_mhsa", geo) == 6
+    assert suite.heads_for("dwconv", geo) is None
+    assert suite.heads_for("efficientvit", geo) is None
+    saved = bl.FAMILIES["vit_mhsa"]
+    bl.FAMILIES["vit_mhsa"] = dataclasses.replace(saved, heads=4)
+    try:
+        assert suite.heads_for("vit_mhsa", geo) == 4
+    finally:
+        bl.FAMILIES["vit_mhsa"] = saved
+    import attndsl
+    for fam in ("cswin", "shunted", "axial_parallel", "efficientvit"):
+        f = bl.FAMILIES[fam]
+        for stage in suite.STAGES.values():
+            plan = attndsl.compile(f.zoo, dim=stage["C"], resolution=(stage["H"], stage["W"]),
+                                   heads=suite.heads_for(fam, stage), backend="eager").plan
+            assert len({b.heads for b in plan.branches}) == 1, (fam, stage)
+
+
+ZOO9 = ["swin_v2_wmsa", "swin_v2_swmsa", "cswin", "maxvit_block", "maxvit_grid",
+        "axial_parallel", "axial_sequential", "pvt_v2_linear", "linear_attention_elu",
+        "linear_attention_relu", "halonet", "shunted", "crossformer_sda", "crossformer_lda",
+        "sigmoid_attention", "dinat_13", "efficientvit"]
+
+
+@pytest.mark.parametrize("fam", ZOO9)
+def test_zoo9_reference_and_eager_baselines_match(fam):
+    """The paper-style reference and every baseline that runs without the compiler match
+    the attndsl module at the smoke sizes (no torch.compile here)."""
+    import attndsl
+    import torch
+    f = bl.FAMILIES[fam]
+    geo = suite.QUICK_STAGES["stage1"]
+    H, W = f.quick_resolution or (geo["H"], geo["W"])
+    m = suite.randomize_(attndsl.compile(f.zoo, dim=geo["C"], resolution=(H, W),
+                                         heads=suite.heads_for(fam, geo), backend="eager")).eval()
+    x = torch.randn(geo["B"], H, W, geo["C"], generator=torch.Generator().manual_seed(0))
+    c = bl.Ctx(m)
+    with torch.no_grad():
+        y = m(x)
+        assert bl.rel_err(f.reference(c)(x), y) <= 1e-4, (fam, "reference")
+        for b in f.baselines:
+            if b.compiled and not b.wrap:
+                continue
+            try:
+                fn = b.build(c)
+            except bl.Skip:
+                continue
+            assert bl.rel_err(fn(x), y) <= 1e-4, (fam, b.name)
+    assert bl.flops_for(fam, m, geo["B"]) > 0

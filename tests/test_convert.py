@@ -1,12 +1,19 @@
 """Checkpoint conversion: every layout against an independent module in that layout
-(layout_modules.py), same weights → same output (float64 ≤ 1e-10), and back to the
-original state dict; bad state dicts get errors that list what was expected."""
+(layout_modules.py, published/), same weights → same output (float64 ≤ 1e-10), and back to
+the original state dict (where the layout is bitwise invertible; else the same function);
+bad state dicts get errors that list what was expected."""
 import pytest
 import torch
 
 import attndsl
 from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_position_index
 import layout_modules as lm
+from published.cswin import CSWinAttention
+from published.efficientvit import LocalWindowAttention, offset_index
+from published.halonet import HaloAttention
+from published.maxvit import MaxVitPartitionAttention
+from published.pvt_v2 import PvtV2LinearAttention
+from published.swin_v2 import SwinV2WindowAttention, coords_table
 
 # layout → (foreign module factory, zoo spec, compile kwargs, input grid)
 CASES = {
@@ -34,7 +41,28 @@ CASES = {
                         "elsa_standalone", dict(dim=48, heads=3), (9, 11)),
     "boat": (lambda: lm.BoatContentAttention(48, 3), "boat_fsla", dict(dim=48, heads=3),
              (14, 14)),
+    # tests/published/: modules written from the papers in the published layouts
+    "timm.swin_v2": (lambda: SwinV2WindowAttention(48, 3, 7), "swin_v2_wmsa",
+                     dict(dim=48, heads=3), (14, 14)),
+    "timm.swin_v2/shifted": (lambda: SwinV2WindowAttention(48, 3, 7, shift=3), "swin_v2_swmsa",
+                             dict(dim=48, heads=3), (14, 21)),
+    "timm.maxvit/block": (lambda: MaxVitPartitionAttention(64, 2, 7, "block"), "maxvit_block",
+                          dict(dim=64, heads=2), (14, 21)),
+    "timm.maxvit/grid": (lambda: MaxVitPartitionAttention(96, 3, 7, "grid"), "maxvit_grid",
+                         dict(dim=96, heads=3), (21, 14)),
+    "timm.halo": (lambda: HaloAttention(48, 4, 7, 3), "halonet", dict(dim=48, heads=4),
+                  (14, 21)),
+    "timm.pvt_v2_linear": (lambda: PvtV2LinearAttention(48, 2), "pvt_v2_linear",
+                           dict(dim=48, heads=2), (17, 15)),
+    # LocalWindowAttention: its CascadedGroupAttention's keys are under "attn." (PREFIX);
+    # 16×16 is zero-padded to 21×21 (padded tokens live), 7×7 is one window
+    "msra.efficientvit": (lambda: LocalWindowAttention(48, 16, 3, 1.0, 16, 7, [5] * 3),
+                          "efficientvit", dict(dim=48, heads=3), (16, 16)),
+    "msra.efficientvit/one-window": (lambda: LocalWindowAttention(48, 16, 3, 1.0, 7, 7, [5] * 3),
+                                     "efficientvit", dict(dim=48, heads=3), (7, 7)),
+    "cswin": (lambda: CSWinAttention(48, 4, 2, 14), "cswin", dict(dim=48, heads=4), (14, 14)),
 }
+PREFIX = {"msra.efficientvit": "attn."}
 
 
 def _vit_qk_norm():
@@ -48,8 +76,55 @@ CASES["timm.vit/qk_norm"] = (lambda: lm.TimmVitAttention(48, 4, qk_norm=True),
                              _vit_qk_norm(), dict(dim=48, heads=4), (6, 7))
 
 
+def _swin_v2_pretrained():
+    spec = attndsl.load_spec("swin_v2_wmsa").model_dump()
+    spec["name"] = "swin_v2_pretrained_12"
+    spec["branches"][0]["parameterization"]["terms"] = [
+        "query_key", {"kind": "cpb", "pretrained_window": 12}]
+    return spec
+
+
+CASES["timm.swin_v2/pretrained-window"] = (
+    lambda: SwinV2WindowAttention(48, 3, 7, pretrained_window=12), _swin_v2_pretrained(),
+    dict(dim=48, heads=3), (14, 14))
+
+
+def _efficientvit_window(size):
+    """efficientvit at a map no larger than its window: the official module makes it one
+    unpadded window (EfficientViT's third stage: 4×4 at 224 px)."""
+    spec = attndsl.load_spec("efficientvit").model_dump()
+    spec["name"], spec["pad_to_multiple"] = f"efficientvit_{size}", size
+    for b in spec["branches"]:
+        b["application"]["size"] = size
+    return spec
+
+
+def _efficientvit_key_dim_16():
+    """EfficientViT-M0's second stage: dim 128, 4 heads, key_dim 16 < dim/heads = 32
+    (q/k narrower than v: qk_width 1/8 of the dim)."""
+    spec = attndsl.load_spec("efficientvit").model_dump()
+    spec["name"], spec["heads"] = "efficientvit_m0_stage2", 4
+    spec["branches"] = [dict(spec["branches"][0], name=f"h{i}") for i in range(4)]
+    for b in spec["branches"]:
+        b["projections"] = dict(b["projections"], qk_width={"num": 1, "den": 8})
+    return spec
+
+
+CASES["msra.efficientvit/key-dim-16"] = (
+    lambda: LocalWindowAttention(128, 16, 4, 2.0, 14, 7, [5] * 4), _efficientvit_key_dim_16(),
+    dict(dim=128, heads=4), (14, 14))
+
+CASES["msra.efficientvit/small-map"] = (
+    lambda: LocalWindowAttention(48, 16, 3, 1.0, 4, 7, [5] * 3), _efficientvit_window(4),
+    dict(dim=48, heads=3), (4, 4))
+
+
 def layout_of(case: str) -> str:
     return case.split("/")[0]
+
+
+def prefix_of(case: str) -> str:
+    return PREFIX.get(layout_of(case), "")
 
 
 def build_case(case):
@@ -68,25 +143,52 @@ def test_every_layout_has_a_case():
 @pytest.mark.parametrize("case", CASES)
 def test_converted_weights_give_the_reference_output(case):
     foreign, module, x = build_case(case)
-    module.load_state_dict(convert(foreign.state_dict(), layout_of(case), module))
+    module.load_state_dict(convert(foreign.state_dict(), layout_of(case), module,
+                                   prefix=prefix_of(case)))
     with torch.no_grad():
         y, r = module(x), foreign(x)
     assert r.abs().max() > 1e-3
     assert (y - r).abs().max().item() <= 1e-10
 
 
+def _conv_bn_key(k):
+    return ".c.weight" in k or ".bn." in k
+
+
+def expected_back(case, original, module):
+    """What a round trip gives back bitwise: the original, except
+    - timm.halo: the first 2·halo rows of each table, never read, come back as zeros;
+    - msra.efficientvit: the Conv2d_BN pairs come back folded (compared by output)."""
+    layout = layout_of(case)
+    if layout == "timm.halo":
+        rows = 2 * module.plan.branches[0].geometry.halo
+        return {k: torch.cat([torch.zeros_like(v[:rows]), v[rows:]])
+                if k.startswith("pos_embed.") else v for k, v in original.items()}
+    if layout == "msra.efficientvit":
+        return {k: v for k, v in original.items() if not _conv_bn_key(k)}
+    return dict(original)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_round_trip_gives_the_original_state_dict(case):
-    foreign, module, _ = build_case(case)
+    foreign, module, x = build_case(case)
+    layout, prefix = layout_of(case), prefix_of(case)
     original = foreign.state_dict()
-    module.load_state_dict(convert(original, layout_of(case), module))
-    back = convert(module.state_dict(), layout_of(case), module, reverse=True)
+    module.load_state_dict(convert(original, layout, module, prefix=prefix))
+    back = convert(module.state_dict(), layout, module, reverse=True, prefix=prefix)
     assert set(back) == set(original)
     for k, v in original.items():
         assert back[k].shape == v.shape and back[k].dtype == v.dtype, k
+    for k, v in expected_back(case, original, module).items():
         assert torch.equal(back[k], v), k
-    # and the foreign module accepts it as is
-    foreign.load_state_dict(back, strict=True)
+    # the foreign module accepts it as is, and computes the same function with it
+    with torch.no_grad():
+        before = foreign(x)
+        foreign.load_state_dict(back, strict=True)
+        assert (foreign(x) - before).abs().max().item() <= 1e-12
+    # attndsl → foreign → attndsl is exact for every layout
+    again = convert(back, layout, module, prefix=prefix)
+    assert all(torch.equal(again[k], v) for k, v in module.state_dict().items())
 
 
 def test_swin_index_matches_its_definition():
@@ -195,3 +297,91 @@ def test_parameters_doc_has_the_generated_layout_tables():
     from attndsl.convert import layout_markdown
     doc = (Path(__file__).parents[1] / "docs" / "parameters.md").read_text()
     assert layout_markdown().strip() in doc
+
+
+# ---------------------------------------------------------------- the published layouts
+def test_swin_v2_buffers_of_a_microsoft_checkpoint_are_checked_and_not_written():
+    """timm keeps relative_coords_table / relative_position_index non-persistent; the
+    Microsoft checkpoints hold them (the table in float32)."""
+    foreign, module, _ = build_case("timm.swin_v2")
+    sd = foreign.state_dict()
+    sd["relative_coords_table"] = coords_table(7).float()
+    sd["relative_position_index"] = swin_relative_position_index(7)
+    assert set(convert(sd, "timm.swin_v2", module)) == set(module.state_dict())
+    sd["relative_coords_table"] = coords_table(7, pretrained_window=12).float()
+    with pytest.raises(ConversionError, match="relative_coords_table' differs from Swin-V2"):
+        convert(sd, "timm.swin_v2", module)
+    back = convert(module.state_dict(), "timm.swin_v2", module, reverse=True)
+    assert "relative_coords_table" not in back and "relative_position_index" not in back
+
+
+def test_swin_v2_needs_its_cosine_similarity_and_orientation():
+    sd = SwinV2WindowAttention(48, 3, 7).state_dict()
+    spec = attndsl.load_spec("swin_v2_wmsa").model_dump()
+    spec["branches"][0]["parameterization"]["rel_pos_orientation"] = "j_minus_i"
+    flipped = attndsl.compile(spec, dim=48, heads=3, resolution=(14, 14))
+    with pytest.raises(ConversionError, match="i − j.*i_minus_j"):
+        convert(sd, "timm.swin_v2", flipped)
+    spec = attndsl.load_spec("swin_v2_wmsa").model_dump()
+    spec["branches"][0]["parameterization"]["similarity"]["max_scale"] = 50.0
+    clamped = attndsl.compile(spec, dim=48, heads=3, resolution=(14, 14))
+    with pytest.raises(ConversionError, match="clamped at ln 100"):
+        convert(sd, "timm.swin_v2", clamped)
+
+
+def test_maxvit_rows_are_regrouped_per_head():
+    """timm's head_first rows [q_g | k_g | v_g] become attndsl's [q; k; v] blocks."""
+    foreign, module, _ = build_case("timm.maxvit/grid")
+    w = foreign.state_dict()["qkv.weight"]                 # (3C, C), C = 96, 3 heads of 32
+    ours = convert(foreign.state_dict(), "timm.maxvit", module)["attn.qkv.weight"]
+    for g in range(3):
+        for i, part in enumerate("qkv"):
+            assert torch.equal(ours[i * 96 + g * 32:i * 96 + (g + 1) * 32],
+                               w[g * 96 + i * 32:g * 96 + (i + 1) * 32]), (g, part)
+
+
+def test_halo_never_read_rows_do_not_matter():
+    foreign, module, x = build_case("timm.halo")
+    sd = foreign.state_dict()
+    a = convert(sd, "timm.halo", module)
+    sd["pos_embed.height_rel"][:6] = 1e6
+    b = convert(sd, "timm.halo", module)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_efficientvit_index_counters_and_small_maps():
+    foreign, module, _ = build_case("msra.efficientvit")
+    sd = foreign.state_dict()
+    sd["attn.qkvs.1.bn.num_batches_tracked"] = torch.tensor(12345)    # any count is fine
+    assert set(convert(sd, "msra.efficientvit", module, prefix="attn.")) == set(module.state_dict())
+    assert torch.equal(sd["attn.attention_bias_idxs"], offset_index(7))
+    sd["attn.attention_bias_idxs"] = sd["attn.attention_bias_idxs"].t().flip(0).contiguous()
+    with pytest.raises(ConversionError, match="attention_bias_idxs' differs"):
+        convert(sd, "msra.efficientvit", module, prefix="attn.")
+    small = attndsl.compile("efficientvit", dim=48, heads=3, resolution=(4, 4))
+    with pytest.raises(ConversionError, match=r"one unpadded 4×4 window.*windows are 4×4"):
+        convert(LocalWindowAttention(48, 16, 3, 1.0, 4, 7, [5] * 3).state_dict(),
+                "msra.efficientvit", small, prefix="attn.")
+
+
+def test_cswin_block_keys_are_skipped_and_branch_order_checked():
+    foreign, module, x = build_case("cswin")
+    block = {f"stage1.0.{k}": v for k, v in foreign.state_dict().items()}
+    block.update({"stage1.0.norm1.weight": torch.ones(48), "stage1.0.mlp.fc1.weight":
+                  torch.ones(192, 48), "stage1.0.norm2.bias": torch.zeros(48)})
+    module.load_state_dict(convert(block, "cswin", module, prefix="stage1.0."))
+    with torch.no_grad():
+        assert (module(x) - foreign(x)).abs().max() <= 1e-10
+    spec = attndsl.load_spec("cswin").model_dump()
+    spec["branches"][0]["application"]["orientation"] = "horizontal"
+    spec["branches"][1]["application"]["orientation"] = "vertical"
+    swapped = attndsl.compile(spec, dim=48, heads=4, resolution=(14, 14))
+    with pytest.raises(ConversionError, match="attns.0 attends in vertical stripes"):
+        convert(foreign.state_dict(), "cswin", swapped)
+
+
+def test_pvt_v2_linear_needs_adaptive_pooling():
+    sd = PvtV2LinearAttention(48, 2).state_dict()
+    sra = attndsl.compile("pvt_sra", dim=48, heads=2, resolution=(16, 16))
+    with pytest.raises(ConversionError, match="AdaptiveAvgPool2d\\(7\\).*'pooled'"):
+        convert(sd, "timm.pvt_v2_linear", sra)

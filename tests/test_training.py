@@ -18,7 +18,9 @@ from zoo_helpers import ZOO
 from zoo_references import PADDED
 
 CHECK = Path(__file__).parent / "training_check.py"
-TOLERANCE = 1e-4          # relative, float32 against the float64 reference
+# relative, float32 against the float64 reference, or 4× eager float32's own error where
+# the spec's math is ill-conditioned in float32 (training_check reports the excess over it)
+from training_check import TOLERANCE  # noqa: E402
 # non-divisible grids too: padding policies, and the neighbourhood forms that change with
 # the grid (NATTEN's gather table where the dilation does not divide it)
 OTHER_GRIDS = [f"{name}@{h}x{w}" for name, (h, w) in sorted(PADDED.items())] + [

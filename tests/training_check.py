@@ -22,6 +22,9 @@ from zoo_helpers import build, inputs  # noqa: E402
 from zoo_references import reference_for  # noqa: E402
 
 
+TOLERANCE = 1e-4   # relative, float32 against float64 (tests/test_training.py)
+
+
 def relative(a: torch.Tensor, b: torch.Tensor, largest: float = 0.0) -> float:
     """max |a − b| / max |b|. A gradient that is zero in exact arithmetic (a value bias
     under filter normalization, whose weights sum to zero: float64 gives ~1e-14) is
@@ -70,9 +73,15 @@ def main(argv=None) -> int:
         for backend in runs_for(name, args.backends.split(",")):
             print(f"start {run} {backend}", flush=True)
             errors = training_step_errors(name, backend, res)
-            worst = max(errors, key=errors.get)
+            # float32 rounding the spec's math itself carries (an ill-conditioned gradient,
+            # such as CrossFormer's LayerNorm over 3 features): eager float32's own error
+            floor = training_step_errors(name, "eager", res) if backend != "eager" else {}
+            excess = {k: v / max(1.0, 4 * floor.get(k, 0.0) / TOLERANCE)
+                      for k, v in errors.items()}
+            worst = max(excess, key=excess.get)
             print(json.dumps({"spec": run, "backend": backend, "errors": errors,
-                              "worst": worst, "worst_error": errors[worst]}), flush=True)
+                              "eager_float32": floor, "worst": worst,
+                              "worst_error": excess[worst]}), flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import LoweringError
 from ..spec import models as m
 from ..spec.bind import Plan
+from ..terms import term_of
 from . import rules as R
 from .autoplan import Engines, decide
 from .passes import ATTENTION_CORE, ENGINES, AttentionCore, run_passes
@@ -135,7 +136,8 @@ def lower_branch(ctx: R.Ctx, x):
             bias=None if bias is None else bias.node, weights=weights.node,
             scale=bp.scale() / b.normalization.temperature,
             temperature=b.normalization.temperature, heads=bp.heads,
-            blocks=sel.block_shape)
+            blocks=sel.block_shape, bias_batch=-1 if any(
+                term_of(t).per_sample for t in b.parameterization.terms) else 1)
     with ctx.emitting(f"{app} (aggregation)"):
         y = sel.unblock(out)
     return finish_branch(ctx, y, v_map, x)

@@ -42,6 +42,7 @@ class AttentionCore:
     temperature: float
     heads: int
     blocks: tuple[int, int, int]   # (nb, Lq, Lk)
+    bias_batch: int = 1            # −1: the bias differs per sample (relative logits of q)
 
 
 class GraphPass(PassBase):
@@ -106,7 +107,8 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
                 bias = core.bias
                 if core.temperature != 1.0:
                     bias = graph.call_function(operator.truediv, (bias, core.temperature))
-                full = graph.call_method("expand", (bias, 1, G, nb, Lq, Lk))
+                # a bias shared by the batch broadcasts from 1; a per-sample one keeps B
+                full = graph.call_method("expand", (bias, core.bias_batch, G, nb, Lq, Lk))
                 kwargs["attn_mask"] = graph.call_method("flatten", (full, 1, 2))
             fused = graph.call_function(F.scaled_dot_product_attention, (q4, k4, v4), kwargs)
             out = graph.call_method("unflatten", (fused, 1, (G, nb)))
