@@ -231,7 +231,10 @@ def _bind_ok_or_spec_error(spec: Spec, dim, res, heads) -> None:
         return
     # a plan that binds is consistent
     assert plan.dim == dim and plan.heads >= 1 and plan.head_dim * plan.heads == dim
-    assert sum(bp.heads for bp in plan.branches) <= plan.heads
+    if spec.merge.kind == "sequence":       # each branch reads the previous one's output
+        assert all(bp.heads == plan.heads and bp.channels == (0, dim) for bp in plan.branches)
+    else:                                   # branches split the heads
+        assert sum(bp.heads for bp in plan.branches) <= plan.heads
     for bp in plan.branches:
         assert bp.heads >= 1, (bp.name, bp.heads)   # a 0-head branch is dropped
         lo, hi = bp.channels
