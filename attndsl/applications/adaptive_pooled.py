@@ -12,7 +12,8 @@ from torch import nn
 
 from ..errors import SpecError
 from ..spec.component import Component, Float, Int
-from .base import ApplicationKind, Geometry, Selection, register, to_nchw, to_nhwc
+from .base import (ApplicationKind, Geometry, PooledKeysSelection, Selection, norm_and_activation,
+                   register, require_q_kv, to_nchw, to_nhwc)
 
 
 class AdaptivePooled(Component):
@@ -38,7 +39,7 @@ class AdaptivePooledGeometry(Geometry):
     pooled_grid: tuple[int, int]
 
 
-class AdaptivePooledSelection(Selection):
+class AdaptivePooledSelection(PooledKeysSelection, Selection):
     """One block of every query against the size² pooled keys; every size except the
     pooled grid is read from the context's grid, so the rule runs at a symbolic H, W."""
 
@@ -49,15 +50,7 @@ class AdaptivePooledSelection(Selection):
             # the 1×1 conv on channels-last tokens (timm pools first, then convolves)
             conv = p.pool.conv
             pooled = F.linear(pooled, conv.weight.flatten(1), conv.bias)
-        if app.norm == "layernorm":
-            pooled = p.pool.norm(pooled)
-        if app.activation == "gelu":
-            pooled = F.gelu(pooled)
-        return x, pooled
-
-    @property
-    def block_shape(self):
-        return 1, self.H * self.W, self.geo.kv_tokens
+        return x, norm_and_activation(pooled, app, p)
 
 
 @register
@@ -77,11 +70,7 @@ class AdaptivePooledKind(ApplicationKind):
                             "(2·max(H, W) − 1) bins only repeat tokens (and "
                             f"{P * P} keys would be made); valid: 1..{limit}",
                             path=where.field("size"))
-        if where.branch.projections.layout != "q_kv":
-            raise SpecError("adaptive-pooled keys are projected from the pooled input, so the "
-                            "projection layout must be 'q_kv', got "
-                            f"'{where.branch.projections.layout}'",
-                            path=f"{where.path}projections.layout")
+        require_q_kv(where, "adaptive-pooled")
         kv = P * P
         return AdaptivePooledGeometry(blocks=(1, H * W, kv), map_grid=(H, W), kv_tokens=kv,
                                       pooled_grid=(P, P))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
@@ -195,6 +196,33 @@ def table_index(dy: torch.Tensor, dx: torch.Tensor, span: tuple[int, int], orien
     if orientation == "i_minus_j":
         dy, dx = -dy, -dx
     return offset_index(dy, dx, sy, sx)
+
+
+def require_q_kv(where: Where, what: str) -> None:
+    """Keys from a reduced copy of the input are projected by the `kv` linear of layout
+    q_kv (the pooled kinds)."""
+    layout = where.branch.projections.layout
+    if layout != "q_kv":
+        raise SpecError(f"{what} keys are projected from the pooled input, so the projection "
+                        f"layout must be 'q_kv', got '{layout}'",
+                        path=f"{where.path}projections.layout")
+
+
+def norm_and_activation(pooled, app, params):
+    """The LayerNorm and GELU that follow a key/value reduction (PVT, Shunted): a
+    channels-last (B, h, w, C) map through `params.pool.norm` and the activation."""
+    if app.norm == "layernorm":
+        pooled = params.pool.norm(pooled)
+    return F.gelu(pooled) if app.activation == "gelu" else pooled
+
+
+class PooledKeysSelection:
+    """Mixin of the pooled kinds: one block of every query against the pooled keys (every
+    size but the key count read from the context's grid)."""
+
+    @property
+    def block_shape(self):
+        return 1, self.H * self.W, self.geo.kv_tokens
 
 
 def table_parameter(*shape) -> nn.Parameter:

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..errors import SpecError
 from ..spec.component import Component, Float, Int
-from .base import ApplicationKind, Geometry, Selection, register, to_nchw, to_nhwc
+from .base import (ApplicationKind, Geometry, PooledKeysSelection, Selection, norm_and_activation,
+                   register, require_q_kv, to_nchw, to_nhwc)
 
 
 class Pooled(Component):
@@ -35,7 +36,7 @@ class PooledGeometry(Geometry):
     pooled_grid: tuple[int, int]
 
 
-class PooledSelection(Selection):
+class PooledSelection(PooledKeysSelection, Selection):
     """Keys and values from AvgPool2d(r)(x) or LN(Conv2d_r,r(x)); leftover rows dropped."""
 
     def inputs(self, x):
@@ -43,16 +44,8 @@ class PooledSelection(Selection):
         if app.op == "avg":
             pooled = to_nhwc(F.avg_pool2d(to_nchw(x), app.ratio))
         else:
-            pooled = to_nhwc(p.pool.conv(to_nchw(x)))
-            if app.norm == "layernorm":
-                pooled = p.pool.norm(pooled)
-            if app.activation == "gelu":
-                pooled = F.gelu(pooled)
+            pooled = norm_and_activation(to_nhwc(p.pool.conv(to_nchw(x))), app, p)
         return x, pooled
-
-    @property
-    def block_shape(self):
-        return 1, self.H * self.W, self.geo.kv_tokens
 
 
 @register
@@ -68,11 +61,7 @@ class PooledKind(ApplicationKind):
         if r > min(H, W):
             raise SpecError(f"pooling ratio {r} is larger than the {H}x{W} grid; valid: 1.."
                             f"{min(H, W)}", path=where.field("ratio"))
-        if where.branch.projections.layout != "q_kv":
-            raise SpecError("pooled keys are projected from the pooled input, so the "
-                            "projection layout must be 'q_kv', got "
-                            f"'{where.branch.projections.layout}'",
-                            path=f"{where.path}projections.layout")
+        require_q_kv(where, "pooled")
         if app.op == "avg" and app.norm != "none":
             raise SpecError("application.norm applies to op 'conv' (strided conv + LN); with "
                             "op 'avg' use norm 'none'", path=where.field("norm"))

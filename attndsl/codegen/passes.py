@@ -52,6 +52,15 @@ class GraphPass(PassBase):
     name: str
     requires_text: str
     ensures_text: str
+    rewrite = None       # fn(gm) -> bool (changed?): the rewrite itself, documented there
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.rewrite is not None:
+            cls.__doc__ = cls.rewrite.__doc__
+
+    def call(self, gm):
+        return PassResult(gm, type(self).rewrite(gm))
 
     def __repr__(self):
         return f"<pass {self.name}>"
@@ -178,7 +187,7 @@ def _engines(gm: fx.GraphModule):
 
 
 class SoftmaxAttentionToSdpa(GraphPass):
-    __doc__ = softmax_attention_to_sdpa.__doc__
+    rewrite = staticmethod(softmax_attention_to_sdpa)
     name = "softmax_attention_to_sdpa"
     requires_text = "autoplan's engines on the graph; an attention core for each SDPA branch"
     ensures_text = "every branch autoplan sent to SDPA calls F.scaled_dot_product_attention"
@@ -195,9 +204,6 @@ class SoftmaxAttentionToSdpa(GraphPass):
             self.fail("requires", f"attention cores recorded for {sorted(cores)}, but autoplan "
                       f"sent {sorted(wanted)} to SDPA")
 
-    def call(self, gm):
-        return PassResult(gm, softmax_attention_to_sdpa(gm))
-
     def ensures(self, gm):
         wanted = sum(c.engine == "sdpa" for c in _engines(gm).branches)
         calls = sum(n.target is F.scaled_dot_product_attention for n in gm.graph.nodes)
@@ -206,13 +212,10 @@ class SoftmaxAttentionToSdpa(GraphPass):
 
 
 class EliminateDeadCode(GraphPass):
-    __doc__ = eliminate_dead_code.__doc__
+    rewrite = staticmethod(eliminate_dead_code)
     name = "eliminate_dead_code"
     requires_text = "a traced graph"
     ensures_text = "every node is used or impure"
-
-    def call(self, gm):
-        return PassResult(gm, eliminate_dead_code(gm))
 
     def ensures(self, gm):
         dead = [n.name for n in gm.graph.nodes if n.op in ("call_function", "call_method",
@@ -223,13 +226,10 @@ class EliminateDeadCode(GraphPass):
 
 
 class DropUnusedAttributes(GraphPass):
-    __doc__ = drop_unused_attributes.__doc__
+    rewrite = staticmethod(drop_unused_attributes)
     name = "drop_unused_attributes"
     requires_text = "dead code removed"
     ensures_text = "every buffer is read by the graph"
-
-    def call(self, gm):
-        return PassResult(gm, drop_unused_attributes(gm))
 
     def ensures(self, gm):
         used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}

@@ -310,6 +310,10 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                             f"applications: {kinds_with('offsets')}",
                             path=f"{path}parameterization.terms")
         for t in par.terms:      # each term's own rules
+            if term_of(t).signed and par.rel_pos_orientation == "abs":
+                raise SpecError(f"'{t.kind}' reads signed offsets; rel_pos_orientation 'abs' "
+                                "has none (use j_minus_i or i_minus_j)",
+                                path=f"{path}parameterization.rel_pos_orientation")
             term_of(t).check(TermWhere(term=t, branch=b, path=f"{path}parameterization",
                                        kind=kind, geometry=geo, heads=heads, qk_dim=qk_dim,
                                        width=width))

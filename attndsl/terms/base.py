@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 
@@ -45,6 +46,7 @@ class LogitTerm:
     offsets: ClassVar[bool] = False     # indexes a table by the (query, key) offset
     per_sample: ClassVar[bool] = False  # reads q or k beyond the q·k scores: the bias
     #                                     differs per sample (no shared mask for SDPA)
+    signed: ClassVar[bool] = False      # reads signed offsets (not rel_pos_orientation abs)
 
     @property
     def name(self) -> str:
@@ -88,6 +90,19 @@ def gather_table(ctx, sel, table):
     with ctx.emitting(f"application: {ctx.bp.spec.application.kind}"):
         index = sel.rel_index()
     return table[:, index]
+
+
+def offset_coordinates(span: tuple[int, int]) -> torch.Tensor:
+    """((2sy−1)(2sx−1), 2) float64 offsets (Δy, Δx) in the row order of the offset tables
+    (dy-major, dy = −(sy−1) … sy−1): the input of the MLP position biases."""
+    axes = [torch.arange(-(s - 1), s, dtype=torch.float64) for s in span]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def per_head_bias(ctx, sel, table):
+    """A (T, G) bias table computed per offset (by an MLP) at every (query, key) pair:
+    (1, G, nb, Lq, Lk)."""
+    return gather_table(ctx, sel, table.transpose(0, 1)).unsqueeze(0)
 
 
 def query_dot_table(ctx, sel, q, table, scale):

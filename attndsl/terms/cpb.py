@@ -16,8 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from ..spec.component import Component, Float, Int
-from ..errors import SpecError
-from .base import LogitTerm, TermWhere, gather_table, register
+from .base import LogitTerm, offset_coordinates, per_head_bias, register
 
 
 class ContinuousPositionBias(Component):
@@ -32,14 +31,11 @@ class ContinuousPositionBias(Component):
 def log_spaced_coordinates(span: tuple[int, int], pretrained: int) -> torch.Tensor:
     """((2sy−1)(2sx−1), 2) coordinates, rows in the order of the offset tables (dy-major,
     dy = −(sy−1) … sy−1)."""
-    axes = []
-    for s in span:
-        steps = torch.arange(-(s - 1), s, dtype=torch.float64)
-        divisor = (pretrained if pretrained > 0 else s) - 1
-        axes.append(steps / divisor if divisor > 0 else steps * 0)
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) * 8
-    grid = torch.sign(grid) * torch.log2(grid.abs() + 1.0) / math.log2(8)
-    return grid.reshape(-1, 2)
+    divisors = torch.tensor([max((pretrained if pretrained > 0 else s) - 1, 0) for s in span],
+                            dtype=torch.float64)
+    # an axis of span 1 (one row of keys) has the single coordinate 0
+    grid = offset_coordinates(span) / divisors.clamp_min(1) * 8
+    return torch.sign(grid) * torch.log2(grid.abs() + 1.0) / math.log2(8)
 
 
 @register
@@ -47,12 +43,7 @@ class ContinuousPositionBiasTerm(LogitTerm):
     model = ContinuousPositionBias
     doc = "16·sigmoid(MLP(log-spaced coordinates of j−i)) per head (Swin-V2's continuous position bias)"
     offsets = True
-
-    def check(self, where: TermWhere):
-        if where.branch.parameterization.rel_pos_orientation == "abs":
-            raise SpecError("the continuous position bias reads signed offsets; "
-                            "rel_pos_orientation 'abs' has none (use j_minus_i or i_minus_j)",
-                            path=f"{where.path}.rel_pos_orientation")
+    signed = True
 
     def parameters(self, term, bp):
         mlp = nn.Sequential(nn.Linear(2, term.hidden, bias=True), nn.ReLU(inplace=False),
@@ -63,6 +54,5 @@ class ContinuousPositionBiasTerm(LogitTerm):
         coords = ctx.constant("cpb_coords", log_spaced_coordinates(
             ctx.bp.geometry.offset_span, term.pretrained_window).to(ctx.dtype))
         mlp = ctx.p.cpb_mlp
-        table = mlp[2](torch.relu(mlp[0](coords)))                 # (T, G)
-        table = term.scale * torch.sigmoid(table.transpose(0, 1))  # (G, T)
-        return gather_table(ctx, sel, table).unsqueeze(0)          # (1, G, nb, Lq, Lk)
+        table = term.scale * torch.sigmoid(mlp[2](torch.relu(mlp[0](coords))))   # (T, G)
+        return per_head_bias(ctx, sel, table)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import nn
 
-from ..errors import SpecError
 from ..spec.component import Component, Int
-from .base import LogitTerm, TermWhere, gather_table, register
+from .base import LogitTerm, offset_coordinates, per_head_bias, register
 
 
 class DynamicPositionBias(Component):
@@ -28,23 +26,12 @@ class DynamicPositionBias(Component):
     residual: bool = False
 
 
-def offset_coordinates(span: tuple[int, int]) -> torch.Tensor:
-    """((2sy−1)(2sx−1), 2) raw offsets (Δy, Δx), dy-major (the order of offset tables)."""
-    axes = [torch.arange(-(s - 1), s, dtype=torch.float64) for s in span]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
-
-
 @register
 class DynamicPositionBiasTerm(LogitTerm):
     model = DynamicPositionBias
     doc = "MLP(Δy, Δx) per head over the offsets (CrossFormer's dynamic position bias)"
     offsets = True
-
-    def check(self, where: TermWhere):
-        if where.branch.parameterization.rel_pos_orientation == "abs":
-            raise SpecError("the dynamic position bias reads signed offsets; "
-                            "rel_pos_orientation 'abs' has none (use j_minus_i or i_minus_j)",
-                            path=f"{where.path}.rel_pos_orientation")
+    signed = True
 
     def parameters(self, term, bp):
         P = term.hidden or max(bp.reads // 16, 1)
@@ -66,4 +53,4 @@ class DynamicPositionBiasTerm(LogitTerm):
             pos = dpb.pos3(pos + dpb.pos2(pos))
         else:
             pos = dpb.pos3(dpb.pos2(dpb.pos1(pos)))                 # (T, G)
-        return gather_table(ctx, sel, pos.transpose(0, 1)).unsqueeze(0)
+        return per_head_bias(ctx, sel, pos)

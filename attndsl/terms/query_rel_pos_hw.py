@@ -22,9 +22,8 @@ from typing import Literal
 import torch
 
 from ..applications.base import table_parameter
-from ..errors import SpecError
 from ..spec.component import Component
-from .base import LogitTerm, TermWhere, register
+from .base import LogitTerm, register
 
 
 class QueryRelPosHW(Component):
@@ -50,16 +49,11 @@ class QueryRelPosHWTerm(LogitTerm):
     model = QueryRelPosHW
     doc = "q_i·r_h[dy] + q_i·r_w[dx] (separable height/width tables shared by heads; HaloNet)"
     offsets = True
+    signed = True
     per_sample = True
 
     def reads(self, term, branch):
         return frozenset({"q"})
-
-    def check(self, where: TermWhere):
-        if where.branch.parameterization.rel_pos_orientation == "abs":
-            raise SpecError("'query_rel_pos_hw' reads signed offsets per axis; "
-                            "rel_pos_orientation 'abs' has none (use j_minus_i or i_minus_j)",
-                            path=f"{where.path}.rel_pos_orientation")
 
     def parameters(self, term, bp):
         sy, sx = bp.geometry.offset_span

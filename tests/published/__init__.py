@@ -7,3 +7,26 @@ against them with identical weights.  Inputs and outputs are channels-last (B, H
 maps; every module takes ``seed`` (to fill all parameters with realistic random values)
 and ``dtype`` (float64 by default).  Nothing here imports attndsl or timm.
 """
+
+
+import torch
+
+
+def make_weights(dim, seed=0, dtype=torch.float64, qkv_bias=True):
+    """Seeded dict(w_qkv, b_qkv, w_proj, b_proj) for the references with explicit weights:
+    std fan_in^-1/2 for weights, 0.5 for biases (drawn in float64, then cast)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(shape, std):
+        return (torch.randn(shape, generator=g, dtype=torch.float64) * std).to(dtype)
+
+    return dict(w_qkv=draw((3 * dim, dim), dim ** -0.5),
+                b_qkv=draw((3 * dim,), 0.5) if qkv_bias else None,
+                w_proj=draw((dim, dim), dim ** -0.5),
+                b_proj=draw((dim,), 0.5))
+
+
+def linear(x, w, b):
+    """x·wᵀ (+ b)."""
+    y = x @ w.transpose(0, 1)
+    return y if b is None else y + b

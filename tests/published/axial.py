@@ -25,22 +25,7 @@ __all__ = ["row_attention", "column_attention", "axial_sequential", "axial_paral
            "make_weights"]
 
 
-def make_weights(dim, seed=0, dtype=torch.float64, qkv_bias=True):
-    """Seeded dict(w_qkv, b_qkv, w_proj, b_proj): std fan_in^-1/2 for weights, 0.5 biases."""
-    g = torch.Generator().manual_seed(seed)
-
-    def draw(shape, std):
-        return (torch.randn(shape, generator=g, dtype=torch.float64) * std).to(dtype)
-
-    return dict(w_qkv=draw((3 * dim, dim), dim ** -0.5),
-                b_qkv=draw((3 * dim,), 0.5) if qkv_bias else None,
-                w_proj=draw((dim, dim), dim ** -0.5),
-                b_proj=draw((dim,), 0.5))
-
-
-def _linear(x, w, b):
-    y = x @ w.transpose(0, 1)
-    return y if b is None else y + b
+from . import linear as _linear, make_weights  # noqa: F401  (make_weights re-exported)
 
 
 def _qkv(x, heads, w_qkv, b_qkv):

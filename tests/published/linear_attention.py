@@ -17,7 +17,6 @@ query can have phi(q_i).z = 0, and then y_i = 0).  The two forms agree exactly i
 arithmetic.
 """
 
-import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_attention", "linear_attention_quadratic", "feature", "make_weights"]
@@ -25,17 +24,7 @@ __all__ = ["linear_attention", "linear_attention_quadratic", "feature", "make_we
 FEATURE_MAPS = ("elu_plus_one", "relu")
 
 
-def make_weights(dim, seed=0, dtype=torch.float64, qkv_bias=True):
-    """Seeded dict(w_qkv, b_qkv, w_proj, b_proj): std fan_in^-1/2 for weights, 0.5 biases."""
-    g = torch.Generator().manual_seed(seed)
-
-    def draw(shape, std):
-        return (torch.randn(shape, generator=g, dtype=torch.float64) * std).to(dtype)
-
-    return dict(w_qkv=draw((3 * dim, dim), dim ** -0.5),
-                b_qkv=draw((3 * dim,), 0.5) if qkv_bias else None,
-                w_proj=draw((dim, dim), dim ** -0.5),
-                b_proj=draw((dim,), 0.5))
+from . import linear as _linear, make_weights  # noqa: F401  (make_weights re-exported)
 
 
 def feature(t, feature_map):
@@ -44,11 +33,6 @@ def feature(t, feature_map):
     if feature_map == "relu":
         return F.relu(t)
     raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-
-
-def _linear(x, w, b):
-    y = x @ w.transpose(0, 1)
-    return y if b is None else y + b
 
 
 def _phi_qkv(x, heads, feature_map, w_qkv, b_qkv):
