@@ -107,6 +107,9 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     try:
         with display:
             while True:
+                # a worker killed mid-trial elsewhere on this host: its trial is re-queued
+                # now, not after the others have spent the budget
+                requeue_dead(the_study)
                 ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
                 if not ok:
                     stop_reason = why

@@ -212,27 +212,43 @@ def requeue_dead(study) -> list[int]:
             continue
         if _alive(int(attrs["pid"]), attrs.get("pid_start")):
             continue
-        _requeue_dead(study, t, "the worker process died while it ran")
-        requeued.append(t.number)
+        if _requeue_dead(study, t, "the worker process died while it ran"):
+            requeued.append(t.number)
     return requeued
 
 
-def _requeue(study, trial, why: str, set_attr=None) -> None:
+def _requeue(study, trial, why: str, set_attr=None, enqueue: bool = True) -> None:
     """Record `trial` (a live Trial, or a FrozenTrial of another process with `set_attr`)
     as interrupted and queue its parameters to run again (`retry_of` on the re-run)."""
     set_attr = set_attr or trial.set_user_attr
     for key, value in (("state", "interrupted"), ("reason", "interrupted"), ("requeued", True),
                        ("message", why)):
         set_attr(key, value)
+    if enqueue:
+        _enqueue_retry(study, trial)
+
+
+def _enqueue_retry(study, trial) -> None:
     keep = {k: trial.user_attrs[k] for k in ("seed",) if k in trial.user_attrs}
     study.enqueue_trial(dict(trial.params), user_attrs={**keep, "retry_of": trial.number})
 
 
-def _requeue_dead(study, frozen, why: str) -> None:
+def _requeue_dead(study, frozen, why: str) -> bool:
+    """Fail a dead process's RUNNING trial and queue its re-run, once across workers: every
+    surviving worker looks for the dead between trials, so several can find the same one.
+    The attributes go first (a finished trial takes none); the RUNNING → FAIL transition is
+    the storage's single winner (a row lock on an RDB), and only the winner enqueues."""
+    from optuna.exceptions import UpdateFinishedTrialError
     storage = study._storage      # the trial is another (dead) process's: by its id
-    _requeue(study, frozen, why,
-             lambda key, value: storage.set_trial_user_attr(frozen._trial_id, key, value))
-    storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+    try:
+        _requeue(study, frozen, why,
+                 lambda key, value: storage.set_trial_user_attr(frozen._trial_id, key, value),
+                 enqueue=False)
+        storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False              # another worker (or the heartbeat) got there first
+    _enqueue_retry(study, frozen)
+    return True
 
 
 def enqueue_seeds(study, space: SearchSpace, run_dir: Path) -> list[str]:
@@ -318,7 +334,8 @@ class Objective:
         trial.set_user_attr("name", name)
         trial.set_user_attr("backbone", dump_backbone(backbone))
         # a design already evaluated (infeasible ones included) is reused, not redone
-        twin = _finished_twin(trial.study, digest, trial.number)
+        twin = _finished_twin(trial.study, digest, trial.number) or \
+            _await_running_twin(trial.study, digest, trial.number)
         if twin is not None:
             self.duplicate_streak += 1
             return self._reuse(trial, twin, finish)
@@ -556,6 +573,24 @@ def _finished_twin(study, digest: str, number: int):
                 and t.state in (TrialState.COMPLETE, TrialState.PRUNED)):
             return t
     return None
+
+
+def _await_running_twin(study, digest: str, number: int, poll_s: float = 1.0):
+    """Another worker is training this very design right now (a random sampler on a small
+    space, or the re-run of a killed trial meeting a fresh sample of it): wait for its
+    result and reuse it rather than train the same thing twice at once. Only an earlier
+    trial is waited for, so two twins never wait for each other; if it ends without a
+    reusable result (killed, failed), this trial trains the design itself."""
+    host = socket.gethostname()
+    while True:
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number < number and t.user_attrs.get("hash") == digest
+                   and not t.user_attrs.get("duplicate_of")
+                   and (t.user_attrs.get("host") != host or "pid" not in t.user_attrs
+                        or _alive(int(t.user_attrs["pid"]), t.user_attrs.get("pid_start")))]
+        if not running:
+            return _finished_twin(study, digest, number)
+        time.sleep(poll_s)
 
 
 def _design_name(trial, backbone) -> str:
