@@ -90,7 +90,14 @@ def cmd_show(args) -> int:
     module = _build(args)
     plan = module.plan
     if args.plan:
-        out.print(escape(module.explain_plan()))
+        # the rules and evidence of the device asked for; nothing runs there, so a GPU
+        # plan can be read on a machine without one
+        import torch
+        from .codegen.autoplan import explain
+        from .codegen.module import check_attention, resolve_dtype
+        out.print(escape(explain(plan, module.backend, device=args.device,
+                                 dtype=resolve_dtype(args.dtype) or torch.float32,
+                                 attention=check_attention(args.attention))))
     if not (args.code or args.graph or args.params or args.plan):
         out.print(escape(dump_spec(module.spec).rstrip()))
         out.print(f"# bound at dim={plan.dim}, resolution={plan.resolution}, heads={plan.heads} "
@@ -479,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="which engine runs each branch, and "
                    "why (SDPA, inductor, eager)")
     p.add_argument("--backend", default="auto", help="eager | inductor | auto (for --plan)")
+    p.add_argument("--device", default="cpu", help="whose rules --plan applies: cpu, cuda "
+                   "(the CUDA kind measured), or a kind such as cuda-sm90; no GPU is needed")
+    p.add_argument("--dtype", default=None, help="dtype the plan is for (float32 | bfloat16 | "
+                   "float16 | float64; default float32)")
+    p.add_argument("--attention", default="auto", help="auto | sdpa | flex | explicit: the "
+                   "engine asked for the softmax-attention branches (for --plan)")
     p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("zoo", help=cmd_zoo.__doc__, description=cmd_zoo.__doc__)

@@ -114,6 +114,8 @@ class ApplicationKind:
     #                                       (value_conv adds a conv of the value map)
     shared_keys: ClassVar[bool] = True    # the queries of a block share one key set, so
     #                                       softmax attention can run in a fused kernel (SDPA)
+    static_keys: ClassVar[bool] = True    # S(i) is fixed by the grid, not by the data: the
+    #                                       key set can be a BlockMask built once per grid
     tiles: ClassVar[bool] = False         # blocks are rectangular tiles of the map: the rule
     #                                       has to_tiles / from_tiles (a value conv per block)
 

@@ -109,6 +109,7 @@ class ClustersKind(ApplicationKind):
     doc = ("BOAT: each head's queries clustered (balanced, hierarchical) into groups of "
            "`size` tokens; sibling clusters share `overlap` keys")
     value_map = True
+    static_keys = False       # the tree assigns tokens to clusters per input
 
     def bind(self, app, where):
         H, W = where.grid

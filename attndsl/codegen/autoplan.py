@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ArgumentError
 from ..spec import models as m
 from ..spec.bind import BranchPlan, Plan
 from ..terms import term_of
+from . import evidence
+from .evidence import device_kind
 from .rules import static_filter_branch
 
 # Evidence: benchmarks/results/cpu-amd-epyc-1t_2026-11-21T0822_float32.md (this CPU,
@@ -52,6 +55,9 @@ EVIDENCE = {
     "cpu_low_precision_conv": "this AVX2 CPU has no bfloat16 depthwise kernel worth the name: "
                               "7×7 at 56×56, C=96, batch 8: ~650 ms in bfloat16, eager or "
                               "compiled, against ~9 ms in float32 (benchmarks/results/paired_*)",
+    "cpu_flex": "this CPU, stage 1: Swin 7×7 window + bias compiled FlexAttention 321 ms vs "
+                "attndsl's SDPA form 49 ms; NAT 7×7 compiled FlexAttention ~900 ms vs the "
+                "window views 61 ms; and torch has no FlexAttention backward on the CPU",
     "few_keys": "Twins GSA (sr 8) under inductor, one process, medians of 9: 9 pooled keys "
                 "(stage 2) explicit softmax·V 30.96 ms vs SDPA 33.90; 49 keys (stage 1) "
                 "45.53 vs 48.02",
@@ -87,26 +93,66 @@ def fused_attention_allowed(bp: BranchPlan, compiled: bool = False) -> str | Non
 @dataclass(frozen=True)
 class BranchChoice:
     branch: str
-    engine: str        # "sdpa", "conv", "inductor" or "eager"
+    engine: str        # "sdpa", "flex", "conv", "linear", "inductor" or "eager"
     reason: str
 
 
-def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> BranchChoice:
+# what `attention=` may ask for softmax-attention branches: autoplan's rules, SDPA's fused
+# kernel, FlexAttention, or the explicit softmax·V (fused by inductor when compiled)
+ATTENTION = ("auto", "sdpa", "flex", "explicit")
+
+
+def softmax_attention(b) -> bool:
+    """softmax(s·q·kᵀ + terms) @ v with dynamic keys and a standard kernel: the form the
+    fused kernels (SDPA, FlexAttention) compute."""
+    return (isinstance(b.parameterization, m.Additive)
+            and "query_key" in b.parameterization.term_kinds
+            and b.kernel_bank.keys == "dynamic" and b.kernel.type == "standard"
+            and isinstance(b.normalization, m.Softmax))
+
+
+def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = False,
+                 device="cpu") -> str | None:
+    """None when FlexAttention can run this branch's softmax attention, else why not."""
+    from .flex import TokenRelation, token_relation
+    b = bp.spec
+    if compiled and device_kind(device) == "cpu" and any(
+            term_of(t).per_sample for t in b.parameterization.terms):
+        return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
+                "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
+    if training and b.dropout.attention > 0:
+        return "attention dropout is active (FlexAttention draws no dropout)"
+    if b.kernel.size > 1:
+        return "K×K keys (kernel.size > 1) are not tokens of the map"
+    if b.parameterization.similarity != "dot" or b.parameterization.feature_map != "identity":
+        return "q and k are transformed per block (cosine similarity / feature map)"
+    relation = token_relation(bp)
+    return None if isinstance(relation, TokenRelation) else relation
+
+
+def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
+           device="cpu", dtype: torch.dtype = torch.float32,
+           attention: str = "auto") -> BranchChoice:
     """The engine of one branch; `compiled`: the graph will run under inductor;
-    `training`: the graph is lowered for training (attention dropout is drawn)."""
+    `training`: the graph is lowered for training (attention dropout is drawn);
+    `device`, `dtype`: whose rules and evidence apply; `attention`: what the user asked
+    for softmax-attention branches (ATTENTION)."""
     b = bp.spec
     dropout = training and b.dropout.attention > 0
     if static_filter_branch(bp) and not dropout:
         return BranchChoice(bp.name, "conv", "static filter on a zero-padded neighbourhood "
                             f"→ depthwise F.conv2d ({EVIDENCE['static_filter']})")
-    softmax_qk = (isinstance(b.parameterization, m.Additive)
-                  and "query_key" in b.parameterization.term_kinds
-                  and b.kernel_bank.keys == "dynamic" and b.kernel.type == "standard"
-                  and isinstance(b.normalization, m.Softmax))
+    softmax_qk = softmax_attention(b)
     per_sample_bias = isinstance(b.parameterization, m.Additive) and any(
         term_of(t).per_sample for t in b.parameterization.terms)
     app = b.application.kind
     graph = "inductor" if compiled else "eager"
+    if softmax_qk and attention != "auto":
+        return _asked(bp, attention, graph, training, dropout, device)
+    if softmax_qk and device_kind(device) == "cuda":
+        ruled = _cuda_rule(bp, compiled, training, device, dtype, per_sample_bias)
+        if ruled is not None:
+            return ruled
     if isinstance(b.normalization, m.Sum) and isinstance(b.parameterization, m.Additive) \
             and b.parameterization.term_kinds == ("query_key",) \
             and b.kernel_bank.keys == "dynamic" and b.kernel.type == "standard" \
@@ -150,6 +196,60 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False) -> Br
                         f"{form} ({why})")
 
 
+def _asked(bp: BranchPlan, attention: str, graph: str, training: bool,
+           dropout: bool, device) -> BranchChoice:
+    """The engine the user asked for with `attention=`, or a clear refusal."""
+    def refuse(why: str):
+        engine = {"sdpa": "SDPA", "flex": "FlexAttention"}[attention]
+        raise ArgumentError(f"{attention!r}: branch '{bp.name}' ({bp.spec.application.kind} "
+                            f"keys) can't run in {engine}: {why}; valid for it: 'auto' or "
+                            "'explicit'", argument="attention")
+    if attention == "explicit":
+        return BranchChoice(bp.name, graph, "explicit softmax·V, as asked (attention="
+                            "'explicit')" + (", fused by inductor" if graph == "inductor" else ""))
+    if attention == "sdpa":
+        if not bp.kind.shared_keys:
+            refuse("each query has its own keys (SDPA would need a dense −inf mask)")
+        if dropout:
+            refuse("attention dropout is active (SDPA's dropout draws different masks)")
+        return BranchChoice(bp.name, "sdpa", "F.scaled_dot_product_attention, as asked "
+                            "(attention='sdpa')")
+    why_not = flex_refusal(bp, training, compiled=graph == "inductor", device=device)
+    if why_not is not None:
+        refuse(why_not)
+    return BranchChoice(bp.name, "flex", "FlexAttention with the key set as a BlockMask and "
+                        "the logit terms as a score_mod, as asked (attention='flex')")
+
+
+def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
+               per_sample_bias: bool) -> BranchChoice | None:
+    """Softmax attention on a CUDA device: the fastest engine measured there for this
+    branch's form (codegen/evidence/), else the provisional rule, which says it is one.
+    None: the device-independent rules below apply."""
+    graph = "inductor" if compiled else "eager"
+    candidates = ["explicit"]
+    if bp.kind.shared_keys and not (training and bp.spec.dropout.attention > 0):
+        candidates.append("sdpa")
+    if compiled and flex_refusal(bp, training, compiled=True, device=device) is None:
+        candidates.append("flex")      # eager FlexAttention is torch's unfused reference
+    found = evidence.measured(evidence.load(device, dtype), bp, candidates)
+    if found is not None:
+        best, figures = found
+        engine = graph if best == "explicit" else best
+        return BranchChoice(bp.name, engine, f"{best}: fastest measured — {figures}")
+    unmeasured = (f"not yet measured on {evidence.device_key(device)} in "
+                  f"{evidence.dtype_name(dtype)} for the form '{evidence.form_of(bp)}': a "
+                  f"provisional rule until `{evidence.GPU_CHECK}` is run there")
+    if "flex" in candidates and not bp.kind.shared_keys:
+        return BranchChoice(bp.name, "flex", "FlexAttention over the neighbourhood as a "
+                            "BlockMask: no K²-fold copy of the keys, tiles outside every "
+                            f"neighbourhood skipped ({unmeasured})")
+    if "sdpa" in candidates and not per_sample_bias:
+        return BranchChoice(bp.name, "sdpa", "F.scaled_dot_product_attention: flash / "
+                            f"memory-efficient kernels ({unmeasured})")
+    return None
+
+
 def fusion_evidence(b, app: str, per_sample_bias: bool) -> str | None:
     """The measurement of exactly this form, if there is one (never another family's)."""
     softmax = isinstance(b.normalization, m.Softmax)
@@ -162,10 +262,13 @@ def fusion_evidence(b, app: str, per_sample_bias: bool) -> str | None:
     return None
 
 
-def wants_inductor(plan: Plan) -> bool:
+def wants_inductor(plan: Plan, attention: str = "auto") -> bool:
     """auto compiles with inductor unless every branch is global softmax attention in SDPA
     (GEMM-bound: compiling adds start-up time and nothing measurable); around windows,
-    pooling and everything without a fused kernel, compiling wins (EVIDENCE)."""
+    pooling and everything without a fused kernel, compiling wins (EVIDENCE). FlexAttention
+    is only fused when compiled: asked for, it compiles."""
+    if attention == "flex":
+        return True
     return not all(choose(bp).engine == "sdpa" and bp.spec.application.kind
                    in ("global", "soft_select") for bp in plan.branches)   # GEMM-bound
 
@@ -190,20 +293,30 @@ class Engines:
 
 
 def decide(plan: Plan, backend: str, *, training: bool = False,
-           dtype: torch.dtype = torch.float32, device="cpu") -> Engines:
-    """Every engine decision of a graph: `backend` is "eager", "inductor" or "auto"."""
-    compiled = backend == "inductor" or (backend == "auto" and wants_inductor(plan))
+           dtype: torch.dtype = torch.float32, device="cpu",
+           attention: str = "auto") -> Engines:
+    """Every engine decision of a graph: `backend` is "eager", "inductor" or "auto";
+    `device` / `dtype` select the rules and evidence of that device kind."""
+    compiled = backend == "inductor" or (backend == "auto" and wants_inductor(plan, attention))
     conv_dtype = None
-    if torch.device(device).type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+    if device_kind(device) == "cpu" and dtype in (torch.bfloat16, torch.float16):
         conv_dtype = torch.float32        # EVIDENCE["cpu_low_precision_conv"]
-    return Engines(compiled=compiled, conv_dtype=conv_dtype,
-                   branches=tuple(choose(bp, compiled, training) for bp in plan.branches))
+    branches = tuple(choose(bp, compiled, training, device=device, dtype=dtype,
+                            attention=attention) for bp in plan.branches)
+    return Engines(compiled=compiled, conv_dtype=conv_dtype, branches=branches)
 
 
-def explain(plan: Plan, backend: str) -> str:
+def explain(plan: Plan, backend: str, *, device="cpu", dtype: torch.dtype = torch.float32,
+            attention: str = "auto") -> str:
+    key = evidence.device_key(device)
     lines = [f"spec {plan.spec.name} at dim={plan.dim}, grid={plan.resolution}, "
-             f"backend={backend}"]
-    engines = decide(plan, backend)
+             f"backend={backend}, device {key}, {evidence.dtype_name(dtype)}"
+             + (f", attention={attention}" if attention != "auto" else "")]
+    if key != "cpu":
+        found = evidence.load(device, dtype)
+        lines.append("  evidence: " + (found["file"] if found else "none committed for this "
+                                       f"device and dtype yet ({evidence.GPU_CHECK})"))
+    engines = decide(plan, backend, device=device, dtype=dtype, attention=attention)
     for bp, c in zip(plan.branches, engines.branches):
         lines.append(f"  branch {bp.name} ({bp.heads} heads, {bp.spec.application.kind}): "
                      f"{c.engine} — {c.reason}")
@@ -211,10 +324,11 @@ def explain(plan: Plan, backend: str) -> str:
         # the measurement of compiling around SDPA is of window specs: quoted for those
         windows = any(c.engine == "sdpa" and bp.spec.application.kind == "window"
                       for bp, c in zip(plan.branches, engines.branches))
-        why = f" ({EVIDENCE['compile_windows']})" if windows and backend == "auto" else ""
-        lines.append("  graph: torch.compile(inductor) of the whole graph, SDPA calls "
-                     f"included{why}")
+        why = f" ({EVIDENCE['compile_windows']})" if (
+            windows and backend == "auto" and key == "cpu") else ""
+        lines.append("  graph: torch.compile(inductor) of the whole graph, SDPA / "
+                     f"FlexAttention calls included{why}")
     else:
-        lines.append("  graph: eager fx GraphModule (global attention is GEMM-bound: "
-                     f"{EVIDENCE['sdpa_global']})")
+        lines.append("  graph: eager fx GraphModule (global attention is GEMM-bound; on "
+                     f"this CPU: {EVIDENCE['sdpa_global']})")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from ..spec.bind import Plan
 from ..terms import term_of
 from . import rules as R
 from .autoplan import Engines, decide
-from .passes import ATTENTION_CORE, ENGINES, AttentionCore, run_passes
+from .flex import block_mask_tensors, token_relation
+from .passes import ATTENTION_CORE, ENGINES, FLEX_CORE, AttentionCore, FlexCore, run_passes
 
 
 def project(ctx: R.Ctx, x_q, x_kv):
@@ -138,9 +139,35 @@ def lower_branch(ctx: R.Ctx, x):
             temperature=b.normalization.temperature, heads=bp.heads,
             blocks=sel.block_shape, bias_batch=-1 if any(
                 term_of(t).per_sample for t in b.parameterization.terms) else 1)
+    if ctx.choice.engine == "flex" and ctx.tracer is not None:
+        # the same, for the FlexAttention pass: the maps the blocks were cut from and the
+        # branch's key set on the map's tokens (built here once per grid, held as buffers)
+        out.node.meta[FLEX_CORE] = flex_core(ctx, q_map, k_map, v_map, bias, weights, v)
     with ctx.emitting(f"{app} (aggregation)"):
         y = sel.unblock(out)
     return finish_branch(ctx, y, v_map, x)
+
+
+def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
+    bp, b = ctx.bp, ctx.bp.spec
+    relation, block_mask = ctx.root.flex_key_sets[bp.name]
+    with ctx.emitting(f"application: {b.application.kind} (key set as a BlockMask)"):
+        constants = [ctx.constant("flex_allowed", relation.allowed),
+                     ctx.constant("flex_position", relation.position)]
+        for name, t in zip(("kv_num_blocks", "kv_indices", "full_kv_num_blocks",
+                            "full_kv_indices"), block_mask):
+            constants.append(ctx.constant(f"flex_{name}", t))
+        query_blocks = ctx.constant("flex_query_blocks", relation.query_blocks)
+    if b.kernel_bank.values == "keys":
+        v_map = k_map
+    return FlexCore(
+        branch=bp.name, q_map=q_map.node, k_map=k_map.node, v_map=v_map.node,
+        bias=None if bias is None else bias.node, weights=weights.node, v=v.node,
+        relation=tuple(c.node for c in constants), query_blocks=query_blocks.node,
+        scale=bp.scale() / b.normalization.temperature,
+        temperature=b.normalization.temperature, heads=bp.heads, blocks=ctx.sel.block_shape,
+        per_sample=any(term_of(t).per_sample for t in b.parameterization.terms))
+
 
 
 def finish_branch(ctx: R.Ctx, y, v_map, x, bias_added: bool = False):
@@ -221,6 +248,21 @@ class GraphRoot(nn.Module):
         return y
 
 
+def flex_key_sets(plan: Plan, engines: Engines, device) -> dict:
+    """The key set and BlockMask of every branch autoplan sent to FlexAttention, built
+    before tracing: create_block_mask runs torch code that must not see fx's patched
+    globals (inside a trace it left later compiles unable to trace FlexAttention)."""
+    sets = {}
+    for bp in plan.branches:
+        if engines.of(bp.name).engine != "flex":
+            continue
+        relation = token_relation(bp)
+        if isinstance(relation, str):     # autoplan checked the same relation: a bug
+            raise LoweringError(f"branch '{bp.name}' was sent to FlexAttention but: {relation}")
+        sets[bp.name] = (relation, block_mask_tensors(relation, device))
+    return sets
+
+
 def shape_generic_module(plan: Plan, params: dict[str, nn.Module], *, dtype, device):
     """The lowering rules run eagerly (no fx trace, no passes) with the grid read from the
     input: under torch.export with dynamic H and W, every size that the rules derive from
@@ -243,6 +285,7 @@ def lower(plan: Plan, params: dict[str, nn.Module], *, dtype=torch.float32,
         engines = decide(plan, "inductor" if compiled else "eager", training=training,
                          dtype=dtype, device=device)
     root = GraphRoot(plan, params, dtype, torch.device(device), training, engines)
+    root.flex_key_sets = flex_key_sets(plan, engines, device)
     try:
         graph = R.RuleTracer().trace(root)
     except Exception as exc:  # a lowering rule bug, not a user error: say where

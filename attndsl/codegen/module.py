@@ -18,7 +18,7 @@ from ..errors import ArgumentError, AttndslError, ShapeError
 from ..spec import arguments
 from ..spec.bind import Plan, bind
 from ..spec.io import SpecLike, dump_spec, load_spec, load_spec_text
-from .autoplan import decide, explain
+from .autoplan import ATTENTION, decide, explain
 from .footprint import check_footprint
 from .lower import lower
 from .passes import ENGINES, PROLOGUE, pass_names
@@ -108,6 +108,13 @@ def check_backend(name: str) -> str:
     return name
 
 
+def check_attention(name: str) -> str:
+    if not isinstance(name, str) or name not in ATTENTION:
+        raise ArgumentError(f"unknown attention engine {name!r}; valid: "
+                            f"{', '.join(ATTENTION)}", argument="attention")
+    return name
+
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "float16": torch.float16}
 
@@ -159,14 +166,15 @@ class CompiledAttention(nn.Module):
     """
 
     def __init__(self, spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
-                 backend: str = "eager", passes: list[str] | None = None):
+                 backend: str = "eager", passes: list[str] | None = None,
+                 attention: str = "auto"):
         super().__init__()
         self.spec = load_spec(spec)
         self.dim, self.heads_override = arguments.dim(dim), arguments.heads(heads)
         self.plan: Plan = bind(self.spec, self.dim, resolution, heads)
         check_footprint(self.plan)       # before any parameter is allocated
         self._graphs: OrderedDict = OrderedDict()
-        self.backend, self.passes = backend, passes
+        self.backend, self.passes, self.attention = backend, passes, attention
         for name, mod in spec_parameters(self.plan).items():
             self.add_module(name, mod)
         self.lowerings = 0   # how many graphs were built (tests count recompilation)
@@ -180,6 +188,22 @@ class CompiledAttention(nn.Module):
     @backend.setter
     def backend(self, value):
         self._backend = check_backend(value)
+        self._graphs.clear()
+
+    @property
+    def attention(self) -> str:
+        """The engine of the softmax-attention branches: "auto" (autoplan's rules for the
+        device and dtype), "sdpa", "flex" (FlexAttention) or "explicit"; setting it drops
+        the graphs built for the old one."""
+        return self._attention
+
+    @attention.setter
+    def attention(self, value):
+        check_attention(value)
+        if value != "auto":       # a branch that can't take it: said now, not at forward
+            dtype, device = self._dtype_device()
+            decide(self.plan, self.backend, dtype=dtype, device=device, attention=value)
+        self._attention = value
         self._graphs.clear()
 
     @property
@@ -235,7 +259,8 @@ class CompiledAttention(nn.Module):
             return self._graphs[key]
         plan = self.plan if tuple(resolution) == self.plan.resolution \
             else self.plan_for(resolution)
-        engines = decide(plan, self.backend, training=training, dtype=dtype, device=device)
+        engines = decide(plan, self.backend, training=training, dtype=dtype, device=device,
+                         attention=self.attention)
         gm = lower(plan, self._param_modules(), dtype=dtype, device=device,
                    training=training, passes=self.passes, engines=engines)
         # passes=None (the whole pipeline) and passes=[] (none) are different programs
@@ -250,7 +275,9 @@ class CompiledAttention(nn.Module):
 
     def explain_plan(self) -> str:
         """Which engine runs each branch, and why (the rules of codegen/autoplan.py)."""
-        return explain(self.plan, self.backend)
+        dtype, device = self._dtype_device()
+        return explain(self.plan, self.backend, device=device, dtype=dtype,
+                       attention=self.attention)
 
     @property
     def code(self) -> str:
@@ -297,7 +324,8 @@ class CompiledAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"spec={self.spec.name!r}, dim={self.dim}, resolution={self.resolution}, "
-                f"heads={self.plan.heads}, backend={self.backend!r}")
+                f"heads={self.plan.heads}, backend={self.backend!r}"
+                + (f", attention={self.attention!r}" if self.attention != "auto" else ""))
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -307,6 +335,7 @@ class CompiledAttention(nn.Module):
         torch.save({"format": SAVE_FORMAT, "spec": dump_spec(self.spec), "dim": self.dim,
                     "resolution": list(self.resolution), "heads": self.heads_override,
                     "backend": self.backend, "passes": self.passes,
+                    "attention": self.attention,
                     "state_dict": self.state_dict()}, path)
 
 
@@ -326,12 +355,15 @@ def check_output_path(path, what: str) -> Path:
 
 def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
             backend: str = "auto", dtype=None, device=None,
-            passes: list[str] | None = None) -> CompiledAttention:
+            passes: list[str] | None = None, attention: str = "auto") -> CompiledAttention:
     """Compile a spec (path, zoo name, YAML text, dict or Spec) into an nn.Module.
 
     x (B, H, W, dim) → (B, H, W, dim). `resolution` is the (H, W) the parameters are sized
     for and the first graph is built for; other resolutions are lowered on first use when
-    the parameters allow it.
+    the parameters allow it. `attention`: the engine of the softmax-attention branches —
+    "auto" (autoplan's rules for the module's device and dtype), "sdpa", "flex"
+    (FlexAttention: the key set as a BlockMask, the logit terms as a score_mod) or
+    "explicit"; a branch that can't run in the engine asked for is an error that says why.
 
     >>> import attndsl, torch
     >>> attn = attndsl.compile("swin_wmsa", dim=96, resolution=(14, 14))
@@ -339,11 +371,13 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
     torch.Size([2, 14, 14, 96])
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
+    check_attention(attention)
     module = CompiledAttention(spec, dim, resolution, heads=heads, backend=backend,
                                passes=passes)
     if dtype is not None or device is not None:
         check_footprint(module.plan, device, dtype or torch.float32)
         module = module.to(device=device, dtype=dtype)
+    module.attention = attention      # checked against the rules of the module's device
     return module
 
 
@@ -366,7 +400,8 @@ def load(path: str | os.PathLike, *, backend: str | None = None,
         module = CompiledAttention(spec, blob["dim"], blob["resolution"],
                                    heads=blob.get("heads"),
                                    backend=backend or blob.get("backend", "auto"),
-                                   passes=blob.get("passes"))
+                                   passes=blob.get("passes"),
+                                   attention=blob.get("attention", "auto"))
     except AttndslError as exc:   # a hand-edited or foreign file: the same checks as the API
         raise AttndslError(f"{path}: the stored module is invalid: {exc}") from None
     first = next(iter(state.values()), None)

@@ -20,6 +20,7 @@ from ..errors import LoweringError
 
 
 ATTENTION_CORE = "attndsl_attention_core"
+FLEX_CORE = "attndsl_flex_core"
 # gm.meta keys: autoplan's Engines for the graph (set by lowering), and the parameter
 # prologue split (set by the split_parameter_prologue pass, read by the inductor backend)
 ENGINES = "attndsl_engines"
@@ -43,6 +44,31 @@ class AttentionCore:
     heads: int
     blocks: tuple[int, int, int]   # (nb, Lq, Lk)
     bias_batch: int = 1            # −1: the bias differs per sample (relative logits of q)
+
+
+@dataclass(frozen=True)
+class FlexCore:
+    """A `softmax(s·q·kᵀ + bias) @ v` over a static key set that lowering emitted for a
+    branch autoplan sent to FlexAttention, stored in the aggregate node's meta[FLEX_CORE].
+    q_map / k_map / v_map are the (B, h, w, G·d) maps the blocks were cut from; `bias`
+    broadcasts to (B, G, nb, Lq, Lk); `relation` holds the get_attr nodes of the key set
+    (codegen/flex.py: allowed, position, the BlockMask's four kv tensors) and
+    `query_blocks` the query token of each block slot."""
+
+    branch: str
+    q_map: fx.Node
+    k_map: fx.Node
+    v_map: fx.Node
+    bias: fx.Node | None
+    weights: fx.Node
+    v: fx.Node
+    relation: tuple[fx.Node, ...]
+    query_blocks: fx.Node
+    scale: float
+    temperature: float
+    heads: int
+    blocks: tuple[int, int, int]
+    per_sample: bool
 
 
 class GraphPass(PassBase):
@@ -123,6 +149,57 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
             out = graph.call_method("unflatten", (fused, 1, (G, nb)))
         for new in (q4, k4, v4, fused, out):     # the provenance of the node it replaces
             new.meta.update({k: v for k, v in node.meta.items() if k != ATTENTION_CORE})
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        changed = True
+    return changed
+
+
+def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
+    """softmax(s·q·kᵀ + bias) @ v over a static key set → FlexAttention on the map's tokens,
+    the key set as a BlockMask (built once per grid, held by the graph) and the bias as a
+    score_mod reading the blocks' bias where each (query, key) pair sits.
+
+    Before (Swin shifted window, bias = rel-pos table gather + shift mask):
+        q = <window partition of q_map>; k = …; add = 0.17 * q @ k.transpose(-1, -2) + bias
+        softmax = torch.softmax(add, dim=4);  out = softmax @ v      # (B, G, nb, Lq, d)
+    After:
+        q_t = split_heads(q_map, G); k_t = …; v_t = …                 # (B, G, N, d)
+        bias_t = bias.expand(1, G, nb, Lq, Lk).flatten(2)[0]          # (G, nb·Lq·Lk)
+        o = flex_softmax_attention(q_t, k_t, v_t, bias_t, allowed, position, *block_mask,
+                                   scale=0.17)
+        out = o[:, :, query_blocks]                                   # (B, G, nb, Lq, d)
+    The window partition, roll and padding of q and k are dead afterwards (the dead-code
+    pass removes them); `out` continues into the kind's own unblock.
+    """
+    from .flex import flex_softmax_attention, split_heads
+    graph, changed = gm.graph, False
+    for node in list(graph.nodes):
+        core = node.meta.get(FLEX_CORE)
+        if core is None:
+            continue
+        G, (nb, Lq, Lk) = core.heads, core.blocks
+        for constant in (*core.relation, core.query_blocks):
+            node.prepend(constant)      # lowering made them after the blocks it replaces
+        with graph.inserting_before(node):
+            q, k, v = (graph.call_function(split_heads, (t, G))
+                       for t in (core.q_map, core.k_map, core.v_map))
+            bias = core.bias
+            if bias is not None:
+                if core.temperature != 1.0:
+                    bias = graph.call_function(operator.truediv, (bias, core.temperature))
+                batch = -1 if core.per_sample else 1
+                full = graph.call_method("expand", (bias, batch, G, nb, Lq, Lk))
+                bias = graph.call_method("flatten", (full, 2))
+                if not core.per_sample:
+                    bias = graph.call_function(operator.getitem, (bias, 0))
+            fused = graph.call_function(
+                flex_softmax_attention, (q, k, v, bias, *core.relation),
+                {"scale": core.scale, "per_sample": core.per_sample})
+            out = graph.call_function(operator.getitem, (
+                fused, (slice(None), slice(None), core.query_blocks)))
+        for new in (q, k, v, fused, out):     # the provenance of the node it replaces
+            new.meta.update({k_: v_ for k_, v_ in node.meta.items() if k_ != FLEX_CORE})
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         changed = True
@@ -211,6 +288,33 @@ class SoftmaxAttentionToSdpa(GraphPass):
             self.fail("ensures", f"{calls} SDPA calls for {wanted} branches sent to SDPA")
 
 
+class SoftmaxAttentionToFlex(GraphPass):
+    rewrite = staticmethod(softmax_attention_to_flex)
+    name = "softmax_attention_to_flex"
+    requires_text = ("autoplan's engines on the graph; a flex core (key set and BlockMask) "
+                     "for each FlexAttention branch")
+    ensures_text = "every branch autoplan sent to FlexAttention calls flex_attention"
+
+    def requires(self, gm):
+        engines = _engines(gm)
+        if engines is None:
+            self.fail("requires", "the graph carries no engine decisions (lowered outside "
+                      "codegen.lower?)")
+        cores = {n.meta[FLEX_CORE].branch for n in gm.graph.nodes if FLEX_CORE in n.meta}
+        wanted = {c.branch for c in engines.branches if c.engine == "flex"}
+        if cores != wanted:
+            self.fail("requires", f"flex cores recorded for {sorted(cores)}, but autoplan "
+                      f"sent {sorted(wanted)} to FlexAttention")
+
+    def ensures(self, gm):
+        from .flex import flex_softmax_attention
+        wanted = sum(c.engine == "flex" for c in _engines(gm).branches)
+        calls = sum(n.target is flex_softmax_attention for n in gm.graph.nodes)
+        if calls != wanted:
+            self.fail("ensures", f"{calls} FlexAttention calls for {wanted} branches sent "
+                      "to FlexAttention")
+
+
 class EliminateDeadCode(GraphPass):
     rewrite = staticmethod(eliminate_dead_code)
     name = "eliminate_dead_code"
@@ -265,7 +369,8 @@ class SplitParameterPrologue(GraphPass):
             self.fail("ensures", "main's first input is not the graph's input")
 
 
-PIPELINE: list[GraphPass] = [SoftmaxAttentionToSdpa(), EliminateDeadCode(),
+PIPELINE: list[GraphPass] = [SoftmaxAttentionToSdpa(), SoftmaxAttentionToFlex(),
+                             EliminateDeadCode(),
                              DropUnusedAttributes(), SplitParameterPrologue()]
 
 

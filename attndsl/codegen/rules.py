@@ -65,8 +65,10 @@ class Ctx:
 
     @property
     def compiled(self) -> bool:
-        """The graph will run under inductor: rules may pick forms that only pay off fused."""
-        return self.engines.compiled
+        """The graph will run under inductor: rules may pick forms that only pay off fused.
+        Not for a branch FlexAttention runs: its explicit form is dead once the pass has
+        rewritten it, so it is the plain form the key set is probed from."""
+        return self.engines.compiled and self.choice.engine != "flex"
 
     @contextlib.contextmanager
     def emitting(self, rule: str):

@@ -1,0 +1,177 @@
+"""FlexAttention for softmax attention over a static key set: the branch's blocks, seen
+as a relation between the query tokens and the key tokens of the map.
+
+Every application kind lowers to blocks (B, G, nb, L, d) that its Selection makes by
+rearranging the q/k/v maps (windows, shifted windows, stripes, grid cells, axial lines,
+clamped neighbourhoods …). For FlexAttention the same key sets are a relation on the
+map's tokens: query token t sees key token u iff some block holds t as a query and u as
+an unmasked key. `token_relation` finds that relation by *probing* the Selection with a
+map of token ids instead of features — the rearrangement is the kind's own code, so the
+relation is exact for every kind without a per-kind rule — and keeps:
+
+  allowed   (Nq, Nk) bool: the mask_mod, and the BlockMask built from it once per grid;
+  position  (Nq, Nk) int32: where the pair sits in the flattened (nb, Lq, Lk) blocks, so
+            the score_mod reads the bias the lowering computed for the blocks (rel-pos
+            table gathers, CPB / DPB tables, per-sample relative logits) unchanged;
+  query_blocks (nb, Lq): the query token of each block slot, to put the token-space
+            output back into the blocked layout the rest of the lowering continues from.
+
+Relations that tokens cannot express are refused with the reason: data-dependent key
+sets (clusters), keys from a reduced input (pooled kinds), zero keys that take part in
+the softmax (zero-padded neighbourhoods, HaloNet's halo), a key twice in one block.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+from torch.nn.attention.flex_attention import flex_attention as torch_flex_attention
+
+from ..applications.base import split_heads
+from ..errors import AttndslError
+from ..spec.bind import BranchPlan
+
+# masked logits at or below this are Swin's −100 (or −inf): e^−100 ≈ 4e−44 of a weight,
+# below float64's resolution, so leaving the pair out of the key set changes nothing
+MASKED_LOGIT = -100.0
+# FlexAttention's tile: the BlockMask marks which (128 queries × 128 keys) tiles to visit
+BLOCK_SIZE = 128
+# what runs FlexAttention: torch's (tests put FlexAttention's definition, written out
+# densely, in its place to check gradients where torch has no backward: the CPU)
+KERNEL = torch_flex_attention
+
+
+@dataclass(frozen=True, eq=False)
+class TokenRelation:
+    """The key set of one branch on its map's tokens (module docstring)."""
+
+    allowed: torch.Tensor        # (Nq, Nk) bool
+    position: torch.Tensor       # (Nq, Nk) int32, 0 where not allowed
+    query_blocks: torch.Tensor   # (nb, Lq) long
+    map_grid: tuple[int, int]
+    complete: bool               # every query sees every key: no mask at all
+
+    @property
+    def density(self) -> float:
+        return float(self.allowed.float().mean())
+
+
+def _probe_ctx(bp: BranchPlan):
+    """A rule context that runs the Selection eagerly on the CPU: constants come back as
+    tensors, and no engine picks a compiled-only form."""
+    from .autoplan import BranchChoice, Engines
+    from .rules import Ctx
+    engines = Engines(compiled=False, branches=(BranchChoice(bp.name, "eager", "probe"),))
+    return Ctx(root=None, bp=bp, params=None, dtype=torch.float64,
+               device=torch.device("cpu"), training=False, tracer=None, engines=engines)
+
+
+@functools.lru_cache(maxsize=64)
+def _relation(bp: BranchPlan) -> TokenRelation | str:
+    kind = bp.kind
+    if not kind.static_keys:
+        return (f"{kind.name} keys depend on the data (assigned per input): no key set "
+                "fixed by the grid to build a BlockMask from")
+    if not kind.grid_keys:
+        return (f"{kind.name} keys are projected from a reduced input, not the map's "
+                "tokens: there is no sparsity to skip (SDPA serves these)")
+    try:
+        sel = kind.rule(_probe_ctx(bp))
+        h, w = sel.map_grid
+        G = bp.heads
+        ids = torch.arange(1, h * w + 1, dtype=torch.float64).view(1, h, w, 1)
+        ids = ids.expand(1, h, w, G).contiguous()
+        qb = sel.block_q(ids)[0, 0, ..., 0].round().long()       # (nb, Lq)
+        kb = sel.block_k(ids)[0, 0, ..., 0].round().long()       # (nb, Lk)
+        vb = sel.block_v(ids)[0, 0, ..., 0].round().long()
+        mask = sel.mask()
+    except Exception as exc:          # a kind whose rule needs more than its plan
+        return f"the {kind.name} rule could not be probed for its key set ({exc})"
+    nb, Lq, Lk = qb.shape[0], qb.shape[1], kb.shape[1]
+    n = h * w
+    if kb.shape[0] != nb or not torch.equal(kb, vb):
+        return f"{kind.name} keys and values come from different positions"
+    if not torch.equal(qb.flatten().sort().values, torch.arange(1, n + 1)):
+        return f"{kind.name} queries are not each in exactly one block"
+    keep = torch.ones(nb, Lq, Lk, dtype=torch.bool)
+    if mask is not None:
+        keep = (mask.to(torch.float64) > MASKED_LOGIT).expand(nb, Lq, Lk).clone()
+    q_tok = (qb - 1)[:, :, None].expand(nb, Lq, Lk)
+    k_tok = (kb - 1)[:, None, :].expand(nb, Lq, Lk)
+    if bool(((k_tok < 0) & keep).any()):
+        return (f"{kind.name} keys include zero padding that takes part in the softmax "
+                "(no token of the map carries it)")
+    slot = torch.arange(nb * Lq * Lk).view(nb, Lq, Lk)
+    q_tok, k_tok, slot = q_tok[keep], k_tok[keep], slot[keep]
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    allowed[q_tok, k_tok] = True
+    if int(allowed.sum()) != q_tok.numel():
+        return f"{kind.name} blocks hold a key twice for one query"
+    position = torch.zeros(n, n, dtype=torch.int32)
+    position[q_tok, k_tok] = slot.to(torch.int32)
+    return TokenRelation(allowed=allowed, position=position, query_blocks=qb - 1,
+                         map_grid=(h, w), complete=bool(allowed.all()))
+
+
+def token_relation(bp: BranchPlan) -> TokenRelation | str:
+    """The branch's key set on the map's tokens, or why FlexAttention can't take it."""
+    try:
+        return _relation(bp)
+    except TypeError:                 # an unhashable plan: probe without the cache
+        return _relation.__wrapped__(bp)
+
+
+def block_mask_tensors(relation: TokenRelation, device) -> tuple[torch.Tensor, ...]:
+    """The BlockMask of the relation as its four kv-side tensors (registered as constants
+    of the graph, so the mask is built once per grid and travels with the program)."""
+    allowed = relation.allowed
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return allowed[q_idx, kv_idx]
+    n_q, n_k = allowed.shape
+    bm = create_block_mask(mask_mod, None, None, n_q, n_k, device="cpu",
+                           BLOCK_SIZE=BLOCK_SIZE)
+    return tuple(t.to(device) for t in (bm.kv_num_blocks, bm.kv_indices,
+                                        bm.full_kv_num_blocks, bm.full_kv_indices))
+
+
+class FlexUnavailable(AttndslError):
+    """FlexAttention was asked for where torch cannot run it (its backward on the CPU)."""
+
+
+def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
+                           full_kv_num_blocks, full_kv_indices, *, scale: float,
+                           per_sample: bool):
+    """softmax(scale·q·kᵀ + bias[position]) @ v over the allowed (query, key) pairs.
+
+    q, k, v: (B, G, N, d) token layout; bias: None, (G, M) or, per sample, (B, G, M) over
+    the flattened blocks; allowed / position: the TokenRelation; the kv block tensors: its
+    BlockMask. One node of the graph: inductor traces through it into its fused
+    FlexAttention kernel; eagerly torch runs its reference implementation."""
+    if KERNEL is torch_flex_attention and q.device.type == "cpu" and torch.is_grad_enabled() \
+            and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
+        raise FlexUnavailable(
+            f"FlexAttention has no backward on the CPU in torch {torch.__version__}: train "
+            "with attention='auto' or 'sdpa' on the CPU, or run the module on a GPU")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return allowed[q_idx, kv_idx]
+
+    score_mod = None
+    if bias is not None and per_sample:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[b, h, position[q_idx, kv_idx]]
+    elif bias is not None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[h, position[q_idx, kv_idx]]
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
+    return KERNEL(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+__all__ = ["TokenRelation", "token_relation", "block_mask_tensors",
+           "flex_softmax_attention", "FlexUnavailable", "split_heads"]

@@ -1,0 +1,226 @@
+"""FlexAttention: the softmax_attention_to_flex pass against the independent references.
+
+Forward: torch's own FlexAttention (its eager implementation on the CPU) in float64, every
+zoo spec whose softmax branches it can run, ≤ 1e-10 against the reference. Gradients:
+torch has no FlexAttention backward on the CPU, so the pass's score_mod / mask_mod /
+BlockMask are run through `dense_flex` below — FlexAttention's definition written out
+(scores, score_mod at every (b, h, q, kv), masked where mask_mod is false, softmax) — and
+checked against the reference's gradients; on CUDA benchmarks/gpu_check.py checks
+torch's kernels themselves, forward and backward.
+"""
+import pytest
+import torch
+
+import attndsl
+from attndsl.codegen import evidence, flex
+from attndsl.codegen.autoplan import decide, explain, flex_refusal
+from attndsl.errors import ArgumentError
+from zoo_helpers import ZOO, build, inputs
+from zoo_references import PADDED, reference_for
+
+
+def _flex_ready(name) -> bool:
+    try:
+        m = build(name)
+        m.attention = "flex"
+    except ArgumentError:
+        return False
+    return any(c.engine == "flex" for c in decide(m.plan, "eager", attention="flex").branches)
+
+
+FLEX = [n for n in ZOO if _flex_ready(n)]
+
+
+def flex_module(name, res=None):
+    m = build(name, res=res)
+    m.attention = "flex"
+    return m
+
+
+def dense_flex(q, k, v, score_mod=None, block_mask=None, scale=None):
+    """FlexAttention's definition, densely and differentiably."""
+    B, G, N, _ = q.shape
+    M = k.shape[2]
+    b, h = torch.arange(B).view(B, 1, 1, 1), torch.arange(G).view(1, G, 1, 1)
+    qi, ki = torch.arange(N).view(1, 1, N, 1), torch.arange(M).view(1, 1, 1, M)
+    s = (q @ k.transpose(-1, -2)) * scale
+    if score_mod is not None:
+        s = score_mod(s, b, h, qi, ki)
+    if block_mask is not None:
+        s = s.masked_fill(~block_mask.mask_mod(b, h, qi, ki), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def test_the_flex_zoo_covers_every_static_kind():
+    kinds = {bp.spec.application.kind for n in FLEX for bp in build(n).plan.branches}
+    assert {"window", "sliding", "stripes", "grid", "axial", "global"} <= kinds, kinds
+    for name in ("swin_wmsa", "swin_swmsa", "nat", "dinat", "cswin", "maxvit_grid",
+                 "axial_parallel", "crossformer_lda", "efficientvit", "twins_lsa_masked"):
+        assert name in FLEX
+
+
+@pytest.mark.parametrize("name", FLEX)
+def test_flex_float64_matches_reference(name, record_error):
+    m = flex_module(name)
+    x = inputs(m, m.resolution)
+    with torch.no_grad():
+        y, r = m(x), reference_for(name)(m, x)
+    err = (y - r).abs().max().item()
+    record_error(spec=name, backend="eager, attention=flex", dtype="float64",
+                 res=list(m.resolution), max_abs=err)
+    calls = sum(n.target is flex.flex_softmax_attention for n in m.graph_module().graph.nodes)
+    assert calls == sum(c.engine == "flex" for c in
+                        decide(m.plan, "eager", attention="flex").branches) > 0
+    assert r.abs().max() > 1e-3
+    assert err <= 1e-10
+
+
+@pytest.mark.parametrize("name", [n for n in FLEX if n in PADDED])
+def test_flex_on_non_divisible_resolutions(name):
+    m = flex_module(name, res=PADDED[name])
+    x = inputs(m, PADDED[name])
+    with torch.no_grad():
+        assert (m(x) - reference_for(name)(m, x)).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("name", FLEX)
+def test_flex_gradients_match_reference(name, monkeypatch):
+    """Output, input and every parameter gradient (tables gathered by the score_mod
+    included) through the pass's FlexAttention call, with FlexAttention's definition."""
+    monkeypatch.setattr(flex, "KERNEL", dense_flex)
+    m = flex_module(name).eval()
+    x = inputs(m, m.resolution).requires_grad_(True)
+    params = [x] + list(m.parameters())
+    g = inputs(m, m.resolution, seed=7)
+    y, r = m(x), reference_for(name)(m, x)
+    grads = torch.autograd.grad((y * g).sum(), params, allow_unused=True)
+    grads_ref = torch.autograd.grad((r * g).sum(), params, allow_unused=True)
+    for (pname, _), a, b in zip([("x", x)] + list(m.named_parameters()), grads, grads_ref):
+        assert (a is None) == (b is None), pname
+        if a is not None:
+            assert (a - b).abs().max() <= 1e-9, pname
+
+
+def test_dense_flex_is_torch_flex():
+    """The gradient tests' stand-in computes what torch's FlexAttention computes."""
+    m = flex_module("swin_swmsa")
+    x = inputs(m, m.resolution)
+    with torch.no_grad():
+        y = m(x)
+        flex.KERNEL, saved = dense_flex, flex.KERNEL
+        try:
+            m.attention = "auto"
+            m.attention = "flex"      # a fresh graph calling the stand-in
+            y_dense = m(x)
+        finally:
+            flex.KERNEL = saved
+    assert (y - y_dense).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("name,why", [
+    ("boat_fsla", "depend on the data"), ("twins_gsa", "reduced input"),
+    ("halonet", "zero padding"), ("unified_lsa_sliding_softmax", "zero padding"),
+    ("swin_v2_wmsa", "cosine similarity"), ("dynconv_kernel3", "kernel.size"),
+    ("hilo", "branch 'lofi'")])
+def test_flex_refusals_say_which_branch_and_why(name, why):
+    with pytest.raises(ArgumentError) as err:
+        attndsl.compile(name, dim=48, resolution=(14, 14), attention="flex")
+    text = str(err.value)
+    assert why in text and "FlexAttention" in text and "'auto' or 'explicit'" in text
+
+
+def test_unknown_attention_engine_is_named():
+    with pytest.raises(ArgumentError, match="'flash'.*auto, sdpa, flex, explicit"):
+        attndsl.compile("nat", dim=48, resolution=(14, 14), attention="flash")
+
+
+def test_training_with_flex_on_the_cpu_is_a_clear_error():
+    m = flex_module("nat")          # parameters require grad: a training forward
+    x = inputs(m, m.resolution)
+    with pytest.raises(flex.FlexUnavailable, match="no backward on the CPU.*attention='auto'"):
+        m(x)
+    with torch.no_grad():
+        assert torch.isfinite(m(x)).all()
+
+
+def test_key_set_and_block_mask_are_built_once_per_grid():
+    m = flex_module("nat")
+    x = inputs(m, m.resolution)
+    with torch.no_grad():
+        m(x), m(x)
+        m(inputs(m, (12, 12)))
+    assert m.lowerings == 2           # one graph (and BlockMask) per grid
+    gm = m.graph_module()
+    allowed = gm._attn__flex_allowed
+    n = m.resolution[0] * m.resolution[1]
+    assert allowed.shape == (n, n) and allowed.sum() == n * 49     # 7×7 clamped keys
+    relation = flex.token_relation(m.plan.branches[0])
+    assert flex.token_relation(m.plan.branches[0]) is relation     # probed once per plan
+
+
+def test_relation_of_a_swin_shifted_window_leaves_the_other_regions_out():
+    plan = attndsl.bind(attndsl.load_spec("swin_swmsa"), 48, (14, 14))
+    rel = flex.token_relation(plan.branches[0])
+    # token (0, 0) after the roll by 3 shares its window with the last rows/columns'
+    # wrapped tokens, which the region mask keeps apart: only its own region remains
+    assert not rel.complete and 0 < rel.density < 49 / 196
+    assert bool(rel.allowed.diagonal().all())           # every token sees itself
+
+
+def test_inductor_flex_float32_on_cpu(record_error):
+    """One compiled FlexAttention program on the CPU (float32), against the reference."""
+    m64 = flex_module("nat")
+    m32 = attndsl.compile("nat", dim=m64.dim, resolution=m64.resolution, backend="inductor",
+                          dtype=torch.float32, attention="flex")
+    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    x = inputs(m64, m64.resolution)
+    with torch.no_grad():
+        r = reference_for("nat")(m64, x)
+        y = m32(x.float()).double()
+    rel = ((y - r).abs().max() / r.abs().max()).item()
+    record_error(spec="nat", backend="inductor, attention=flex", dtype="float32",
+                 res=list(m64.resolution), max_rel=rel)
+    assert rel <= 1e-5
+
+
+# ------------------------------------------------------------ per-device rules
+def test_cuda_plan_is_explained_without_a_gpu():
+    plan = attndsl.bind(attndsl.load_spec("nat"), 96, (56, 56))
+    text = explain(plan, "auto", device="cuda", dtype=torch.bfloat16)
+    assert "flex" in text and "provisional" in text and "gpu_check" in text
+    cpu = explain(plan, "auto", device="cpu")
+    assert "window views" in cpu and "provisional" not in cpu
+
+
+def test_cuda_rules_follow_committed_evidence(tmp_path, monkeypatch):
+    import json
+    (tmp_path / "cuda-sm90_bfloat16.json").write_text(json.dumps({
+        "format": evidence.FORMAT, "device": "cuda-sm90", "device_name": "NVIDIA H200",
+        "dtype": "bfloat16", "torch": "2.11.0", "source": "benchmarks/results/x.json",
+        "forms": {"window+terms": {"spec": "swin_wmsa", "stage": "B64 56x56 C96",
+                                   "engines_ms": {"sdpa": 2.0, "flex": 1.5, "explicit": 3.0}},
+                  "sliding+terms": {"spec": "nat", "stage": "B64 56x56 C96",
+                                    "engines_ms": {"explicit": 1.0, "flex": 4.0}}}}))
+    monkeypatch.setattr(evidence, "EVIDENCE_DIR", tmp_path)
+    evidence._files.cache_clear()
+    try:
+        swin = attndsl.bind(attndsl.load_spec("swin_wmsa"), 96, (56, 56))
+        nat = attndsl.bind(attndsl.load_spec("nat"), 96, (56, 56))
+        on = dict(device="cuda-sm90", dtype=torch.bfloat16)
+        choice = decide(swin, "auto", **on).branches[0]
+        assert choice.engine == "flex" and "flex 1.5 ms, sdpa 2 ms" in choice.reason
+        assert "cuda-sm90_bfloat16.json" in choice.reason
+        assert decide(nat, "auto", **on).branches[0].engine == "inductor"   # explicit won
+        # another dtype has no evidence: the provisional rule, which says so
+        assert "provisional" in decide(swin, "auto", device="cuda-sm90",
+                                       dtype=torch.float32).branches[0].reason
+        # the CPU never reads GPU evidence
+        assert decide(swin, "auto", device="cpu").branches[0].engine == "sdpa"
+    finally:
+        evidence._files.cache_clear()
+
+
+def test_flex_refusal_is_none_exactly_where_flex_runs():
+    for name in ("nat", "swin_swmsa", "cswin"):
+        bp = build(name).plan.branches[0]
+        assert flex_refusal(bp) is None
