@@ -116,10 +116,6 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
     """None when FlexAttention can run this branch's softmax attention, else why not."""
     from .flex import TokenRelation, token_relation
     b = bp.spec
-    if compiled and device_kind(device) == "cpu" and any(
-            term_of(t).per_sample for t in b.parameterization.terms):
-        return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
-                "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
     if training and b.dropout.attention > 0:
         return "attention dropout is active (FlexAttention draws no dropout)"
     if b.kernel.size > 1:
@@ -127,7 +123,13 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
     if b.parameterization.similarity != "dot" or b.parameterization.feature_map != "identity":
         return "q and k are transformed per block (cosine similarity / feature map)"
     relation = token_relation(bp)
-    return None if isinstance(relation, TokenRelation) else relation
+    if not isinstance(relation, TokenRelation):
+        return relation
+    if compiled and device_kind(device) == "cpu" and any(
+            term_of(t).per_sample for t in b.parameterization.terms):
+        return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
+                "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
+    return None
 
 
 def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
