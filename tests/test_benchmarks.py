@@ -240,3 +240,30 @@ def test_zoo9_reference_and_eager_baselines_match(fam):
                 continue
             assert bl.rel_err(fn(x), y) <= 1e-4, (fam, b.name)
     assert bl.flops_for(fam, m, geo["B"]) > 0
+
+
+def test_gpu_check_dry_run_writes_results_and_evidence(tmp_path):
+    """benchmarks/gpu_check.py's own code paths on the CPU (the GPU run is the device's):
+    the correctness rows against the float64 reference, the paired rows with attndsl's
+    engines asked for by name, the report and the evidence file autoplan reads."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run",
+                          "--out", str(tmp_path), "--workers", "1", "--specs", "nat,twins_gsa",
+                          "--families", "nat", "--write-evidence", "--parts", "check,bench"],
+                         cwd=Path(__file__).parent.parent, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(next(tmp_path.glob("gpu_*_dry-run.json")).read_text())
+    rows = {(r["spec"], r["attention"]): r for r in result["check"]}
+    assert set(rows) == {("nat", "auto"), ("nat", "flex"), ("twins_gsa", "auto")}
+    assert all(r["ok"] for r in rows.values()), rows
+    assert rows["nat", "auto"]["grads"] < 1e-3 and rows["nat", "flex"]["grads"] is None
+    assert rows["nat", "flex"]["engines"] == {"attn": "flex"}
+    (bench,) = result["bench"]
+    assert {"attndsl_auto", "attndsl_flex", "attndsl_explicit"} <= set(bench["median_ms"])
+    assert "attndsl_sdpa" in bench["errors"]          # neighbourhoods have no SDPA form
+    assert result["gemm"]["tflops"] > 0 and result["environment"]["device_key"] == "cpu"
+    evidence = json.loads((tmp_path / "attndsl/codegen/evidence/cpu_float32.json").read_text())
+    assert set(evidence["forms"]["sliding+terms"]["engines_ms"]) == {"sdpa", "flex", "explicit"}
+    md = next(tmp_path.glob("gpu_*_dry-run.md")).read_text()
+    assert "| nat | eager | float32 | flex |" in md and "auto/best" in md

@@ -22,7 +22,7 @@ from zoo_references import PADDED, reference_for
 def _flex_ready(name) -> bool:
     try:
         m = build(name)
-        m.attention = "flex"
+        m.attention_engine = "flex"
     except ArgumentError:
         return False
     return any(c.engine == "flex" for c in decide(m.plan, "eager", attention="flex").branches)
@@ -33,7 +33,7 @@ FLEX = [n for n in ZOO if _flex_ready(n)]
 
 def flex_module(name, res=None):
     m = build(name, res=res)
-    m.attention = "flex"
+    m.attention_engine = "flex"
     return m
 
 
@@ -109,8 +109,8 @@ def test_dense_flex_is_torch_flex():
         y = m(x)
         flex.KERNEL, saved = dense_flex, flex.KERNEL
         try:
-            m.attention = "auto"
-            m.attention = "flex"      # a fresh graph calling the stand-in
+            m.attention_engine = "auto"
+            m.attention_engine = "flex"      # a fresh graph calling the stand-in
             y_dense = m(x)
         finally:
             flex.KERNEL = saved

@@ -153,6 +153,13 @@ def resolve_device(device) -> torch.device | None:
     return resolved
 
 
+def _autocast_input(x: torch.Tensor) -> bool:
+    """x is in the dtype autocast computes in on its device (it came out of an autocast
+    matmul): the module's own matmuls run in that dtype too, so it is taken as is."""
+    kind = x.device.type
+    return torch.is_autocast_enabled(kind) and x.dtype == torch.get_autocast_dtype(kind)
+
+
 # ---------------------------------------------------------------- the module
 class CompiledAttention(nn.Module):
     """An attention mechanism compiled from a spec.
@@ -174,7 +181,8 @@ class CompiledAttention(nn.Module):
         self.plan: Plan = bind(self.spec, self.dim, resolution, heads)
         check_footprint(self.plan)       # before any parameter is allocated
         self._graphs: OrderedDict = OrderedDict()
-        self.backend, self.passes, self.attention = backend, passes, attention
+        self.backend, self.passes = backend, passes
+        self.attention_engine = attention
         for name, mod in spec_parameters(self.plan).items():
             self.add_module(name, mod)
         self.lowerings = 0   # how many graphs were built (tests count recompilation)
@@ -191,14 +199,14 @@ class CompiledAttention(nn.Module):
         self._graphs.clear()
 
     @property
-    def attention(self) -> str:
+    def attention_engine(self) -> str:
         """The engine of the softmax-attention branches: "auto" (autoplan's rules for the
         device and dtype), "sdpa", "flex" (FlexAttention) or "explicit"; setting it drops
         the graphs built for the old one."""
         return self._attention
 
-    @attention.setter
-    def attention(self, value):
+    @attention_engine.setter
+    def attention_engine(self, value):
         check_attention(value)
         if value != "auto":       # a branch that can't take it: said now, not at forward
             dtype, device = self._dtype_device()
@@ -260,7 +268,7 @@ class CompiledAttention(nn.Module):
         plan = self.plan if tuple(resolution) == self.plan.resolution \
             else self.plan_for(resolution)
         engines = decide(plan, self.backend, training=training, dtype=dtype, device=device,
-                         attention=self.attention)
+                         attention=self.attention_engine)
         gm = lower(plan, self._param_modules(), dtype=dtype, device=device,
                    training=training, passes=self.passes, engines=engines)
         # passes=None (the whole pipeline) and passes=[] (none) are different programs
@@ -277,7 +285,7 @@ class CompiledAttention(nn.Module):
         """Which engine runs each branch, and why (the rules of codegen/autoplan.py)."""
         dtype, device = self._dtype_device()
         return explain(self.plan, self.backend, device=device, dtype=dtype,
-                       attention=self.attention)
+                       attention=self.attention_engine)
 
     @property
     def code(self) -> str:
@@ -292,7 +300,7 @@ class CompiledAttention(nn.Module):
                              f"(channels last), got {shape}; for (B, N, C) tokens call "
                              "forward_tokens(x, (H, W))")
         dtype, device = self._dtype_device()
-        if x.dtype != dtype:
+        if x.dtype != dtype and not _autocast_input(x):
             raise ShapeError(f"input dtype {x.dtype} does not match the module's {dtype}; "
                              f"cast one of them (module.to({x.dtype}) or x.to({dtype}))")
         if x.device != device:
@@ -325,7 +333,8 @@ class CompiledAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"spec={self.spec.name!r}, dim={self.dim}, resolution={self.resolution}, "
                 f"heads={self.plan.heads}, backend={self.backend!r}"
-                + (f", attention={self.attention!r}" if self.attention != "auto" else ""))
+                + (f", attention={self.attention_engine!r}"
+                   if self.attention_engine != "auto" else ""))
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -335,7 +344,7 @@ class CompiledAttention(nn.Module):
         torch.save({"format": SAVE_FORMAT, "spec": dump_spec(self.spec), "dim": self.dim,
                     "resolution": list(self.resolution), "heads": self.heads_override,
                     "backend": self.backend, "passes": self.passes,
-                    "attention": self.attention,
+                    "attention": self.attention_engine,
                     "state_dict": self.state_dict()}, path)
 
 
@@ -377,7 +386,7 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
     if dtype is not None or device is not None:
         check_footprint(module.plan, device, dtype or torch.float32)
         module = module.to(device=device, dtype=dtype)
-    module.attention = attention      # checked against the rules of the module's device
+    module.attention_engine = attention   # checked against the rules of the module's device
     return module
 
 

@@ -6,7 +6,9 @@ warmed up (the compile happens there and is timed separately), then timed:
 - on a CPU with `torch.utils.benchmark.Timer.blocked_autorange` (blocks of runs until
   `min_run_time`; median and IQR over the blocks);
 - on a GPU with CUDA events around each run after a synchronise, replaying a captured CUDA
-  graph when capture works (launch-bound small models are otherwise timed as launches).
+  graph when capture works (launch-bound small models are otherwise timed as launches),
+  under bf16 / fp16 autocast when the deploy settings ask for mixed precision, with the
+  images and convolutions channels-last (`cuda_times`; benchmarks/gpu_check.py uses it).
 Images/s = batch / median time; the spread is reported as IQR / median.
 
 Results are cached by the backbone's canonical hash and the device fingerprint (device
@@ -49,7 +51,8 @@ def fingerprint(device: torch.device, deploy, resolution: int) -> dict:
     out = {"device": device_name(device), "device_type": device.type,
            "torch": torch.__version__, "dtype": deploy.dtype, "batch": deploy.batch,
            "resolution": resolution, "threads": torch.get_num_threads(),
-           "backend": deploy.backend}
+           "backend": deploy.backend, "autocast": deploy.autocast,
+           "channels_last": deploy.channels_last}
     if device.type == "cuda":   # which physical GPU a worker measured on (--gpus)
         out["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     return out
@@ -92,11 +95,8 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
         return {**hit, "cached": True}
     dtype = DTYPES[deploy.dtype]
     started = time.perf_counter()
-    model = BackboneNet(backbone, image_size=resolution, backend=deploy.backend,
-                        dtype=dtype, device=device).eval()
-    x = torch.randn(deploy.batch, backbone.in_channels, resolution, resolution,
-                    device=device, dtype=dtype)
-    with torch.no_grad():
+    model, x = _deployed(backbone, deploy, resolution, device)
+    with torch.no_grad(), _autocast(deploy, device):
         model(x)                      # compiles (auto / inductor)
         _sync(device)
         compile_s = time.perf_counter() - started
@@ -124,6 +124,30 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
     return {**result, "cached": False}
 
 
+def _deployed(backbone: Backbone, deploy, resolution: int, device):
+    """The model and an input batch as the deploy settings run them: dtype, and the image
+    batch and convolution weights in channels-last memory order where asked (the layout
+    cuDNN's fast convolutions read; attndsl's own modules work on (B, H, W, C) tokens)."""
+    dtype = DTYPES[deploy.dtype]
+    model = BackboneNet(backbone, image_size=resolution, backend=deploy.backend,
+                        dtype=dtype, device=device).eval()
+    x = torch.randn(deploy.batch, backbone.in_channels, resolution, resolution,
+                    device=device, dtype=dtype)
+    if deploy.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x
+
+
+def _autocast(deploy, device):
+    """torch.autocast to the deploy's mixed precision (weights stay in `dtype`), or nothing.
+    The cast cache is off: a captured CUDA graph must not hold casts of another call."""
+    import contextlib
+    if deploy.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[deploy.autocast], cache_enabled=False)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -138,21 +162,33 @@ def _cpu_times(model, x, min_run_time: float) -> list[float]:
 
 
 def _cuda_times(model, x, min_run_time: float) -> tuple[list[float], bool]:
-    run = lambda: model(x)   # noqa: E731
-    graphed = False
-    try:   # CUDA-graph replay: small models are launch-bound, and users deploy this way
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                model(x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            model(x)
-        run, graphed = graph.replay, True
-    except Exception:       # capture is not possible for every program: events alone
-        torch.cuda.synchronize()
+    return cuda_times(lambda: model(x), min_run_time)
+
+
+def cuda_times(call, min_run_time: float, graph: bool = True) -> tuple[list[float], bool]:
+    """Seconds per call of `call()` on the current CUDA device: warmed up on a side stream,
+    then captured into a CUDA graph and timed as replays (launch gaps are what small
+    attention programs otherwise measure; users deploy this way), each replay between two
+    CUDA events; a program that can't be captured (host syncs, dynamic shapes) is timed
+    as plain calls. The benchmarks use this same protocol (benchmarks/gpu_check.py)."""
+    run, graphed = call, False
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    if graph:
+        try:
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                call()
+            cuda_graph.replay()
+            torch.cuda.synchronize()
+            run, graphed = cuda_graph.replay, True
+        except Exception:   # capture is not possible for every program: events alone
+            torch.cuda.synchronize()
     times, deadline = [], time.perf_counter() + min_run_time
     while time.perf_counter() < deadline or len(times) < 10:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -227,12 +263,9 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     dtype = DTYPES[deploy.dtype]
     models, inputs = [], []
     for backbone in backbones:
-        resolution = deploy.resolution or backbone.image_size
-        model = BackboneNet(backbone, image_size=resolution, backend=deploy.backend,
-                            dtype=dtype, device=device).eval()
-        x = torch.randn(deploy.batch, backbone.in_channels, resolution, resolution,
-                        device=device, dtype=dtype)
-        with torch.no_grad():
+        model, x = _deployed(backbone, deploy, deploy.resolution or backbone.image_size,
+                             device)
+        with torch.no_grad(), _autocast(deploy, device):
             for _ in range(3):
                 model(x)
         models.append(model)
@@ -240,7 +273,7 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     per_model: list[list[float]] = [[] for _ in backbones]
     order = list(range(len(backbones)))
     rng = random.Random(seed)
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(deploy, device):
         for _ in range(rounds):
             rng.shuffle(order)
             for i in order:

@@ -145,6 +145,18 @@ class Deploy(m.Component):
     batch: Int = Field(default=64, ge=1, le=65_536)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     backend: Literal["auto", "eager", "inductor"] = "auto"   # as users run it: auto
+    # mixed precision: the model stays in `dtype` (float32) and torch.autocast runs its
+    # matmuls and attention in this dtype, as users train and often serve
+    autocast: Literal["none", "bfloat16", "float16"] = "none"
+    channels_last: bool = True     # images and conv weights channels-last (cuDNN's layout)
+
+    @model_validator(mode="after")
+    def _autocast_from_float32(self):
+        if self.autocast != "none" and self.dtype != "float32":
+            raise ValueError(f"autocast: {self.autocast} runs a float32 model in mixed "
+                             f"precision, so dtype must be float32 (got {self.dtype}); for "
+                             f"a model cast to {self.dtype} whole, leave autocast: none")
+        return self
     # timing per measurement (blocked_autorange's min_run_time); the front's interleaved
     # re-measurement times each model this long per round, over 5 rounds
     measure_seconds: Float = Field(default=1.0, gt=0, le=60)

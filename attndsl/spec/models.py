@@ -41,7 +41,8 @@ RESERVED_NAMES = {"positional", "merge"}   # spec-level parameter modules
 MODULE_ATTRIBUTES = frozenset({
     "backend", "code", "dim", "explain_plan", "forward_tokens", "graph_module",
     "heads_override", "lowerings", "passes", "plan", "plan_for", "resolution", "save", "spec",
-    "dtype", "device", "is_training", "compiled", "engines", "shape_generic", "training"})
+    "dtype", "device", "is_training", "compiled", "engines", "shape_generic", "training",
+    "attention_engine", "flex_key_sets"})
 
 
 def check_branch_name(name: str) -> str:
