@@ -55,7 +55,8 @@ def test_the_flex_zoo_covers_every_static_kind():
     kinds = {bp.spec.application.kind for n in FLEX for bp in build(n).plan.branches}
     assert {"window", "sliding", "stripes", "grid", "axial", "global"} <= kinds, kinds
     for name in ("swin_wmsa", "swin_swmsa", "nat", "dinat", "cswin", "maxvit_grid",
-                 "axial_parallel", "crossformer_lda", "efficientvit", "twins_lsa_masked"):
+                 "axial_parallel", "crossformer_lda", "efficientvit", "twins_lsa_masked",
+                 "swin_v2_wmsa", "swin_v2_swmsa"):
         assert name in FLEX
 
 
@@ -120,13 +121,13 @@ def test_dense_flex_is_torch_flex():
 @pytest.mark.parametrize("name,why", [
     ("boat_fsla", "depend on the data"), ("twins_gsa", "reduced input"),
     ("halonet", "zero padding"), ("unified_lsa_sliding_softmax", "zero padding"),
-    ("swin_v2_wmsa", "cosine similarity"), ("dynconv_kernel3", "kernel.size"),
+    ("linear_attention_elu", "no softmax-attention branch"), ("dynconv_kernel3", "kernel.size"),
     ("hilo", "branch 'lofi'")])
 def test_flex_refusals_say_which_branch_and_why(name, why):
     with pytest.raises(ArgumentError) as err:
         attndsl.compile(name, dim=48, resolution=(14, 14), attention="flex")
     text = str(err.value)
-    assert why in text and "FlexAttention" in text and "'auto' or 'explicit'" in text
+    assert why in text and "'flex'" in text and "'auto' or 'explicit'" in text
 
 
 def test_unknown_attention_engine_is_named():

@@ -120,8 +120,8 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
         return "attention dropout is active (FlexAttention draws no dropout)"
     if b.kernel.size > 1:
         return "K×K keys (kernel.size > 1) are not tokens of the map"
-    if b.parameterization.similarity != "dot" or b.parameterization.feature_map != "identity":
-        return "q and k are transformed per block (cosine similarity / feature map)"
+    if b.parameterization.feature_map != "identity":
+        return "q and k go through a feature map (linear attention's, not softmax's)"
     relation = token_relation(bp)
     if not isinstance(relation, TokenRelation):
         return relation
@@ -299,6 +299,11 @@ def decide(plan: Plan, backend: str, *, training: bool = False,
            attention: str = "auto") -> Engines:
     """Every engine decision of a graph: `backend` is "eager", "inductor" or "auto";
     `device` / `dtype` select the rules and evidence of that device kind."""
+    if attention in ("sdpa", "flex") and not any(softmax_attention(bp.spec)
+                                                 for bp in plan.branches):
+        raise ArgumentError(f"{attention!r}: spec '{plan.spec.name}' has no softmax-attention "
+                            "branch (softmax over q·k with dynamic keys) for it to run; "
+                            "valid: 'auto' or 'explicit'", argument="attention")
     compiled = backend == "inductor" or (backend == "auto" and wants_inductor(plan, attention))
     conv_dtype = None
     if device_kind(device) == "cpu" and dtype in (torch.bfloat16, torch.float16):

@@ -160,13 +160,15 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
         query_blocks = ctx.constant("flex_query_blocks", relation.query_blocks)
     if b.kernel_bank.values == "keys":
         v_map = k_map
+    cosine_scale = ctx.cosine_scale.node if b.parameterization.similarity != "dot" else None
     return FlexCore(
         branch=bp.name, q_map=q_map.node, k_map=k_map.node, v_map=v_map.node,
         bias=None if bias is None else bias.node, weights=weights.node, v=v.node,
         relation=tuple(c.node for c in constants), query_blocks=query_blocks.node,
         scale=bp.scale() / b.normalization.temperature,
         temperature=b.normalization.temperature, heads=bp.heads, blocks=ctx.sel.block_shape,
-        per_sample=any(term_of(t).per_sample for t in b.parameterization.terms))
+        per_sample=any(term_of(t).per_sample for t in b.parameterization.terms),
+        cosine_scale=cosine_scale)
 
 
 

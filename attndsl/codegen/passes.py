@@ -69,6 +69,7 @@ class FlexCore:
     heads: int
     blocks: tuple[int, int, int]
     per_sample: bool
+    cosine_scale: fx.Node | None = None   # Swin-V2: q, k normalized, q times τ (G, 1, 1)
 
 
 class GraphPass(PassBase):
@@ -184,6 +185,9 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
         with graph.inserting_before(node):
             q, k, v = (graph.call_function(split_heads, (t, G))
                        for t in (core.q_map, core.k_map, core.v_map))
+            if core.cosine_scale is not None:      # the cosine, per token: as on the blocks
+                q, k = (graph.call_function(F.normalize, (t,), {"dim": -1}) for t in (q, k))
+                q = graph.call_function(operator.mul, (q, core.cosine_scale))
             bias = core.bias
             if bias is not None:
                 if core.temperature != 1.0:

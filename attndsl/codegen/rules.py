@@ -139,6 +139,7 @@ def cosine_similarity(ctx, q, k):
     fused attention kernel still takes it (blocks (B, G, nb, L, d))."""
     sim = ctx.bp.spec.parameterization.similarity
     tau = torch.clamp(ctx.p.logit_scale, max=math.log(sim.max_scale)).exp()   # (G, 1, 1)
+    ctx.cosine_scale = tau      # the FlexAttention pass applies it on the token layout
     return F.normalize(q, dim=-1) * tau.unsqueeze(1), F.normalize(k, dim=-1)
 
 
