@@ -29,7 +29,7 @@ from .codegen.module import CompiledAttention, compile as compile_spec
 from .convert import ConversionError, convert
 from .errors import AttndslError
 
-# class name → (call convention, checkpoint layout); `_pvt` tells PVT-v2's Attention
+# class name → (call convention, checkpoint layout); `_known` tells PVT-v2's Attention
 # (q, kv, sr) from ViT's (qkv) by its attributes
 KNOWN = {
     "WindowAttention": ("swin_block", "timm.swin"),
@@ -82,9 +82,11 @@ class SquareTokenAttention(nn.Module):
         super().__init__()
         self.attn = attn
 
-    def forward(self, x, attn_mask=None):
-        if attn_mask is not None:
-            raise PatchError(f"patched '{self.attn.spec.name}' got an attention mask; "
+    def forward(self, x, attn_mask=None, is_causal: bool = False):
+        # timm ≥ 1.0 passes both to every Attention (None / False for a ViT classifier)
+        if attn_mask is not None or is_causal:
+            raise PatchError(f"patched '{self.attn.spec.name}' got "
+                             f"{'an attention mask' if attn_mask is not None else 'is_causal=True'}; "
                              "attndsl specs define their own masking")
         n = x.shape[1]
         side = math.isqrt(n)
@@ -129,8 +131,11 @@ def _size_of(mod: nn.Module, dim, heads) -> tuple[int, int]:
 
 def _known(mod: nn.Module) -> tuple[str | None, str | None]:
     conv, layout = KNOWN.get(type(mod).__name__, (None, None))
-    if type(mod).__name__ == "Attention" and hasattr(mod, "sr_ratio"):
-        conv, layout = "bnc_size", "timm.pvt_v2"
+    # timm's PVT-v2 Attention is separate q and kv linears (ViT's: one qkv), its reduction
+    # a strided conv `sr`, or AdaptiveAvgPool2d `pool` + 1×1 conv when linear
+    if type(mod).__name__ == "Attention" and hasattr(mod, "kv") and hasattr(mod, "q"):
+        linear = getattr(mod, "pool", None) is not None
+        conv, layout = "bnc_size", "timm.pvt_v2_linear" if linear else "timm.pvt_v2"
     return conv, layout
 
 

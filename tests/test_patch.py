@@ -41,7 +41,7 @@ def test_pvt_and_hilo_swap_exactly(cls_name, inner, spec, layout, grid):
     inner = inner()
     attrs = dict(num_heads=inner.heads)
     if cls_name == "Attention":
-        attrs.update(sr_ratio=8, q=inner.q)
+        attrs.update(q=inner.q, kv=inner.kv, sr=inner.sr)   # as timm 1.0 has them
     else:
         attrs.update(h_qkv=inner.h_qkv)
     block = nn.Module()
