@@ -56,7 +56,8 @@ def test_the_flex_zoo_covers_every_static_kind():
     assert {"window", "sliding", "stripes", "grid", "axial", "global"} <= kinds, kinds
     for name in ("swin_wmsa", "swin_swmsa", "nat", "dinat", "cswin", "maxvit_grid",
                  "axial_parallel", "crossformer_lda", "efficientvit", "twins_lsa_masked",
-                 "swin_v2_wmsa", "swin_v2_swmsa"):
+                 "swin_v2_wmsa", "swin_v2_swmsa", "halonet", "unified_lsa_sliding_softmax",
+                 "unified_lsa_rp_sliding_softmax"):
         assert name in FLEX
 
 
@@ -102,6 +103,22 @@ def test_flex_gradients_match_reference(name, monkeypatch):
             assert (a - b).abs().max() <= 1e-9, pname
 
 
+def test_flex_pass_before_and_after():
+    """The pass replaces the blocked explicit attention by one flex call on the map's
+    tokens; without it the same engines give the explicit graph, with the same output."""
+    on = flex_module("swin_swmsa").eval()
+    off = flex_module("swin_swmsa").eval()
+    off.passes = []
+    before, after = off.code, on.code
+    assert "flex_softmax_attention" not in before and "torch.softmax" in before
+    assert "flex_softmax_attention" in after and "softmax" not in after.replace(
+        "flex_softmax_attention", "")
+    assert "torch.roll" in after          # the unshift of the output stays; q/k's is dead
+    x = inputs(on, on.resolution)
+    with torch.no_grad():
+        assert (on(x) - off(x)).abs().max() <= 1e-12
+
+
 def test_dense_flex_is_torch_flex():
     """The gradient tests' stand-in computes what torch's FlexAttention computes."""
     m = flex_module("swin_swmsa")
@@ -120,7 +137,6 @@ def test_dense_flex_is_torch_flex():
 
 @pytest.mark.parametrize("name,why", [
     ("boat_fsla", "depend on the data"), ("twins_gsa", "reduced input"),
-    ("halonet", "zero padding"), ("unified_lsa_sliding_softmax", "zero padding"),
     ("linear_attention_elu", "no softmax-attention branch"), ("dynconv_kernel3", "kernel.size"),
     ("hilo", "branch 'lofi'")])
 def test_flex_refusals_say_which_branch_and_why(name, why):
@@ -142,6 +158,20 @@ def test_training_with_flex_on_the_cpu_is_a_clear_error():
         m(x)
     with torch.no_grad():
         assert torch.isfinite(m(x)).all()
+
+
+def test_zero_padded_keys_are_one_virtual_key():
+    """A zero-padded 7×7 neighbourhood at the corner reads 33 padded keys; their softmax
+    terms exp(bias) sum into one virtual zero key (the last key column)."""
+    plan = attndsl.bind(attndsl.load_spec("unified_lsa_rp_sliding_softmax"), 48, (14, 14))
+    rel = flex.token_relation(plan.branches[0])
+    n = 14 * 14
+    assert rel.allowed.shape == (n, n + 1)
+    assert int(rel.pad_valid[0].sum()) == 49 - 16 and int(rel.allowed[0, :n].sum()) == 16
+    assert bool(rel.allowed[0, n]) and not bool(rel.allowed[7 * 14 + 7, n])   # centre: none
+    halo = flex.token_relation(attndsl.bind(attndsl.load_spec("halonet"), 48, (14, 14))
+                               .branches[0])
+    assert halo.pad_slots is not None and halo.allowed.shape[1] == 14 * 14 + 1
 
 
 def test_key_set_and_block_mask_are_built_once_per_grid():

@@ -9,8 +9,9 @@ from zoo_helpers import ZOO, build, inputs
 
 
 def test_pipeline_is_listed_in_one_place():
-    assert pass_names() == ["softmax_attention_to_sdpa", "eliminate_dead_code",
-                            "drop_unused_attributes", "split_parameter_prologue"]
+    assert pass_names() == ["softmax_attention_to_sdpa", "softmax_attention_to_flex",
+                            "eliminate_dead_code", "drop_unused_attributes",
+                            "split_parameter_prologue"]
     from torch.fx.passes.infra.pass_base import PassBase
     for p in PIPELINE:   # torch.fx passes: callable checks before and after, documented
         assert isinstance(p, PassBase) and callable(p.requires) and callable(p.ensures)

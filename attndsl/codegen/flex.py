@@ -16,9 +16,16 @@ relation is exact for every kind without a per-kind rule — and keeps:
   query_blocks (nb, Lq): the query token of each block slot, to put the token-space
             output back into the blocked layout the rest of the lowering continues from.
 
+Zero keys. A zero-padded neighbourhood (unfold semantics) and HaloNet's halo read keys
+and values off the map's edge that are zero after the projection, and they take part in
+the softmax: logit 0·q + bias, value 0. No token carries them, but their sum is one term:
+Σ_j exp(b_ij) = exp(logsumexp_j b_ij). So the relation gets one extra, virtual key — a
+zero vector appended to k and v — that every query with padded keys sees, with the
+logsumexp of its padded keys' bias as its score (`pad_slots` lists where those biases
+sit); exact, not an approximation.
+
 Relations that tokens cannot express are refused with the reason: data-dependent key
-sets (clusters), keys from a reduced input (pooled kinds), zero keys that take part in
-the softmax (zero-padded neighbourhoods, HaloNet's halo), a key twice in one block.
+sets (clusters), keys from a reduced input (pooled kinds), a key twice in one block.
 """
 from __future__ import annotations
 
@@ -53,6 +60,10 @@ class TokenRelation:
     query_blocks: torch.Tensor   # (nb, Lq) long
     map_grid: tuple[int, int]
     complete: bool               # every query sees every key: no mask at all
+    # zero keys (module docstring): per query, the block slots of its padded keys (Nq, P)
+    # and which of the P are real; None when no query reads padding
+    pad_slots: torch.Tensor | None = None
+    pad_valid: torch.Tensor | None = None
 
     @property
     def density(self) -> float:
@@ -101,19 +112,38 @@ def _relation(bp: BranchPlan) -> TokenRelation | str:
         keep = (mask.to(torch.float64) > MASKED_LOGIT).expand(nb, Lq, Lk).clone()
     q_tok = (qb - 1)[:, :, None].expand(nb, Lq, Lk)
     k_tok = (kb - 1)[:, None, :].expand(nb, Lq, Lk)
-    if bool(((k_tok < 0) & keep).any()):
-        return (f"{kind.name} keys include zero padding that takes part in the softmax "
-                "(no token of the map carries it)")
     slot = torch.arange(nb * Lq * Lk).view(nb, Lq, Lk)
+    padded = keep & (k_tok < 0)
+    keep = keep & (k_tok >= 0)
+    pad = _pad_slots(q_tok[padded], slot[padded], n) if bool(padded.any()) else None
     q_tok, k_tok, slot = q_tok[keep], k_tok[keep], slot[keep]
-    allowed = torch.zeros(n, n, dtype=torch.bool)
+    allowed = torch.zeros(n, n + (pad is not None), dtype=torch.bool)
     allowed[q_tok, k_tok] = True
     if int(allowed.sum()) != q_tok.numel():
         return f"{kind.name} blocks hold a key twice for one query"
-    position = torch.zeros(n, n, dtype=torch.int32)
+    position = torch.zeros(allowed.shape, dtype=torch.int32)
     position[q_tok, k_tok] = slot.to(torch.int32)
+    if pad is not None:
+        allowed[:, n] = pad[1].any(1)           # the virtual zero key, where padding is read
     return TokenRelation(allowed=allowed, position=position, query_blocks=qb - 1,
-                         map_grid=(h, w), complete=bool(allowed.all()))
+                         map_grid=(h, w), complete=bool(allowed.all()),
+                         pad_slots=None if pad is None else pad[0],
+                         pad_valid=None if pad is None else pad[1])
+
+
+def _pad_slots(q_tok: torch.Tensor, slot: torch.Tensor, n: int):
+    """Per query token, the block slots of its padded keys: (n, P) slots, (n, P) valid."""
+    counts = torch.bincount(q_tok, minlength=n)
+    width = int(counts.max())
+    order = torch.argsort(q_tok, stable=True)
+    q_sorted, s_sorted = q_tok[order], slot[order]
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(q_sorted.numel()) - starts[q_sorted]
+    slots = torch.zeros(n, width, dtype=torch.long)
+    valid = torch.zeros(n, width, dtype=torch.bool)
+    slots[q_sorted, column] = s_sorted
+    valid[q_sorted, column] = True
+    return slots, valid
 
 
 def token_relation(bp: BranchPlan) -> TokenRelation | str:
@@ -143,13 +173,14 @@ class FlexUnavailable(AttndslError):
 
 
 def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
-                           full_kv_num_blocks, full_kv_indices, *, scale: float,
-                           per_sample: bool):
+                           full_kv_num_blocks, full_kv_indices, pad_slots=None,
+                           pad_valid=None, *, scale: float, per_sample: bool):
     """softmax(scale·q·kᵀ + bias[position]) @ v over the allowed (query, key) pairs.
 
     q, k, v: (B, G, N, d) token layout; bias: None, (G, M) or, per sample, (B, G, M) over
     the flattened blocks; allowed / position: the TokenRelation; the kv block tensors: its
-    BlockMask. One node of the graph: inductor traces through it into its fused
+    BlockMask; pad_slots / pad_valid: its zero keys, merged into one virtual key (module
+    docstring). One node of the graph: inductor traces through it into its fused
     FlexAttention kernel; eagerly torch runs its reference implementation."""
     if KERNEL is torch_flex_attention and q.device.type == "cpu" and torch.is_grad_enabled() \
             and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
@@ -160,6 +191,10 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     def mask_mod(b, h, q_idx, kv_idx):
         return allowed[q_idx, kv_idx]
 
+    if pad_slots is not None:
+        return _with_zero_key(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
+                              full_kv_num_blocks, full_kv_indices, pad_slots, pad_valid,
+                              scale, per_sample, mask_mod)
     score_mod = None
     if bias is not None and per_sample:
         def score_mod(score, b, h, q_idx, kv_idx):
@@ -167,6 +202,43 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     elif bias is not None:
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + bias[h, position[q_idx, kv_idx]]
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
+    return KERNEL(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+
+def _with_zero_key(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
+                   full_kv_num_blocks, full_kv_indices, pad_slots, pad_valid, scale,
+                   per_sample, mask_mod):
+    """FlexAttention with the padded keys of each query as one virtual zero key (index N
+    of the keys) whose score is the logsumexp of their bias (of 0s without a bias)."""
+    B, G, n = q.shape[0], q.shape[1], k.shape[2]
+    zero = k.new_zeros(B, G, 1, k.shape[3])
+    k = torch.cat([k, zero], dim=2)
+    v = torch.cat([v, v.new_zeros(B, G, 1, v.shape[3])], dim=2)
+    reads = pad_valid.any(1, keepdim=True)
+    if bias is None:
+        gathered = q.new_zeros(G, *pad_slots.shape)
+    else:
+        gathered = bias[..., pad_slots]                       # ([B,] G, Nq, P)
+    # queries without padding never see the virtual key; their finite row keeps the
+    # logsumexp's gradient finite
+    gathered = gathered.masked_fill(~pad_valid, float("-inf")).masked_fill(~reads, 0.0)
+    pad_bias = torch.logsumexp(gathered, dim=-1)             # ([B,] G, Nq)
+
+    if bias is None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + torch.where(kv_idx == n, pad_bias[h, q_idx], 0.0)
+    elif per_sample:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + torch.where(kv_idx == n, pad_bias[b, h, q_idx],
+                                       bias[b, h, position[q_idx, kv_idx]])
+    else:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + torch.where(kv_idx == n, pad_bias[h, q_idx],
+                                       bias[h, position[q_idx, kv_idx]])
     block_mask = BlockMask.from_kv_blocks(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
         BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))

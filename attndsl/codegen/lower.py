@@ -158,6 +158,9 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
                             "full_kv_indices"), block_mask):
             constants.append(ctx.constant(f"flex_{name}", t))
         query_blocks = ctx.constant("flex_query_blocks", relation.query_blocks)
+        if relation.pad_slots is not None:      # the virtual zero key (codegen/flex.py)
+            constants += [ctx.constant("flex_pad_slots", relation.pad_slots),
+                          ctx.constant("flex_pad_valid", relation.pad_valid)]
     if b.kernel_bank.values == "keys":
         v_map = k_map
     cosine_scale = ctx.cosine_scale.node if b.parameterization.similarity != "dot" else None
