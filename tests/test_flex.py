@@ -189,6 +189,25 @@ def test_key_set_and_block_mask_are_built_once_per_grid():
     assert flex.token_relation(m.plan.branches[0]) is relation     # probed once per plan
 
 
+@pytest.mark.parametrize("name,order,at_most", [
+    ("cswin", "block", 0.12), ("maxvit_grid", "block", 0.12), ("swin_wmsa", "block", 0.12),
+    ("nat", "row-major", 0.20)])
+def test_token_order_keeps_the_tiles_visited_few(name, order, at_most):
+    """At 56×56 row-major order spreads a CSWin stripe over every 128×128 tile (a MaxViT
+    grid cell over 65%); each kind's block order keeps them to ~11%."""
+    plan = attndsl.bind(attndsl.load_spec(name), 96, (56, 56))
+    rel = flex.token_relation(plan.branches[0])
+    visited, total = rel.tiles_visited
+    assert total == 625 and visited / total <= at_most
+    assert (rel.order is None) == (order == "row-major")
+    assert flex.tiles_visited(rel.allowed) == rel.tiles_visited
+    if rel.order is not None:            # the same relation, permuted
+        inverse = torch.argsort(rel.order)
+        row_major = rel.allowed[inverse][:, inverse]
+        assert flex.tiles_visited(row_major)[0] > visited
+        assert int(row_major.sum()) == int(rel.allowed.sum())
+
+
 def test_relation_of_a_swin_shifted_window_leaves_the_other_regions_out():
     plan = attndsl.bind(attndsl.load_spec("swin_swmsa"), 48, (14, 14))
     rel = flex.token_relation(plan.branches[0])

@@ -220,7 +220,17 @@ def _asked(bp: BranchPlan, attention: str, graph: str, training: bool,
     if why_not is not None:
         refuse(why_not)
     return BranchChoice(bp.name, "flex", "FlexAttention with the key set as a BlockMask and "
-                        "the logit terms as a score_mod, as asked (attention='flex')")
+                        f"the logit terms as a score_mod, as asked (attention='flex'); "
+                        f"{_tiles(bp)}")
+
+
+def _tiles(bp: BranchPlan) -> str:
+    from .flex import BLOCK_SIZE, token_relation
+    relation = token_relation(bp)
+    visited, total = relation.tiles_visited
+    order = "row-major" if relation.order is None else f"{bp.kind.name}-block"
+    return (f"its BlockMask visits {visited} of {total} {BLOCK_SIZE}×{BLOCK_SIZE} tiles "
+            f"({100 * visited / total:.0f}%, {order} token order)")
 
 
 def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
@@ -245,7 +255,7 @@ def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
     if "flex" in candidates and not bp.kind.shared_keys:
         return BranchChoice(bp.name, "flex", "FlexAttention over the neighbourhood as a "
                             "BlockMask: no K²-fold copy of the keys, tiles outside every "
-                            f"neighbourhood skipped ({unmeasured})")
+                            f"neighbourhood skipped, {_tiles(bp)} ({unmeasured})")
     if "sdpa" in candidates and not per_sample_bias:
         return BranchChoice(bp.name, "sdpa", "F.scaled_dot_product_attention: flash / "
                             f"memory-efficient kernels ({unmeasured})")

@@ -161,6 +161,7 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
         if relation.pad_slots is not None:      # the virtual zero key (codegen/flex.py)
             constants += [ctx.constant("flex_pad_slots", relation.pad_slots),
                           ctx.constant("flex_pad_valid", relation.pad_valid)]
+        order = None if relation.order is None else ctx.constant("flex_order", relation.order)
     if b.kernel_bank.values == "keys":
         v_map = k_map
     cosine_scale = ctx.cosine_scale.node if b.parameterization.similarity != "dot" else None
@@ -171,7 +172,7 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
         scale=bp.scale() / b.normalization.temperature,
         temperature=b.normalization.temperature, heads=bp.heads, blocks=ctx.sel.block_shape,
         per_sample=any(term_of(t).per_sample for t in b.parameterization.terms),
-        cosine_scale=cosine_scale)
+        cosine_scale=cosine_scale, order=None if order is None else order.node)
 
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
@@ -70,6 +71,7 @@ class FlexCore:
     blocks: tuple[int, int, int]
     per_sample: bool
     cosine_scale: fx.Node | None = None   # Swin-V2: q, k normalized, q times τ (G, 1, 1)
+    order: fx.Node | None = None          # the token order of the relation (flex.py)
 
 
 class GraphPass(PassBase):
@@ -180,11 +182,16 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
         if core is None:
             continue
         G, (nb, Lq, Lk) = core.heads, core.blocks
-        for constant in (*core.relation, core.query_blocks):
+        constants = (*core.relation, core.query_blocks) + (
+            (core.order,) if core.order is not None else ())
+        for constant in constants:
             node.prepend(constant)      # lowering made them after the blocks it replaces
         with graph.inserting_before(node):
             q, k, v = (graph.call_function(split_heads, (t, G))
                        for t in (core.q_map, core.k_map, core.v_map))
+            if core.order is not None:  # each block's tokens contiguous: fewer tiles
+                q, k, v = (graph.call_function(torch.index_select, (t, 2, core.order))
+                           for t in (q, k, v))
             if core.cosine_scale is not None:      # the cosine, per token: as on the blocks
                 q, k = (graph.call_function(F.normalize, (t,), {"dim": -1}) for t in (q, k))
                 q = graph.call_function(operator.mul, (q, core.cosine_scale))
