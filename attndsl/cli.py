@@ -344,6 +344,7 @@ def cmd_search(args) -> int:
                         seed_zoo=args.seed_zoo, prune=not args.no_prune,
                         deploy_resolution=args.deploy_resolution,
                         deploy_batch=args.deploy_batch, deploy_dtype=args.deploy_dtype,
+                        deploy_autocast=args.deploy_autocast,
                         trial_timeout=args.trial_timeout, threads=args.threads,
                         device=args.device, progress=False if args.worker else
                         "lines" if args.no_progress else True,
@@ -547,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deploy-batch", type=int, default=None, help="batch at which throughput "
                    "is measured (default: the space's deploy.batch, 64)")
     p.add_argument("--deploy-dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--deploy-autocast", default=None, help="none | bfloat16 | float16: measure "
+                   "a float32 model under torch.autocast (mixed precision)")
     p.add_argument("--trial-timeout", type=float, default=3600.0, help="seconds before a "
                    "trial is stopped and recorded as timed out (default 3600)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each trial")

@@ -548,3 +548,25 @@ def test_host_lock_lets_steps_run_together(tmp_path):
     with HostLock(path).shared():
         assert time.perf_counter() - start < 0.5
     proc.wait()
+
+
+def test_measure_runs_the_deploy_protocol_with_autocast_and_channels_last(tmp_path):
+    """Mixed precision (a float32 model under bf16 autocast) and channels-last images are
+    part of the measurement and of its cache key; asking autocast of a model already cast
+    to bf16 is refused naming the field."""
+    from attndsl.nas.measure import measure
+    from attndsl.nas.space import Deploy
+    backbone = load_backbone(BACKBONE.replace("attention: none}\n  - {depth: 1, dim: 16",
+                                              "attention: swin_wmsa}\n  - {depth: 1, dim: 16"))
+    deploy = Deploy(batch=2, autocast="bfloat16", measure_seconds=0.05)
+    first = measure(backbone, deploy, device="cpu", cache_dir=tmp_path)
+    assert first["images_per_s"] > 0 and not first["cached"]
+    assert first["fingerprint"]["autocast"] == "bfloat16"
+    assert first["fingerprint"]["channels_last"] is True
+    assert measure(backbone, deploy, device="cpu", cache_dir=tmp_path)["cached"]
+    plain = measure(backbone, Deploy(batch=2, measure_seconds=0.05), device="cpu",
+                    cache_dir=tmp_path)
+    assert not plain["cached"]                      # another protocol, another cache entry
+    with pytest.raises(ValueError, match="autocast: bfloat16 runs a float32 model.*dtype "
+                                         "must be float32"):
+        Deploy(dtype="bfloat16", autocast="bfloat16")

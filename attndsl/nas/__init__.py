@@ -45,6 +45,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
            storage: str | None = None, sampler: str = "tpe", seed: int = 0,
            seed_zoo: bool = False, prune: bool = True, deploy_resolution: int | None = None,
            deploy_batch: int | None = None, deploy_dtype: str | None = None,
+           deploy_autocast: str | None = None,
            trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
            progress: bool | str = True, remeasure: bool = True, workers: int = 1,
            gpus: list | None = None, devices_per_worker: int = 1, console=None,
@@ -68,7 +69,7 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                         "write `budget:` in the space file", path="budget")
     the_budget = budget_text if isinstance(budget_text, Budget) else parse_budget(budget_text)
     _check_study_name(study)
-    deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype)
+    deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype, deploy_autocast)
     gpus = [str(g).strip() for g in gpus] if gpus else None
     n_workers = len(gpus) if gpus else workers
     if not isinstance(n_workers, int) or n_workers < 1:
@@ -227,18 +228,18 @@ def _check_study_name(study) -> None:
                         "(it names the run directory)", path="study")
 
 
-def _deploy(space: SearchSpace, resolution, batch, dtype):
+def _deploy(space: SearchSpace, resolution, batch, dtype, autocast=None):
     """The space's deploy settings with the command line's overrides, validated."""
     from pydantic import ValidationError
 
     from .space import Deploy
-    updates = {k: v for k, v in (("resolution", resolution), ("batch", batch), ("dtype", dtype))
-               if v is not None}
+    updates = {k: v for k, v in (("resolution", resolution), ("batch", batch), ("dtype", dtype),
+                                 ("autocast", autocast)) if v is not None}
     try:
         return Deploy.model_validate({**space.file.deploy.model_dump(), **updates})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        key = err["loc"][0]
+        key = err["loc"][0] if err["loc"] else "autocast"   # the cross-field check
         raise SpecError(f"--deploy-{key} {updates.get(key)!r}: {err['msg']}",
                         path=f"deploy.{key}") from None
 

@@ -75,7 +75,8 @@ def worker_argv(space_path: Path, budget_text: str, options, study_name: str, in
     if not options.prune:
         argv.append("--no-prune")
     deploy = options.deploy
-    argv += ["--deploy-batch", str(deploy.batch), "--deploy-dtype", deploy.dtype]
+    argv += ["--deploy-batch", str(deploy.batch), "--deploy-dtype", deploy.dtype,
+             "--deploy-autocast", deploy.autocast]
     if deploy.resolution:
         argv += ["--deploy-resolution", str(deploy.resolution)]
     if options.threads:
