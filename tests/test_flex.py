@@ -220,6 +220,12 @@ def test_relation_of_a_swin_shifted_window_leaves_the_other_regions_out():
 def test_inductor_flex_float32_on_cpu(record_error):
     """One compiled FlexAttention program on the CPU (float32), against the reference."""
     m64 = flex_module("nat")
+    from attndsl.codegen.autoplan import _torch_before
+    if _torch_before(2, 13):      # its CPU kernel refuses q, k, v from one buffer: said so
+        with pytest.raises(ArgumentError, match="can't take q, k and v"):
+            attndsl.compile("nat", dim=m64.dim, resolution=m64.resolution,
+                            backend="inductor", attention="flex")
+        return
     m32 = attndsl.compile("nat", dim=m64.dim, resolution=m64.resolution, backend="inductor",
                           dtype=torch.float32, attention="flex")
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})

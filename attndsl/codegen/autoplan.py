@@ -125,11 +125,19 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
     relation = token_relation(bp)
     if not isinstance(relation, TokenRelation):
         return relation
+    if compiled and device_kind(device) == "cpu" and _torch_before(2, 13):
+        return (f"torch {torch.__version__}'s CPU FlexAttention kernel can't take q, k and v "
+                "cut from one projection's output (torch 2.13 can); eager, or on a GPU")
     if compiled and device_kind(device) == "cpu" and any(
             term_of(t).per_sample for t in b.parameterization.terms):
         return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
                 "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
     return None
+
+
+def _torch_before(major: int, minor: int) -> bool:
+    found = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    return found < (major, minor)
 
 
 def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
