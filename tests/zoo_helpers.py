@@ -35,6 +35,17 @@ def inputs(module, res, dtype=torch.float64, seed=1, batch=2):
     return torch.randn(batch, *res, module.dim, generator=gen, dtype=torch.float64).to(dtype)
 
 
+def float64_error(m, name, res=None) -> float:
+    """max |y − ref| of the float64 module against the reference at `res` (not vacuous)."""
+    res = res or m.resolution
+    x = inputs(m, res)
+    with torch.no_grad():
+        y, r = m(x), reference_for(name)(m, x)
+    assert y.shape == r.shape == x.shape
+    assert r.abs().max() > 1e-3, "reference output is ~0: the check would be vacuous"
+    return (y - r).abs().max().item()
+
+
 def float32_relative_error(name, backend, record_error):
     """max |y32 − ref64| / max |ref64| for the float32 module on `backend`, the float64
     reference getting the same (float64) weights."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import LoweringError
+from .flex import flex_softmax_attention, split_heads
 
 
 ATTENTION_CORE = "attndsl_attention_core"
@@ -150,12 +151,18 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
                 kwargs["attn_mask"] = graph.call_method("flatten", (full, 1, 2))
             fused = graph.call_function(F.scaled_dot_product_attention, (q4, k4, v4), kwargs)
             out = graph.call_method("unflatten", (fused, 1, (G, nb)))
-        for new in (q4, k4, v4, fused, out):     # the provenance of the node it replaces
-            new.meta.update({k: v for k, v in node.meta.items() if k != ATTENTION_CORE})
-        node.replace_all_uses_with(out)
-        graph.erase_node(node)
+        _replace_core(graph, node, out, (q4, k4, v4, fused), ATTENTION_CORE)
         changed = True
     return changed
+
+
+def _replace_core(graph: fx.Graph, node: fx.Node, out: fx.Node, new_nodes, core_key: str):
+    """`out` replaces the aggregate `node`; the new nodes take its provenance (the rule
+    that emitted it), not its core."""
+    for new in (*new_nodes, out):
+        new.meta.update({k: v for k, v in node.meta.items() if k != core_key})
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
 
 
 def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
@@ -175,7 +182,6 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
     The window partition, roll and padding of q and k are dead afterwards (the dead-code
     pass removes them); `out` continues into the kind's own unblock.
     """
-    from .flex import flex_softmax_attention, split_heads
     graph, changed = gm.graph, False
     for node in list(graph.nodes):
         core = node.meta.get(FLEX_CORE)
@@ -209,10 +215,7 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
                 {"scale": core.scale, "per_sample": core.per_sample})
             out = graph.call_function(operator.getitem, (
                 fused, (slice(None), slice(None), core.query_blocks)))
-        for new in (q, k, v, fused, out):     # the provenance of the node it replaces
-            new.meta.update({k_: v_ for k_, v_ in node.meta.items() if k_ != FLEX_CORE})
-        node.replace_all_uses_with(out)
-        graph.erase_node(node)
+        _replace_core(graph, node, out, (q, k, v, fused), FLEX_CORE)
         changed = True
     return changed
 
@@ -274,56 +277,52 @@ def _engines(gm: fx.GraphModule):
     return gm.meta.get(ENGINES)
 
 
-class SoftmaxAttentionToSdpa(GraphPass):
-    rewrite = staticmethod(softmax_attention_to_sdpa)
-    name = "softmax_attention_to_sdpa"
-    requires_text = "autoplan's engines on the graph; an attention core for each SDPA branch"
-    ensures_text = "every branch autoplan sent to SDPA calls F.scaled_dot_product_attention"
+class FusedAttentionPass(GraphPass):
+    """A pass that hands the attention cores lowering recorded for one engine to its fused
+    kernel: it requires a core for exactly the branches autoplan sent there, and ensures
+    one kernel call per such branch."""
+
+    engine: str          # autoplan's engine name
+    core_key: str        # the node meta key of the cores
+    kernel = None        # the function the rewrite calls
+    kernel_name: str
 
     def requires(self, gm):
         engines = _engines(gm)
         if engines is None:
             self.fail("requires", "the graph carries no engine decisions (lowered outside "
                       "codegen.lower?)")
-        cores = {n.meta[ATTENTION_CORE].branch for n in gm.graph.nodes
-                 if ATTENTION_CORE in n.meta}
-        wanted = {c.branch for c in engines.branches if c.engine == "sdpa"}
+        cores = {n.meta[self.core_key].branch for n in gm.graph.nodes if self.core_key in n.meta}
+        wanted = {c.branch for c in engines.branches if c.engine == self.engine}
         if cores != wanted:
             self.fail("requires", f"attention cores recorded for {sorted(cores)}, but autoplan "
-                      f"sent {sorted(wanted)} to SDPA")
+                      f"sent {sorted(wanted)} to {self.kernel_name}")
 
     def ensures(self, gm):
-        wanted = sum(c.engine == "sdpa" for c in _engines(gm).branches)
-        calls = sum(n.target is F.scaled_dot_product_attention for n in gm.graph.nodes)
+        wanted = sum(c.engine == self.engine for c in _engines(gm).branches)
+        calls = sum(n.target is type(self).kernel for n in gm.graph.nodes)
         if calls != wanted:
-            self.fail("ensures", f"{calls} SDPA calls for {wanted} branches sent to SDPA")
+            self.fail("ensures", f"{calls} {self.kernel_name} calls for {wanted} branches "
+                      f"sent to {self.kernel_name}")
 
 
-class SoftmaxAttentionToFlex(GraphPass):
+class SoftmaxAttentionToSdpa(FusedAttentionPass):
+    rewrite = staticmethod(softmax_attention_to_sdpa)
+    name = "softmax_attention_to_sdpa"
+    requires_text = "autoplan's engines on the graph; an attention core for each SDPA branch"
+    ensures_text = "every branch autoplan sent to SDPA calls F.scaled_dot_product_attention"
+    engine, core_key, kernel_name = "sdpa", ATTENTION_CORE, "SDPA"
+    kernel = staticmethod(F.scaled_dot_product_attention)
+
+
+class SoftmaxAttentionToFlex(FusedAttentionPass):
     rewrite = staticmethod(softmax_attention_to_flex)
     name = "softmax_attention_to_flex"
     requires_text = ("autoplan's engines on the graph; a flex core (key set and BlockMask) "
                      "for each FlexAttention branch")
     ensures_text = "every branch autoplan sent to FlexAttention calls flex_attention"
-
-    def requires(self, gm):
-        engines = _engines(gm)
-        if engines is None:
-            self.fail("requires", "the graph carries no engine decisions (lowered outside "
-                      "codegen.lower?)")
-        cores = {n.meta[FLEX_CORE].branch for n in gm.graph.nodes if FLEX_CORE in n.meta}
-        wanted = {c.branch for c in engines.branches if c.engine == "flex"}
-        if cores != wanted:
-            self.fail("requires", f"flex cores recorded for {sorted(cores)}, but autoplan "
-                      f"sent {sorted(wanted)} to FlexAttention")
-
-    def ensures(self, gm):
-        from .flex import flex_softmax_attention
-        wanted = sum(c.engine == "flex" for c in _engines(gm).branches)
-        calls = sum(n.target is flex_softmax_attention for n in gm.graph.nodes)
-        if calls != wanted:
-            self.fail("ensures", f"{calls} FlexAttention calls for {wanted} branches sent "
-                      "to FlexAttention")
+    engine, core_key, kernel_name = "flex", FLEX_CORE, "FlexAttention"
+    kernel = staticmethod(flex_softmax_attention)
 
 
 class EliminateDeadCode(GraphPass):
