@@ -82,6 +82,20 @@ def test_show_plan_names_each_branch_and_its_engine(capsys):
     assert "inductor" in out and "gather" in out and "torch.compile" in out
 
 
+def test_show_plan_for_a_gpu_without_one(capsys):
+    """The CUDA rules explained on a CPU machine: provisional until evidence is committed,
+    FlexAttention for the neighbourhood with its tiles; a refusal is an error line."""
+    assert main(["show", "nat", "--plan", "--device", "cuda", "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "device cuda, bfloat16" in out and "evidence: none committed" in out
+    assert "branch attn (3 heads, sliding): flex" in out and "tiles" in out
+    assert "provisional" in out
+    assert main(["show", "boat_fsla", "--plan", "--device", "cuda", "--attention", "flex"]) == 2
+    assert "clusters keys depend on the data" in capsys.readouterr().err
+    assert main(["show", "nat", "--plan", "--device", "tpu9"]) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err
+
+
 def test_convert_both_ways_and_list(tmp_path, capsys):
     import torch
     import layout_modules as lm
