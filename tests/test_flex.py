@@ -273,3 +273,17 @@ def test_flex_refusal_is_none_exactly_where_flex_runs():
     for name in ("nat", "swin_swmsa", "cswin"):
         bp = build(name).plan.branches[0]
         assert flex_refusal(bp) is None
+
+
+def test_cpu_inductor_limits_are_refused_not_raised_from_torch():
+    """torch's CPU FlexAttention kernel takes no float64 and no bias computed in the same
+    graph: compiled flex on the CPU says so at compile time, naming what works."""
+    with pytest.raises(ArgumentError, match="takes float32, bfloat16 or float16, not float64"):
+        attndsl.compile("nat", dim=48, resolution=(14, 14), dtype=torch.float64,
+                        attention="flex")
+    with pytest.raises(ArgumentError, match="bias computed in the same compiled graph"):
+        attndsl.compile("halonet", dim=48, resolution=(14, 14), backend="inductor",
+                        attention="flex")
+    m = attndsl.compile("nat", dim=48, resolution=(14, 14), dtype=torch.float64,
+                        backend="eager", attention="flex")      # eager takes both
+    assert m.attention_engine == "flex"

@@ -112,7 +112,7 @@ def softmax_attention(b) -> bool:
 
 
 def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = False,
-                 device="cpu") -> str | None:
+                 device="cpu", dtype: torch.dtype = torch.float32) -> str | None:
     """None when FlexAttention can run this branch's softmax attention, else why not."""
     from .flex import TokenRelation, token_relation
     b = bp.spec
@@ -125,13 +125,17 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
     relation = token_relation(bp)
     if not isinstance(relation, TokenRelation):
         return relation
-    if compiled and device_kind(device) == "cpu" and _torch_before(2, 13):
-        return (f"torch {torch.__version__}'s CPU FlexAttention kernel can't take q, k and v "
-                "cut from one projection's output (torch 2.13 can); eager, or on a GPU")
+    if compiled and device_kind(device) == "cpu" and dtype not in (
+            torch.float32, torch.bfloat16, torch.float16):
+        return (f"torch's CPU FlexAttention kernel takes float32, bfloat16 or float16, not "
+                f"{str(dtype).removeprefix('torch.')}; use backend='eager' for it")
     if compiled and device_kind(device) == "cpu" and any(
             term_of(t).per_sample for t in b.parameterization.terms):
         return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
                 "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
+    if compiled and device_kind(device) == "cpu" and _torch_before(2, 13):
+        return (f"torch {torch.__version__}'s CPU FlexAttention kernel can't take q, k and v "
+                "cut from one projection's output (torch 2.13 can); eager, or on a GPU")
     return None
 
 
@@ -158,7 +162,7 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
     app = b.application.kind
     graph = "inductor" if compiled else "eager"
     if softmax_qk and attention != "auto":
-        return _asked(bp, attention, graph, training, dropout, device)
+        return _asked(bp, attention, graph, training, dropout, device, dtype)
     if softmax_qk and device_kind(device) == "cuda":
         ruled = _cuda_rule(bp, compiled, training, device, dtype, per_sample_bias)
         if ruled is not None:
@@ -207,7 +211,7 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
 
 
 def _asked(bp: BranchPlan, attention: str, graph: str, training: bool,
-           dropout: bool, device) -> BranchChoice:
+           dropout: bool, device, dtype) -> BranchChoice:
     """The engine the user asked for with `attention=`, or a clear refusal."""
     def refuse(why: str):
         engine = {"sdpa": "SDPA", "flex": "FlexAttention"}[attention]
@@ -224,7 +228,8 @@ def _asked(bp: BranchPlan, attention: str, graph: str, training: bool,
             refuse("attention dropout is active (SDPA's dropout draws different masks)")
         return BranchChoice(bp.name, "sdpa", "F.scaled_dot_product_attention, as asked "
                             "(attention='sdpa')")
-    why_not = flex_refusal(bp, training, compiled=graph == "inductor", device=device)
+    why_not = flex_refusal(bp, training, compiled=graph == "inductor", device=device,
+                           dtype=dtype)
     if why_not is not None:
         refuse(why_not)
     return BranchChoice(bp.name, "flex", "FlexAttention with the key set as a BlockMask and "
@@ -250,7 +255,8 @@ def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
     candidates = ["explicit"]
     if bp.kind.shared_keys and not (training and bp.spec.dropout.attention > 0):
         candidates.append("sdpa")
-    if compiled and flex_refusal(bp, training, compiled=True, device=device) is None:
+    if compiled and flex_refusal(bp, training, compiled=True, device=device,
+                                 dtype=dtype) is None:
         candidates.append("flex")      # eager FlexAttention is torch's unfused reference
     found = evidence.measured(evidence.load(device, dtype), bp, candidates)
     if found is not None:
