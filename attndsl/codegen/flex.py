@@ -63,8 +63,8 @@ KERNEL = torch_flex_attention
 class TokenRelation:
     """The key set of one branch on its map's tokens (module docstring)."""
 
-    allowed: torch.Tensor        # (Nq, Nk) bool
-    position: torch.Tensor       # (Nq, Nk) int32, 0 where not allowed
+    allowed: torch.Tensor        # (Nq, Nk) bool; (Nq, Nk + 1) with the virtual zero key
+    position: torch.Tensor       # the same shape, int32: the pair's block slot (0 if none)
     query_blocks: torch.Tensor   # (nb, Lq) long
     map_grid: tuple[int, int]
     complete: bool               # every query sees every key: no mask at all
