@@ -56,3 +56,26 @@ def test_ci_runs_the_readme_test_command():
     commands = [line.strip() for line in README.splitlines()
                 if "pytest" in line and line.startswith("    ")]
     assert commands and commands[0] in ci
+
+
+def test_gpu_runs_become_columns_beside_the_cpu_ones(tmp_path):
+    """A committed benchmarks/gpu_check.py result adds its (dtype, GPU kind) columns to the
+    README's table; a dry run (CPU) never does."""
+    import json
+
+    from benchmarks.summary import render
+    paired = {"meta": {"date": "2026-11-21T09:20"}, "rows": [
+        {"dtype": "float32", "stage": "stage1", "family": "nat", "best": "window_index",
+         "ratio_vs": {"window_index": {"median": 0.7, "min": 0.6, "max": 0.8}}}]}
+    gpu = {"environment": {"date": "2026-12-09T10:00", "device_key": "cuda-sm90"}, "bench": [
+        {"family": "nat", "stage": "stage1", "dtype": "bfloat16", "best": "attndsl_flex",
+         "auto_over_best": 1.0},
+        {"family": "vit_mhsa", "stage": "stage1", "dtype": "bfloat16", "errors": {}}]}
+    (tmp_path / "paired_cpu_x.json").write_text(json.dumps(paired))
+    (tmp_path / "gpu_cuda-sm90_2026-12-09T1000.json").write_text(json.dumps(gpu))
+    (tmp_path / "gpu_cpu_2026-12-09T1000_dry-run.json").write_text(json.dumps(
+        {**gpu, "environment": {"date": "2026-12-09T11:00", "device_key": "cpu"}}))
+    table = render(tmp_path)
+    assert "| family | float32 stage1 | bfloat16 cuda-sm90 stage1 |" in table
+    assert "| nat | 0.70× [0.60–0.80] vs window_index | 1.00× [1.00–1.00] vs attndsl_flex |" in table
+    assert "dry-run" not in table and "vit_mhsa" not in table
