@@ -257,7 +257,7 @@ def test_gpu_check_dry_run_writes_results_and_evidence(tmp_path):
     rows = {(r["spec"], r["attention"]): r for r in result["check"]}
     assert set(rows) == {("nat", "auto"), ("nat", "flex"), ("twins_gsa", "auto")}
     assert all(r["ok"] for r in rows.values()), rows
-    assert rows["nat", "auto"]["grads"] < 1e-3 and rows["nat", "flex"]["grads"] is None
+    assert rows["nat", "auto"]["grads"] < 1e-3 and rows["nat", "flex"]["grads"] < 1e-3
     assert rows["nat", "flex"]["engines"] == {"attn": "flex"}
     (bench,) = result["bench"]
     assert {"attndsl_auto", "attndsl_flex", "attndsl_explicit"} <= set(bench["median_ms"])

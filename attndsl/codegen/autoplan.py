@@ -9,6 +9,7 @@ evidence (a benchmark and figures measured on that device); `attndsl show --plan
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -334,6 +335,11 @@ def decide(plan: Plan, backend: str, *, training: bool = False,
         conv_dtype = torch.float32        # EVIDENCE["cpu_low_precision_conv"]
     branches = tuple(choose(bp, compiled, training, device=device, dtype=dtype,
                             attention=attention) for bp in plan.branches)
+    if training and device_kind(device) == "cpu" and any(c.engine == "flex" for c in branches):
+        warnings.warn(f"attention='flex' on the CPU: torch {torch.__version__} has no "
+                      "FlexAttention backward there, so gradients go through its definition "
+                      "evaluated densely (memory ∝ queries × keys); train with "
+                      "attention='auto' on the CPU, or on a GPU", stacklevel=3)
     return Engines(compiled=compiled, conv_dtype=conv_dtype, branches=branches)
 
 

@@ -46,7 +46,6 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from torch.nn.attention.flex_attention import flex_attention as torch_flex_attention
 
 from ..applications.base import split_heads
-from ..errors import AttndslError
 from ..spec.bind import BranchPlan
 
 # masked logits at or below this are Swin's −100 (or −inf): e^−100 ≈ 4e−44 of a weight,
@@ -54,8 +53,7 @@ from ..spec.bind import BranchPlan
 MASKED_LOGIT = -100.0
 # FlexAttention's tile: the BlockMask marks which (128 queries × 128 keys) tiles to visit
 BLOCK_SIZE = 128
-# what runs FlexAttention: torch's (tests put FlexAttention's definition, written out
-# densely, in its place to check gradients where torch has no backward: the CPU)
+# what runs FlexAttention: torch's (a test swaps it to compare with the dense definition)
 KERNEL = torch_flex_attention
 
 
@@ -207,8 +205,31 @@ def block_mask_tensors(relation: TokenRelation, device) -> tuple[torch.Tensor, .
                                         bm.full_kv_num_blocks, bm.full_kv_indices))
 
 
-class FlexUnavailable(AttndslError):
-    """FlexAttention was asked for where torch cannot run it (its backward on the CPU)."""
+def dense_flex_attention(q, k, v, score_mod=None, block_mask=None, scale=None):
+    """FlexAttention's definition written out densely: scale·q·kᵀ, the score_mod at every
+    (b, h, q, kv), −inf where the mask_mod is false, softmax, @ v. Differentiable, and
+    O(B·G·Nq·Nk) in memory: what runs where torch's FlexAttention has no backward."""
+    B, G, N, _ = q.shape
+    M = k.shape[2]
+    b = torch.arange(B, device=q.device).view(B, 1, 1, 1)
+    h = torch.arange(G, device=q.device).view(1, G, 1, 1)
+    qi = torch.arange(N, device=q.device).view(1, 1, N, 1)
+    ki = torch.arange(M, device=q.device).view(1, 1, 1, M)
+    s = (q @ k.transpose(-1, -2)) * scale
+    if score_mod is not None:
+        s = score_mod(s, b, h, qi, ki)
+    if block_mask is not None:
+        s = s.masked_fill(~block_mask.mask_mod(b, h, qi, ki), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _kernel(q, k, v, bias):
+    """torch's FlexAttention, or — where it has no backward (the CPU) and a gradient is
+    wanted — its dense definition (autoplan warns when it lowers such a training graph)."""
+    if KERNEL is torch_flex_attention and q.device.type == "cpu" and torch.is_grad_enabled() \
+            and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
+        return dense_flex_attention
+    return KERNEL
 
 
 def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
@@ -221,12 +242,6 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     BlockMask; pad_slots / pad_valid: its zero keys, merged into one virtual key (module
     docstring). One node of the graph: inductor traces through it into its fused
     FlexAttention kernel; eagerly torch runs its reference implementation."""
-    if KERNEL is torch_flex_attention and q.device.type == "cpu" and torch.is_grad_enabled() \
-            and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
-        raise FlexUnavailable(
-            f"FlexAttention has no backward on the CPU in torch {torch.__version__}: train "
-            "with attention='auto' or 'sdpa' on the CPU, or run the module on a GPU")
-
     def mask_mod(b, h, q_idx, kv_idx):
         return allowed[q_idx, kv_idx]
 
@@ -244,7 +259,8 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     block_mask = BlockMask.from_kv_blocks(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
         BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
-    return KERNEL(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return _kernel(q, k, v, bias)(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                                  scale=scale)
 
 
 
@@ -281,8 +297,9 @@ def _with_zero_key(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
     block_mask = BlockMask.from_kv_blocks(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
         BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
-    return KERNEL(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return _kernel(q, k, v, bias)(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                                  scale=scale)
 
 
 __all__ = ["TokenRelation", "token_relation", "block_mask_tensors",
-           "flex_softmax_attention", "FlexUnavailable", "split_heads"]
+           "flex_softmax_attention", "dense_flex_attention", "split_heads"]
