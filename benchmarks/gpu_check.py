@@ -159,8 +159,8 @@ def check_row(name: str, ref: Reference, backend: str, dtype_name: str, attentio
     row = dict(spec=name, backend=backend, dtype=dtype_name, attention=attention)
     t0 = time.perf_counter()
     try:
-        row.update(_check_variant(ref.m64, ref.x, ref.g, ref.out, ref.grads, ref.names,
-                                  backend, getattr(_torch(), dtype_name), attention, device))
+        row.update(_check_variant(ref, backend, getattr(_torch(), dtype_name), attention,
+                                  device))
     except Exception as exc:       # a crash is a failed row, never the run
         row.update(ok=False, error=f"{type(exc).__name__}: "
                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
@@ -168,24 +168,25 @@ def check_row(name: str, ref: Reference, backend: str, dtype_name: str, attentio
     return row
 
 
-def _check_variant(m64, x64, g64, ref, ref_grads, names, backend, dtype, attention, device):
+def _check_variant(ref: Reference, backend, dtype, attention, device):
     torch = _torch()
     import attndsl
+    m64 = ref.m64
     m = attndsl.compile(m64.spec, dim=m64.dim, resolution=m64.resolution, backend=backend,
                         dtype=dtype, device=device, attention=attention)
     m.load_state_dict(m64.state_dict())
     m.train()
-    x = x64.detach().to(device=device, dtype=dtype).requires_grad_(True)
+    x = ref.x.detach().to(device=device, dtype=dtype).requires_grad_(True)
     with warnings.catch_warnings():     # the CPU's dense FlexAttention gradients, expected
         warnings.simplefilter("ignore", UserWarning)
         y = m(x)
     out = {"engines": {c.branch: c.engine for c in
                        m.graph_module(training=True).meta["attndsl_engines"].branches}}
-    out["out"] = rel(y, ref)
-    grads = torch.autograd.grad((y * g64.to(y)).sum(), [x, *m.parameters()],
+    out["out"] = rel(y, ref.out)
+    grads = torch.autograd.grad((y * ref.g.to(y)).sum(), [x, *m.parameters()],
                                 allow_unused=True)
-    per = {"x": rel(grads[0], ref_grads[0])}
-    for pname, a, b in zip(names, grads[1:], ref_grads[1:]):
+    per = {"x": rel(grads[0], ref.grads[0])}
+    for pname, a, b in zip(ref.names, grads[1:], ref.grads[1:]):
         if a is not None and b is not None and b.norm() > 0:
             per[pname] = rel(a, b)
     worst = max(per, key=per.get)
@@ -240,17 +241,13 @@ def gemm_ceiling(device: str, dtype, dry: bool) -> dict:
 
 
 def _median_seconds(call, device: str, min_run_time: float) -> float:
+    """The search's protocol (attndsl.nas.measure): CUDA graphs and events on a GPU,
+    blocked_autorange on a CPU."""
+    from attndsl.nas.measure import cpu_times, cuda_times
     if device == "cuda":
-        from attndsl.nas.measure import cuda_times
-        times, _ = cuda_times(call, min_run_time)
-    else:
-        call()
-        times, deadline = [], time.perf_counter() + min_run_time
-        while time.perf_counter() < deadline or len(times) < 3:
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return statistics.median(cuda_times(call, min_run_time)[0])
+    call()
+    return statistics.median(cpu_times(call, min_run_time))
 
 
 def _module(family, geo, backend, attention, device, dtype, state):
@@ -518,17 +515,17 @@ def main(argv=None) -> int:
     py = [sys.executable, "-m", "benchmarks.gpu_check"] + (["--dry-run"] if args.dry_run else [])
     child_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
-    timm = None
+    timm_run = None      # the timm tests run beside the check (their own process)
     if "timm" in parts:
-        try:
-            import timm  # noqa: F401
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   "tests/test_patch_timm.py"]
-            timm = (subprocess.Popen(cmd, cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True), cmd)
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("timm") is None:
             result["timm"] = {"command": "pytest tests/test_patch_timm.py", "returncode": None,
                               "summary": "timm is not installed here"}
+        else:
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "tests/test_patch_timm.py"]
+            timm_run = (subprocess.Popen(cmd, cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True), cmd)
 
     if "check" in parts:
         import attndsl
@@ -596,8 +593,8 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
         result["bench_skipped"] = skipped
 
-    if timm is not None:
-        proc, cmd = timm
+    if timm_run is not None:
+        proc, cmd = timm_run
         try:
             out, _ = proc.communicate(timeout=max(10.0, budget_end - time.time()))
         except subprocess.TimeoutExpired:

@@ -56,9 +56,6 @@ EVIDENCE = {
     "cpu_low_precision_conv": "this AVX2 CPU has no bfloat16 depthwise kernel worth the name: "
                               "7×7 at 56×56, C=96, batch 8: ~650 ms in bfloat16, eager or "
                               "compiled, against ~9 ms in float32 (benchmarks/results/paired_*)",
-    "cpu_flex": "this CPU, stage 1: Swin 7×7 window + bias compiled FlexAttention 321 ms vs "
-                "attndsl's SDPA form 49 ms; NAT 7×7 compiled FlexAttention ~900 ms vs the "
-                "window views 61 ms; and torch has no FlexAttention backward on the CPU",
     "few_keys": "Twins GSA (sr 8) under inductor, one process, medians of 9: 9 pooled keys "
                 "(stage 2) explicit softmax·V 30.96 ms vs SDPA 33.90; 49 keys (stage 1) "
                 "45.53 vs 48.02",
@@ -112,6 +109,12 @@ def softmax_attention(b) -> bool:
             and isinstance(b.normalization, m.Softmax))
 
 
+def per_sample_bias(b) -> bool:
+    """Some logit term reads q or k beyond q·kᵀ: the bias differs per sample."""
+    return isinstance(b.parameterization, m.Additive) and any(
+        term_of(t).per_sample for t in b.parameterization.terms)
+
+
 def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = False,
                  device="cpu", dtype: torch.dtype = torch.float32) -> str | None:
     """None when FlexAttention can run this branch's softmax attention, else why not."""
@@ -130,8 +133,7 @@ def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = Fal
             torch.float32, torch.bfloat16, torch.float16):
         return (f"torch's CPU FlexAttention kernel takes float32, bfloat16 or float16, not "
                 f"{str(dtype).removeprefix('torch.')}; use backend='eager' for it")
-    if compiled and device_kind(device) == "cpu" and any(
-            term_of(t).per_sample for t in b.parameterization.terms):
+    if compiled and device_kind(device) == "cpu" and per_sample_bias(b):
         return ("torch's CPU FlexAttention kernel can't read a bias computed in the same "
                 "compiled graph (these relative logits depend on q or k); eager, or on a GPU")
     if compiled and device_kind(device) == "cpu" and _torch_before(2, 13):
@@ -158,14 +160,13 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
         return BranchChoice(bp.name, "conv", "static filter on a zero-padded neighbourhood "
                             f"→ depthwise F.conv2d ({EVIDENCE['static_filter']})")
     softmax_qk = softmax_attention(b)
-    per_sample_bias = isinstance(b.parameterization, m.Additive) and any(
-        term_of(t).per_sample for t in b.parameterization.terms)
+    per_sample = per_sample_bias(b)
     app = b.application.kind
     graph = "inductor" if compiled else "eager"
     if softmax_qk and attention != "auto":
         return _asked(bp, attention, graph, training, dropout, device, dtype)
     if softmax_qk and device_kind(device) == "cuda":
-        ruled = _cuda_rule(bp, compiled, training, device, dtype, per_sample_bias)
+        ruled = _cuda_rule(bp, compiled, graph, training, device, dtype, per_sample)
         if ruled is not None:
             return ruled
     if isinstance(b.normalization, m.Sum) and isinstance(b.parameterization, m.Additive) \
@@ -177,7 +178,7 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
                             "associative form φ(q)(φ(k)ᵀv) / (φ(q)·Σφ(k) + ε): "
                             f"O(N·d²), the {bp.geometry.blocks[1]}×{bp.geometry.blocks[2]} "
                             "weights are never built")
-    if softmax_qk and not per_sample_bias and bp.kind.shared_keys:
+    if softmax_qk and not per_sample and bp.kind.shared_keys:
         why_not = fused_attention_allowed(bp, compiled)
         if dropout:
             why_not = "attention dropout is active (SDPA's dropout draws different masks)"
@@ -188,7 +189,7 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
         return BranchChoice(bp.name, "sdpa", f"softmax attention over {app} keys → "
                             f"F.scaled_dot_product_attention ({measured})")
     if softmax_qk and app == "sliding":
-        measured = "fusion_sliding_terms" if per_sample_bias else "gather_sliding"
+        measured = "fusion_sliding_terms" if per_sample else "gather_sliding"
         return BranchChoice(bp.name, graph, "sliding softmax attention → window views "
                             f"compiled by inductor ({EVIDENCE[measured]})")
     # what keeps the branch off a fused kernel, each with the measurement of that form
@@ -200,11 +201,11 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
         what.append(f"{b.normalization.kind} normalization")
     if b.kernel.type == "depthwise":
         what.append("depthwise kernel")
-    if per_sample_bias:
+    if per_sample:
         what.append("relative key/query terms")
     if app in ("sliding", "clusters"):
         what.append(f"{app} keys")
-    evidence = fusion_evidence(b, app, per_sample_bias)
+    evidence = fusion_evidence(b, app, per_sample)
     why = EVIDENCE[evidence] if evidence else "this form has no paired measurement yet"
     form = "inductor fusion" if compiled else "explicit weights, eager"
     return BranchChoice(bp.name, graph, f"{', '.join(what) or 'no fused kernel fits'} → "
@@ -247,12 +248,11 @@ def _tiles(bp: BranchPlan) -> str:
             f"({100 * visited / total:.0f}%, {order} token order)")
 
 
-def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
-               per_sample_bias: bool) -> BranchChoice | None:
+def _cuda_rule(bp: BranchPlan, compiled: bool, graph: str, training: bool, device, dtype,
+               per_sample: bool) -> BranchChoice | None:
     """Softmax attention on a CUDA device: the fastest engine measured there for this
     branch's form (codegen/evidence/), else the provisional rule, which says it is one.
     None: the device-independent rules below apply."""
-    graph = "inductor" if compiled else "eager"
     candidates = ["explicit"]
     if bp.kind.shared_keys and not (training and bp.spec.dropout.attention > 0):
         candidates.append("sdpa")
@@ -271,20 +271,20 @@ def _cuda_rule(bp: BranchPlan, compiled: bool, training: bool, device, dtype,
         return BranchChoice(bp.name, "flex", "FlexAttention over the neighbourhood as a "
                             "BlockMask: no K²-fold copy of the keys, tiles outside every "
                             f"neighbourhood skipped, {_tiles(bp)} ({unmeasured})")
-    if "sdpa" in candidates and not per_sample_bias:
+    if "sdpa" in candidates and not per_sample:
         return BranchChoice(bp.name, "sdpa", "F.scaled_dot_product_attention: flash / "
                             f"memory-efficient kernels ({unmeasured})")
     return None
 
 
-def fusion_evidence(b, app: str, per_sample_bias: bool) -> str | None:
+def fusion_evidence(b, app: str, per_sample: bool) -> str | None:
     """The measurement of exactly this form, if there is one (never another family's)."""
     softmax = isinstance(b.normalization, m.Softmax)
     if isinstance(b.parameterization, m.Hadamard):
         return "fusion_hadamard"
     if app == "window" and not softmax and b.kernel.type == "standard":
         return "fusion_normalization"
-    if app == "sliding" and softmax and per_sample_bias and b.kernel.type == "standard":
+    if app == "sliding" and softmax and per_sample and b.kernel.type == "standard":
         return "fusion_sliding_terms"
     return None
 

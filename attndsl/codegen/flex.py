@@ -64,8 +64,6 @@ class TokenRelation:
     allowed: torch.Tensor        # (Nq, Nk) bool; (Nq, Nk + 1) with the virtual zero key
     position: torch.Tensor       # the same shape, int32: the pair's block slot (0 if none)
     query_blocks: torch.Tensor   # (nb, Lq) long
-    map_grid: tuple[int, int]
-    complete: bool               # every query sees every key: no mask at all
     # zero keys (module docstring): per query, the block slots of its padded keys (Nq, P)
     # and which of the P are real; None when no query reads padding
     pad_slots: torch.Tensor | None = None
@@ -77,6 +75,11 @@ class TokenRelation:
     @property
     def density(self) -> float:
         return float(self.allowed.float().mean())
+
+    @property
+    def complete(self) -> bool:
+        """Every query sees every key: no mask at all."""
+        return bool(self.allowed.all())
 
 
 def _probe_ctx(bp: BranchPlan):
@@ -135,22 +138,22 @@ def _relation(bp: BranchPlan) -> TokenRelation | str:
     if pad is not None:
         allowed[:, n] = pad[1].any(1)           # the virtual zero key, where padding is read
     query_blocks = qb - 1
-    row_major = tiles_visited(allowed)
+    tiles = tiles_visited(allowed)
     block_order = query_blocks.flatten()
     permuted = _permuted(allowed, block_order)
+    permuted_tiles = tiles_visited(permuted)
     order = None
-    if tiles_visited(permuted)[0] < row_major[0]:
-        order = block_order
+    if permuted_tiles[0] < tiles[0]:
+        order, tiles = block_order, permuted_tiles
         position = _permuted(position, order)
         allowed = permuted
         query_blocks = torch.argsort(order)[query_blocks]
         if pad is not None:
             pad = (pad[0][order], pad[1][order])
     return TokenRelation(allowed=allowed, position=position, query_blocks=query_blocks,
-                         map_grid=(h, w), complete=bool(allowed.all()),
                          pad_slots=None if pad is None else pad[0],
                          pad_valid=None if pad is None else pad[1], order=order,
-                         tiles_visited=tiles_visited(allowed))
+                         tiles_visited=tiles)
 
 
 def _permuted(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -242,63 +245,42 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     BlockMask; pad_slots / pad_valid: its zero keys, merged into one virtual key (module
     docstring). One node of the graph: inductor traces through it into its fused
     FlexAttention kernel; eagerly torch runs its reference implementation."""
+    n, pad_bias = k.shape[2], None
+    if pad_slots is not None:
+        k, v, pad_bias = _append_zero_key(q, k, v, bias, pad_slots, pad_valid)
+
     def mask_mod(b, h, q_idx, kv_idx):
         return allowed[q_idx, kv_idx]
 
-    if pad_slots is not None:
-        return _with_zero_key(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
-                              full_kv_num_blocks, full_kv_indices, pad_slots, pad_valid,
-                              scale, per_sample, mask_mod)
-    score_mod = None
-    if bias is not None and per_sample:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + bias[b, h, position[q_idx, kv_idx]]
-    elif bias is not None:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + bias[h, position[q_idx, kv_idx]]
+    def at(t, b, h, index):          # t[b, h, index] per sample, else t[h, index]
+        return t[b, h, index] if per_sample else t[h, index]
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        pair = at(bias, b, h, position[q_idx, kv_idx]) if bias is not None else 0.0
+        if pad_bias is None:
+            return score + pair
+        return score + torch.where(kv_idx == n, at(pad_bias, b, h, q_idx), pair)
+
     block_mask = BlockMask.from_kv_blocks(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
         BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
-    return _kernel(q, k, v, bias)(q, k, v, score_mod=score_mod, block_mask=block_mask,
-                                  scale=scale)
+    return _kernel(q, k, v, bias)(
+        q, k, v, score_mod=None if bias is None and pad_bias is None else score_mod,
+        block_mask=block_mask, scale=scale)
 
 
-
-def _with_zero_key(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
-                   full_kv_num_blocks, full_kv_indices, pad_slots, pad_valid, scale,
-                   per_sample, mask_mod):
-    """FlexAttention with the padded keys of each query as one virtual zero key (index N
-    of the keys) whose score is the logsumexp of their bias (of 0s without a bias)."""
-    B, G, n = q.shape[0], q.shape[1], k.shape[2]
-    zero = k.new_zeros(B, G, 1, k.shape[3])
-    k = torch.cat([k, zero], dim=2)
+def _append_zero_key(q, k, v, bias, pad_slots, pad_valid):
+    """k and v with the virtual zero key appended (index N), and its score per query: the
+    logsumexp of the query's padded keys' bias (of 0s without a bias), ([B,] G, Nq)."""
+    B, G = q.shape[0], q.shape[1]
+    k = torch.cat([k, k.new_zeros(B, G, 1, k.shape[3])], dim=2)
     v = torch.cat([v, v.new_zeros(B, G, 1, v.shape[3])], dim=2)
     reads = pad_valid.any(1, keepdim=True)
-    if bias is None:
-        gathered = q.new_zeros(G, *pad_slots.shape)
-    else:
-        gathered = bias[..., pad_slots]                       # ([B,] G, Nq, P)
+    gathered = q.new_zeros(G, *pad_slots.shape) if bias is None else bias[..., pad_slots]
     # queries without padding never see the virtual key; their finite row keeps the
     # logsumexp's gradient finite
     gathered = gathered.masked_fill(~pad_valid, float("-inf")).masked_fill(~reads, 0.0)
-    pad_bias = torch.logsumexp(gathered, dim=-1)             # ([B,] G, Nq)
-
-    if bias is None:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + torch.where(kv_idx == n, pad_bias[h, q_idx], 0.0)
-    elif per_sample:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + torch.where(kv_idx == n, pad_bias[b, h, q_idx],
-                                       bias[b, h, position[q_idx, kv_idx]])
-    else:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + torch.where(kv_idx == n, pad_bias[h, q_idx],
-                                       bias[h, position[q_idx, kv_idx]])
-    block_mask = BlockMask.from_kv_blocks(
-        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
-        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
-    return _kernel(q, k, v, bias)(q, k, v, score_mod=score_mod, block_mask=block_mask,
-                                  scale=scale)
+    return k, v, torch.logsumexp(gathered, dim=-1)
 
 
 __all__ = ["TokenRelation", "token_relation", "block_mask_tensors",

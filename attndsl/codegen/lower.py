@@ -17,9 +17,8 @@ from torch import nn
 from ..errors import LoweringError
 from ..spec import models as m
 from ..spec.bind import Plan
-from ..terms import term_of
 from . import rules as R
-from .autoplan import Engines, decide
+from .autoplan import Engines, decide, per_sample_bias
 from .flex import block_mask_tensors, token_relation
 from .passes import ATTENTION_CORE, ENGINES, FLEX_CORE, AttentionCore, FlexCore, run_passes
 
@@ -137,18 +136,17 @@ def lower_branch(ctx: R.Ctx, x):
             bias=None if bias is None else bias.node, weights=weights.node,
             scale=bp.scale() / b.normalization.temperature,
             temperature=b.normalization.temperature, heads=bp.heads,
-            blocks=sel.block_shape, bias_batch=-1 if any(
-                term_of(t).per_sample for t in b.parameterization.terms) else 1)
+            blocks=sel.block_shape, bias_batch=-1 if per_sample_bias(b) else 1)
     if ctx.choice.engine == "flex" and ctx.tracer is not None:
         # the same, for the FlexAttention pass: the maps the blocks were cut from and the
         # branch's key set on the map's tokens (built here once per grid, held as buffers)
-        out.node.meta[FLEX_CORE] = flex_core(ctx, q_map, k_map, v_map, bias, weights, v)
+        out.node.meta[FLEX_CORE] = flex_core(ctx, q_map, k_map, v_map, bias)
     with ctx.emitting(f"{app} (aggregation)"):
         y = sel.unblock(out)
     return finish_branch(ctx, y, v_map, x)
 
 
-def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
+def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias) -> FlexCore:
     bp, b = ctx.bp, ctx.bp.spec
     relation, block_mask = ctx.root.flex_key_sets[bp.name]
     with ctx.emitting(f"application: {b.application.kind} (key set as a BlockMask)"):
@@ -167,13 +165,12 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias, weights, v) -> FlexCore:
     cosine_scale = ctx.cosine_scale.node if b.parameterization.similarity != "dot" else None
     return FlexCore(
         branch=bp.name, q_map=q_map.node, k_map=k_map.node, v_map=v_map.node,
-        bias=None if bias is None else bias.node, weights=weights.node, v=v.node,
+        bias=None if bias is None else bias.node,
         relation=tuple(c.node for c in constants), query_blocks=query_blocks.node,
         scale=bp.scale() / b.normalization.temperature,
         temperature=b.normalization.temperature, heads=bp.heads, blocks=ctx.sel.block_shape,
-        per_sample=any(term_of(t).per_sample for t in b.parameterization.terms),
+        per_sample=per_sample_bias(b),
         cosine_scale=cosine_scale, order=None if order is None else order.node)
-
 
 
 def finish_branch(ctx: R.Ctx, y, v_map, x, bias_added: bool = False):

@@ -62,8 +62,6 @@ class FlexCore:
     k_map: fx.Node
     v_map: fx.Node
     bias: fx.Node | None
-    weights: fx.Node
-    v: fx.Node
     relation: tuple[fx.Node, ...]
     query_blocks: fx.Node
     scale: float
@@ -143,17 +141,22 @@ def softmax_attention_to_sdpa(gm: fx.GraphModule) -> bool:
             q4, k4, v4 = (graph.call_method("flatten", (t, 1, 2)) for t in (core.q, core.k, core.v))
             kwargs = {"scale": core.scale}
             if core.bias is not None:
-                bias = core.bias
-                if core.temperature != 1.0:
-                    bias = graph.call_function(operator.truediv, (bias, core.temperature))
-                # a bias shared by the batch broadcasts from 1; a per-sample one keeps B
-                full = graph.call_method("expand", (bias, core.bias_batch, G, nb, Lq, Lk))
+                full = _full_bias(graph, core.bias, core.temperature, core.bias_batch,
+                                  (G, nb, Lq, Lk))
                 kwargs["attn_mask"] = graph.call_method("flatten", (full, 1, 2))
             fused = graph.call_function(F.scaled_dot_product_attention, (q4, k4, v4), kwargs)
             out = graph.call_method("unflatten", (fused, 1, (G, nb)))
         _replace_core(graph, node, out, (q4, k4, v4, fused), ATTENTION_CORE)
         changed = True
     return changed
+
+
+def _full_bias(graph: fx.Graph, bias: fx.Node, temperature: float, batch: int, shape):
+    """The logits' bias over the temperature, expanded to (batch, G, nb, Lq, Lk): a bias
+    shared by the batch broadcasts from 1, a per-sample one (batch −1) keeps B."""
+    if temperature != 1.0:
+        bias = graph.call_function(operator.truediv, (bias, temperature))
+    return graph.call_method("expand", (bias, batch, *shape))
 
 
 def _replace_core(graph: fx.Graph, node: fx.Node, out: fx.Node, new_nodes, core_key: str):
@@ -203,10 +206,8 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
                 q = graph.call_function(operator.mul, (q, core.cosine_scale))
             bias = core.bias
             if bias is not None:
-                if core.temperature != 1.0:
-                    bias = graph.call_function(operator.truediv, (bias, core.temperature))
-                batch = -1 if core.per_sample else 1
-                full = graph.call_method("expand", (bias, batch, G, nb, Lq, Lk))
+                full = _full_bias(graph, bias, core.temperature,
+                                  -1 if core.per_sample else 1, (G, nb, Lq, Lk))
                 bias = graph.call_method("flatten", (full, 2))
                 if not core.per_sample:
                     bias = graph.call_function(operator.getitem, (bias, 0))

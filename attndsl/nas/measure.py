@@ -154,11 +154,15 @@ def _sync(device):
 
 
 def _cpu_times(model, x, min_run_time: float) -> list[float]:
+    return cpu_times(lambda: model(x), min_run_time)
+
+
+def cpu_times(call, min_run_time: float) -> list[float]:
+    """Seconds per call of `call()` on the CPU: torch's blocked_autorange (blocks of calls
+    until `min_run_time`), at this process's thread count."""
     from torch.utils.benchmark import Timer
-    timer = Timer(stmt="model(x)", globals={"model": model, "x": x},
-                  num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return list(m.times)
+    timer = Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())
+    return list(timer.blocked_autorange(min_run_time=min_run_time).times)
 
 
 def _cuda_times(model, x, min_run_time: float) -> tuple[list[float], bool]:
@@ -260,7 +264,6 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     rounds and the IQR of the rounds."""
     import random
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[deploy.dtype]
     models, inputs = [], []
     for backbone in backbones:
         model, x = _deployed(backbone, deploy, deploy.resolution or backbone.image_size,
