@@ -103,6 +103,45 @@ def _save_to(target):
     return run
 
 
+def spec_path(make):
+    """attndsl.load_spec of the path `make(folder)` returns: a directory, a FIFO, a link …"""
+    def run():
+        with tempfile.TemporaryDirectory() as d:
+            return attndsl.load_spec(make(d))
+    return run
+
+
+def _directory(d):
+    os.mkdir(path := os.path.join(d, "spec.yaml"))
+    return path
+
+
+def _fifo(d):
+    os.mkfifo(path := os.path.join(d, "spec.yaml"))     # opening it would wait for a writer
+    return path
+
+
+def _link_to(target):
+    def make(d):
+        os.symlink(target, path := os.path.join(d, "spec.yaml"))
+        return path
+    return make
+
+
+def _file(name, text):
+    def make(d):
+        with open(path := os.path.join(d, name), "w") as f:
+            f.write(text)
+        return path
+    return make
+
+
+def _json_of(text):
+    import json
+    import yaml
+    return json.dumps(yaml.safe_load(text), indent=1)
+
+
 ALIAS_BOMB = "name: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
 TWO_BRANCHES = """\
@@ -263,6 +302,11 @@ CASES = {
     "load-directory": ("refuse", lambda: attndsl.load(tempfile.gettempdir())),
     "save-missing-folder": ("refuse", _save_to(lambda d: os.path.join(d, "no", "attn.pt"))),
     "save-onto-folder": ("refuse", _save_to(lambda d: d)),
+    "spec-path-directory": ("refuse", spec_path(_directory)),
+    "spec-path-fifo": ("refuse", spec_path(_fifo)),
+    "spec-path-link-to-urandom": ("refuse", spec_path(_link_to("/dev/urandom"))),
+    "spec-path-broken-link": ("refuse", spec_path(_link_to("/nonexistent/spec.yaml"))),
+    "spec-path-without-suffix": ("refuse", spec_path(_file("spec", BASE))),
     # ---- valid edge cases that must keep working
     "ok-exponent-without-sign": ("accept", compiled(spec_text(
         "{kind: softmax}", "{kind: softmax, temperature: 1e2}"))),
@@ -279,4 +323,6 @@ CASES = {
         "vit_mhsa", dim=192, resolution=(112, 112), heads=12)),
     "ok-branch-named-attention": ("accept", branch_named("attention")),
     "ok-mask-named-branch": ("accept", compiled(TWO_BRANCHES.format(a="a", b="a_mask"))),
+    "ok-upper-case-suffix": ("accept", spec_path(_file("SPEC.YAML", BASE))),
+    "ok-json-spec": ("accept", spec_path(_file("spec.json", _json_of(BASE)))),
 }

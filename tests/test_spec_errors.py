@@ -689,3 +689,89 @@ def test_reserved_branch_names_cover_the_module_attributes():
     for name in sorted(a for a in attributes if not a.startswith("_") and a not in branches):
         with pytest.raises(ValueError, match="reserved|keyword"):
             check_branch_name(name)
+
+
+# ================================================================ papercuts (issue #18 §5)
+@pytest.mark.parametrize("old,new,bad,meant", [
+    ("kind: window", "kind: windw", "windw", "window"),
+    ("terms: [query_key]", "terms: [query_key, rel_pos_bais]", "rel_pos_bais", "rel_pos_bias"),
+])
+def test_unknown_kind_or_term_gets_did_you_mean(old, new, bad, meant):
+    with pytest.raises(SpecError) as info:
+        load_spec(edit(BASE, old, new))
+    assert f"unknown kind '{bad}' (did you mean '{meant}'?); valid kinds:" in str(info.value)
+
+
+def _directory(path):
+    path.mkdir()
+
+
+def _fifo(path):
+    import os
+    os.mkfifo(path)
+
+
+def _link(target):
+    return lambda path: path.symlink_to(target)
+
+
+@pytest.mark.parametrize("make,says", [
+    (_directory, "is a directory, not a regular file"),
+    (_fifo, "is a FIFO (named pipe), not a regular file"),
+    (_link("/dev/urandom"), "is a character device (a link to /dev/urandom), not a regular"),
+    (_link("/nonexistent/x.yaml"), "is a broken link (to /nonexistent/x.yaml)"),
+])
+def test_a_spec_path_that_is_no_file_says_what_it_is(tmp_path, make, says):
+    path = tmp_path / "spec.yaml"
+    make(path)
+    for source in (path, str(path)):
+        with pytest.raises(SpecError) as info:
+            load_spec(source)
+        assert str(info.value) == f"spec file {path} {says}" + str(info.value).split(says)[1]
+        assert "give the path of a spec YAML file" in str(info.value)
+
+
+def test_a_path_without_a_yaml_suffix_says_so(tmp_path):
+    plain = tmp_path / "myspec"
+    plain.write_text(BASE)
+    with pytest.raises(SpecError, match=r"myspec is a file without a \.yaml, \.yml or \.json "
+                                        r"suffix .*rename it .*myspec\.yaml"):
+        load_spec(str(plain))
+    folder = tmp_path / "specs_dir"
+    folder.mkdir()
+    with pytest.raises(SpecError, match="specs_dir is a directory, not a spec file nor a zoo"):
+        load_spec(str(folder))
+
+
+def test_json_and_upper_case_suffixes_are_spec_files(tmp_path, capsys):
+    """JSON is YAML: a .json spec loads, and so does SPEC.YAML / .Yml."""
+    import json
+    data = yaml.safe_load(BASE)
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    (tmp_path / "B.YAML").write_text(BASE)
+    (tmp_path / "c.Yml").write_text(BASE)
+    for name in ("a.json", "B.YAML", "c.Yml"):
+        assert load_spec(str(tmp_path / name)) == load_spec(BASE)
+    assert cli_main(["validate", *(str(tmp_path / n) for n in ("a.json", "B.YAML"))]) == 0
+    assert capsys.readouterr().out.count("ok") == 2
+
+
+def test_a_huge_qk_width_names_the_field_and_value():
+    text = edit(BASE, "layout: qkv\n", "layout: qkv\n  qk_width: {num: 1000000000, den: 1}\n")
+    with pytest.raises(SpecError) as info:
+        attndsl.compile(text, dim=48, resolution=(14, 14), backend="eager")
+    assert info.value.path == "projections.qk_width" and info.value.line is not None
+    assert "qk_width {num: 1000000000, den: 1} makes q and k 48,000,000,000 channels" in \
+        str(info.value)
+
+
+@pytest.mark.parametrize("what,load", [("search space", "attndsl.nas.space:load_space"),
+                                       ("backbone", "attndsl.model.spec:load_backbone")])
+def test_a_zoo_name_where_a_file_is_wanted_says_it_is_a_zoo_spec(what, load, tmp_path):
+    import importlib
+    module, name = load.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    with pytest.raises(SpecError, match=f"'nat' is a zoo spec .*, not a {what} file"):
+        fn("nat")
+    with pytest.raises(SpecError, match=f"{what} file not found: no_such_thing"):
+        fn("no_such_thing")

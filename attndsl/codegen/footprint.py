@@ -56,7 +56,13 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> lis
             f"(×{COPIES_IN_TRAINING} in training)",
             COPIES_IN_TRAINING * bp.heads * queries * keys * per_channel * item))
         taps = bp.spec.kernel.size ** 2
-        needs.append(Need(f"{bp.path}projections", f"q, k, v and output maps of {queries:,} "
+        qk_width = bp.spec.projections.qk_width
+        widened = ""
+        if qk_width is not None:       # name the field that sized q and k, and its value
+            widened = (f"qk_width {{num: {qk_width.num}, den: {qk_width.den}}} makes q and k "
+                       f"{bp.qk_dim:,} channels wide at width {bp.width}; ")
+        needs.append(Need(f"{bp.path}projections" + (".qk_width" if widened else ""),
+                          f"{widened}q, k, v and output maps of {queries:,} "
                           f"tokens ({bp.qk_dim} + {bp.qk_dim} + {bp.width} + {bp.width} "
                           f"channels{f', q and k × {taps} taps' if taps > 1 else ''}; "
                           f"×{COPIES_IN_TRAINING} in training)",
@@ -100,7 +106,9 @@ def check_footprint(plan: Plan, device=None, dtype: torch.dtype = torch.float32,
         return
     top = needs[0]
     largest = "; ".join(f"{n.path}: {n.what} = {gib(n.bytes)}" for n in needs[:3])
-    raise SpecError(f"spec '{plan.spec.name}' at dim {plan.dim}, grid {plan.resolution[0]}x"
-                    f"{plan.resolution[1]} needs about {gib(total)} for its parameters and "
-                    f"one training image, more than the {gib(have)} of {device} ({largest}); "
-                    "use smaller sizes or a smaller grid", path=top.path.removeprefix("parameter "))
+    from ..spec.io import locate     # the YAML line of the field, when it is known
+    raise locate(plan.spec, SpecError(
+        f"spec '{plan.spec.name}' at dim {plan.dim}, grid {plan.resolution[0]}x"
+        f"{plan.resolution[1]} needs about {gib(total)} for its parameters and "
+        f"one training image, more than the {gib(have)} of {device} ({largest}); "
+        "use smaller sizes or a smaller grid", path=top.path.removeprefix("parameter ")))

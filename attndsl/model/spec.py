@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ..errors import SpecError
 from ..spec import models as m
 from ..spec.io import (MAX_SPEC_BYTES, _dotted, _line_of, _parse_yaml, _read_text_file,
+                       is_bare_word, is_yaml_path, not_a_yaml_file,
                        _validate as _validate_spec, _value_at, spec_to_dict)
 
 Int, Float = m.Int, m.Float
@@ -130,11 +131,29 @@ def load_backbone(source: BackboneLike, *, lines: dict | None = None,
     return validate_backbone(data, lines=lines, origin=origin)
 
 
+_WHAT_INSTEAD = {
+    "search space": "a search space is a YAML file with a task and a backbone whose "
+                    "choices are searched (examples/search_digits.yaml; `attndsl validate "
+                    "SPACE.yaml` checks one)",
+    "backbone": "a backbone file lists stages whose attention may name zoo specs",
+}
+
+
 def read_yaml_source(source, *, what: str) -> tuple[str, str | None]:
-    if isinstance(source, os.PathLike) or (
-            isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
-        return _read_text_file(Path(source), what), str(source)
+    if is_yaml_path(source):
+        path = Path(source.strip() if isinstance(source, str) else source)
+        return _read_text_file(path, what), str(path)
     if isinstance(source, str):
+        if is_bare_word(source):     # one word is no backbone or space: a name or a path
+            from ..zoo import zoo_path
+            word = source.strip()
+            if zoo_path(word) is not None:
+                raise SpecError(f"'{word}' is a zoo spec (one attention mechanism), not a "
+                                f"{what} file; {_WHAT_INSTEAD.get(what, '')}".rstrip("; "))
+            if os.path.lexists(word):
+                raise SpecError(not_a_yaml_file(word, what))
+            raise SpecError(f"{what} file not found: {word} (a {what} file is YAML: "
+                            ".yaml, .yml or .json)")
         return source, None
     raise SpecError(f"cannot load a {what} from {type(source).__name__}; give a path, YAML "
                     "text or a dict")

@@ -115,16 +115,34 @@ def locate(spec: m.Spec, exc: SpecError) -> SpecError:
     return located
 
 
+# spec, backbone and search-space files: YAML, or JSON (which is YAML), any letter case
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def is_yaml_path(source) -> bool:
+    """Whether `source` names a YAML (or JSON) file rather than holding YAML text."""
+    return isinstance(source, os.PathLike) or (
+        isinstance(source, str) and "\n" not in source
+        and source.strip().lower().endswith(YAML_SUFFIXES))
+
+
+def is_bare_word(source) -> bool:
+    """A one-word string (a zoo name, or a path without a YAML suffix), not YAML text."""
+    word = source.strip() if isinstance(source, str) else ""
+    return bool(word) and "\n" not in word and ":" not in word and " " not in word
+
+
 def _read_source(source) -> tuple[str, str | None]:
-    if isinstance(source, os.PathLike) or (
-            isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
-        path = Path(source)
+    if is_yaml_path(source):
+        path = Path(source.strip() if isinstance(source, str) else source)
         return _read_text_file(path, "spec"), str(path)
     if isinstance(source, str):
         from ..zoo import zoo_names, zoo_path  # a bare zoo name such as "swin_wmsa"
         word = source.strip()
-        if "\n" not in word and ":" not in word and word and " " not in word:
+        if is_bare_word(word):
             if zoo_path(word) is None:
+                if os.path.lexists(word):       # a path, but not to a YAML file
+                    raise SpecError(not_a_yaml_file(word, "spec") + " nor a zoo name")
                 close = difflib.get_close_matches(word, zoo_names(), n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise SpecError(f"'{word}' is neither a spec file nor a zoo spec; {hint}"
@@ -140,9 +158,12 @@ def _read_text_file(path: Path, what: str) -> str:
     says why not."""
     if not path.is_file():
         from ..zoo import zoo_path
-        state = f"is a directory, not a {what} file" if path.is_dir() else "not found"
+        kind = _what_path_is(path)
+        if kind is not None:
+            raise SpecError(f"{what} file {path} is {kind}, not a regular file; give the "
+                            f"path of a {what} YAML file")
         hint = f"; the zoo has {zoo_path(path.stem)}" if what == "spec" and zoo_path(path.stem) else ""
-        raise SpecError(f"{what} file {state}: {path}{hint}")
+        raise SpecError(f"{what} file not found: {path}{hint}")
     try:
         if path.stat().st_size > MAX_SPEC_BYTES:
             raise SpecError(f"{what} file {path} is {path.stat().st_size:,} bytes; a {what} is "
@@ -150,6 +171,34 @@ def _read_text_file(path: Path, what: str) -> str:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {what} file {path}: {exc}") from None
+
+
+def not_a_yaml_file(word: str, what: str) -> str:
+    """Why an existing path without a YAML suffix is not read as a `what` file."""
+    kind = _what_path_is(Path(word))
+    if kind == "a file":
+        return (f"{word} is a file without a .yaml, .yml or .json suffix ({what} files are "
+                f"YAML; rename it {word}.yaml), not a {what} file")
+    return f"{word} is {kind}, not a {what} file"
+
+
+def _what_path_is(path: Path) -> str | None:
+    """What a path that is not a regular file is ('a directory', 'a FIFO (named pipe)', 'a
+    character device (a link to /dev/urandom)' …); None when nothing is there."""
+    import stat
+    link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"a broken link (to {os.readlink(path)})" if path.is_symlink() else None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a file")):
+        if test(mode):
+            return name + link
+    return "not a regular file" + link
 
 
 def _parse_yaml(text: str, origin: str | None, what: str = "spec") -> tuple[Any, dict]:
@@ -342,7 +391,9 @@ def _describe(err: dict, path: tuple, data: dict, hoisted: bool) -> str:
         got = err.get("ctx", {}).get("tag", None)
         if kind == "union_tag_not_found":
             return f"missing 'kind'; valid kinds: {tags}"
-        return f"unknown kind {got!r}; valid kinds: {tags}"
+        close = difflib.get_close_matches(str(got), re.findall(r"'([^']*)'", str(tags)), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown kind {got!r}{hint}; valid kinds: {tags}"
     value = _value_at(data, path)
     if kind == "int_from_float" and path and path[-1] == "lam":
         return (f"lam must be an integer, got {value!r}: the ghost-head exponent lam must be a non-negative "
