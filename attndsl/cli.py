@@ -25,27 +25,64 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _size_args(p: argparse.ArgumentParser, *, default_res=(56, 56)) -> None:
-    p.add_argument("--dim", type=int, default=96, help="model width C (default 96)")
+# one default size for every command (show, compile, bench, export, convert, validate):
+# Swin-T's first stage, 96 channels on the 56×56 token grid of a 224×224 image
+DEFAULT_DIM = 96
+DEFAULT_RESOLUTION = (56, 56)
+DEFAULTS = f"--dim {DEFAULT_DIM} --resolution {DEFAULT_RESOLUTION[0]} {DEFAULT_RESOLUTION[1]}"
+
+
+def _size_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"model width C (default "
+                   f"{DEFAULT_DIM})")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
-                   default=list(default_res), help="token grid (default %(default)s)")
+                   default=list(DEFAULT_RESOLUTION), help="token grid (default "
+                   f"{DEFAULT_RESOLUTION[0]} {DEFAULT_RESOLUTION[1]}: a 224×224 image's "
+                   "first stage)")
     p.add_argument("--heads", type=_heads, default=None, help="override the spec's head "
                    "count (an integer, or 'channels': one head per channel)")
 
 
-def _build(args, backend=None):
+def _build(args, backend=None, spec=None):
     from .codegen.module import compile as compile_spec
-    return compile_spec(args.spec, dim=args.dim, resolution=tuple(args.resolution),
+    spec = args.spec if spec is None else spec
+    _only_specs(spec, args.command)
+    return compile_spec(spec, dim=args.dim, resolution=tuple(args.resolution),
                         heads=args.heads, backend=backend or getattr(args, "backend", "auto"),
                         dtype=getattr(args, "dtype", None))
 
 
+def _only_specs(path, command: str) -> None:
+    """Refuse a search-space (or, where only specs are taken, a backbone) file with what to
+    run instead, before the spec loader reports its keys as unknown."""
+    kind = yaml_kind(path)
+    if kind == "space":
+        raise AttndslError(
+            f"{path} is a search space (a task and a backbone with choices), not an attention "
+            f"spec: `attndsl search {path} --budget 15m` searches it and `attndsl validate "
+            f"{path}` checks it; `attndsl {command}` takes a spec (a zoo name or spec YAML)"
+            + (" or a backbone file, e.g. a search's RUN_DIR/pareto/*.yaml"
+               if command in ("show", "compile") else ""))
+    if kind == "backbone":
+        raise AttndslError(f"{path} is a backbone file, not an attention spec: `attndsl "
+                           f"show` and `attndsl compile` take backbones; `attndsl {command}` "
+                           "takes one attention spec (a zoo name or spec YAML)")
+
+
 # ---------------------------------------------------------------- commands
 def cmd_validate(args) -> int:
-    """Validate spec files (and, with --dim/--resolution, the bind-time rules)."""
+    """Validate spec files, backbones and search spaces; a spec is also bound (the rules
+    that need a width and a grid: heads dividing the width, windows against the grid,
+    memory) at --dim/--resolution, or at the defaults, which the output names."""
     from .spec import bind, load_spec
     failed = 0
+    defaults = args.dim is None and args.resolution is None
+    dim = DEFAULT_DIM if args.dim is None else args.dim
+    resolution = DEFAULT_RESOLUTION if args.resolution is None else args.resolution
+    at = (f"dim {dim}, grid {resolution[0]}×{resolution[1]}"
+          + (f" — the defaults; check others with --dim/--resolution" if defaults else ""))
     for path in args.specs:
+        kind = "spec"
         try:
             kind = yaml_kind(path)
             if kind == "space":
@@ -69,15 +106,16 @@ def cmd_validate(args) -> int:
                           f"{', '.join(f'{g[0]}x{g[1]}' for g in grids)})")
                 continue
             spec = load_spec(path)
-            if args.dim:
-                from .codegen.footprint import check_footprint
-                check_footprint(bind(spec, args.dim, tuple(args.resolution)))
+            from .codegen.footprint import check_footprint
+            check_footprint(bind(spec, dim, tuple(resolution)))
             out.print(f"[green]ok[/green]    {path}  ({spec.name}, {len(spec.branches)} "
-                      f"branch{'es' if len(spec.branches) > 1 else ''})")
+                      f"branch{'es' if len(spec.branches) > 1 else ''}; binds at {at})")
         except AttndslError as exc:
             failed += 1
             where = "" if getattr(exc, "source", None) else f"{path}: "
-            err.print(f"[red]error[/red] {escape(where + str(exc))}")
+            bound = f" (checked at {at})" if kind == "spec" and getattr(exc, "path", "") \
+                not in ("", None) and defaults else ""
+            err.print(f"[red]error[/red] {escape(where + str(exc) + bound)}")
     return 2 if failed else 0
 
 
@@ -144,7 +182,9 @@ def _show_backbone(path) -> int:
 
 
 def cmd_zoo(args) -> int:
-    """List the zoo's specs with a one-line description and the paper."""
+    """List the zoo's specs, one line each: the name, what it is (the description up to
+    its first colon or semicolon) and the paper's authors; --long for the whole
+    descriptions and papers, --json for machines."""
     from .spec import load_spec
     from .zoo import zoo_paths
     if args.json:
@@ -153,6 +193,16 @@ def cmd_zoo(args) -> int:
         out.print(json.dumps(rows, indent=1))
         return 0
     specs = [load_spec(path) for path in zoo_paths()]
+    if not args.long:
+        # one line each, never cut: a line longer than the terminal wraps there
+        width = max(len(s.name) for s in specs)
+        out.print(f"[b]attndsl zoo[/b]: {len(specs)} specs (`attndsl zoo --long`: whole "
+                  "descriptions and papers)")
+        for spec in specs:
+            cite = _authors(spec.paper)
+            out.print(f"{spec.name:<{width}}  {escape(_lead(spec.description))}"
+                      + (f" — {escape(cite)}" if cite else ""))
+        return 0
     table = Table(title="attndsl zoo", show_lines=False)
     # names are what users type: never wrapped or cut, whatever the terminal's width
     table.add_column("name", no_wrap=True, min_width=max(len(s.name) for s in specs))
@@ -164,6 +214,39 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def _lead(text: str) -> str:
+    """A description's first clause: up to its first colon, semicolon or sentence end outside
+    brackets, leaving out bracketed asides longer than a few words."""
+    depth, start, kept = 0, 0, []
+    for i, c in enumerate(text):
+        if c in "([":
+            if depth == 0:
+                kept.append(text[start:i])
+                start = i
+            depth += 1
+        elif c in ")]" and depth:
+            depth -= 1
+            if depth == 0:
+                aside = text[start:i + 1]
+                kept.append(aside if len(aside) <= 32 else "")
+                start = i + 1
+        elif depth == 0 and (c in ":;" or (c == "." and text[i + 1:i + 2] in (" ", ""))):
+            break
+    else:
+        i = len(text)
+    kept.append(text[start:i] if depth == 0 else "")
+    return re.sub(r"\s+", " ", "".join(kept)).strip().rstrip(",")
+
+
+def _authors(paper: str) -> str:
+    """'Swin Transformer (Liu et al., ICCV 2021, arXiv:…)' → 'Liu et al., ICCV 2021'."""
+    for group in reversed(re.findall(r"\(([^()]*)\)", paper)):
+        if "et al" in group or "&" in group:
+            return ", ".join(p.strip() for p in group.split(",")
+                             if p.strip() and not p.strip().startswith("arXiv"))
+    return ""
+
+
 def cmd_schema(args) -> int:
     """Print the JSON Schema of specs (for editor validation and completion)."""
     from .spec.io import spec_json_schema
@@ -173,8 +256,9 @@ def cmd_schema(args) -> int:
 
 def yaml_kind(path) -> str:
     """'space', 'backbone' or 'spec': what a YAML file (or zoo name) describes."""
+    from .spec.io import is_yaml_path
     p = Path(str(path))
-    if p.suffix not in (".yaml", ".yml") or not p.is_file():
+    if not is_yaml_path(str(path)) or not p.is_file():
         return "spec"
     import yaml
     try:
@@ -213,50 +297,71 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _time(fn, x, repeats: int) -> list[float]:
+def _interleaved(calls: list, x_of: list, repeats: int) -> list[list[float]]:
+    """Seconds of each call, in `repeats` rounds: every call runs once per round, the order
+    rotating from round to round, so that a slow spell of a shared (or throttled) machine
+    falls on all of them rather than on whichever ran then. One warm-up call each first
+    (it compiles)."""
     import torch
+    times: list[list[float]] = [[] for _ in calls]
     with torch.no_grad():
-        fn(x)  # warm-up (and compile)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+        for fn, x in zip(calls, x_of):
             fn(x)
-            times.append(time.perf_counter() - t0)
+        for r in range(repeats):
+            for k in range(len(calls)):
+                i = (k + r) % len(calls)
+                t0 = time.perf_counter()
+                calls[i](x_of[i])
+                times[i].append(time.perf_counter() - t0)
     return times
 
 
 def cmd_bench(args) -> int:
-    """Validate, compile and run a spec; time the chosen backend against the eager graph."""
+    """Validate, compile and run specs; time the chosen backend against the eager graph. Several
+    specs are timed together, in interleaved rounds, into one table."""
     import torch
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    module = _build(args, backend=args.backend).eval()
-    H, W = args.resolution
-    x = torch.randn(args.batch, H, W, args.dim, dtype=module._dtype_device()[0])
-    plan = module.plan
-    n = sum(p.numel() for p in module.parameters())
-    out.print(f"[b]{module.spec.name}[/b] — {escape(module.spec.description)}")
-    out.print(f"  bound: dim={plan.dim}, resolution={plan.resolution}, heads={plan.heads}, "
-              f"branches={escape(str([b.name for b in plan.branches]))}, {n:,} parameters")
     from .codegen.lower import lower
-    t0 = time.perf_counter()
-    gm = lower(plan, module._param_modules(), dtype=x.dtype, training=False,
-               passes=module.passes)
-    out.print(f"  lowered to an fx graph of {len(gm.graph.nodes)} nodes "
-              f"in {1e3 * (time.perf_counter() - t0):.1f} ms")
-    y = module(x)
-    out.print(f"  forward: x {tuple(x.shape)} → y {tuple(y.shape)}, finite={bool(torch.isfinite(y).all())}")
-    eager = _time(gm, x, args.repeats)
-    table = Table("backend", "median ms", "min ms", "vs eager",
-                  title=f"B={args.batch}, {H}×{W}, C={args.dim}, {x.dtype}, "
-                        f"{args.threads} thread(s)")
-    med_e = statistics.median(eager)
-    table.add_row("eager (fx graph)", f"{1e3 * med_e:.2f}", f"{1e3 * min(eager):.2f}", "1.00×")
-    if args.backend != "eager":
-        chosen = _time(module, x, args.repeats)
-        med = statistics.median(chosen)
-        table.add_row(args.backend, f"{1e3 * med:.2f}", f"{1e3 * min(chosen):.2f}",
-                      f"{med_e / med:.2f}×")
+    if args.repeats < 1:
+        raise AttndslError(f"--repeats must be at least 1, got {args.repeats}")
+    H, W = args.resolution
+    rows, calls, inputs = [], [], []
+    for spec in args.specs:
+        torch.manual_seed(0)
+        module = _build(args, backend=args.backend, spec=spec).eval()
+        x = torch.randn(args.batch, H, W, args.dim, dtype=module._dtype_device()[0])
+        plan = module.plan
+        n = sum(p.numel() for p in module.parameters())
+        out.print(f"[b]{module.spec.name}[/b] — {escape(module.spec.description)}")
+        out.print(f"  bound: dim={plan.dim}, resolution={plan.resolution}, heads={plan.heads}, "
+                  f"branches={escape(str([b.name for b in plan.branches]))}, {n:,} parameters")
+        t0 = time.perf_counter()
+        gm = lower(plan, module._param_modules(), dtype=x.dtype, training=False,
+                   passes=module.passes)
+        out.print(f"  lowered to an fx graph of {len(gm.graph.nodes)} nodes "
+                  f"in {1e3 * (time.perf_counter() - t0):.1f} ms")
+        with torch.no_grad():
+            y = module(x)
+        out.print(f"  forward: x {tuple(x.shape)} → y {tuple(y.shape)}, "
+                  f"finite={bool(torch.isfinite(y).all())}")
+        rows.append((module.spec.name, "eager (fx graph)", len(calls)))
+        calls.append(gm)
+        inputs.append(x)
+        if args.backend != "eager":
+            rows.append((module.spec.name, args.backend, len(calls)))
+            calls.append(module)
+            inputs.append(x)
+    times = _interleaved(calls, inputs, args.repeats)
+    several = len(args.specs) > 1
+    table = Table(*(["spec"] if several else []), "backend", "median ms", "min ms", "vs eager",
+                  title=f"B={args.batch}, {H}×{W}, C={args.dim}, {inputs[0].dtype}, "
+                        f"{args.threads} thread(s), {args.repeats} interleaved rounds")
+    eager_median = {}
+    for name, backend, i in rows:
+        med = statistics.median(times[i])
+        eager_median.setdefault(name, med)
+        table.add_row(*([name] if several else []), backend, f"{1e3 * med:.2f}",
+                      f"{1e3 * min(times[i]):.2f}", f"{eager_median[name] / med:.2f}×")
     out.print(table)
     return 0
 
@@ -286,11 +391,10 @@ def cmd_convert(args) -> int:
 
     from .convert import LAYOUTS, convert
     if args.list:
-        table = Table("layout", "zoo specs", "module", "source")
-        for name in sorted(LAYOUTS):
-            lay = LAYOUTS[name]
-            table.add_row(name, ", ".join(lay.zoo), lay.module, lay.source)
-        out.print(table)
+        rows = [(name, "\n".join(LAYOUTS[name].zoo), LAYOUTS[name].module, LAYOUTS[name].source)
+                for name in sorted(LAYOUTS)]
+        _print_fitted(("layout", "zoo specs", "module", "source"), rows, names=2,
+                      drop=("source", "module"), where="docs/layout-sources.md")
         return 0
     missing = [f"--{a}" for a in ("layout", "spec", "out") if not getattr(args, a)]
     if args.checkpoint is None or missing:
@@ -305,6 +409,38 @@ def cmd_convert(args) -> int:
     out.print(f"wrote {args.out}: {len(result)} tensors ({direction}, spec "
               f"{module.spec.name}, dim={module.dim}, heads={module.plan.heads})")
     return 0
+
+
+def _print_fitted(headers, rows, *, names: int, drop=(), where: str = "") -> None:
+    """A table whose first `names` columns (what users type: names, never wrapped or cut)
+    are printed whole; the other columns wrap between words, and when the terminal is too
+    narrow for their longest words they are left out in the order `drop` (and a line says
+    so). Nothing is cut."""
+    def need(i):
+        cells = [headers[i], *(r[i] for r in rows)]
+        if i < names:
+            return max(len(line) for c in cells for line in c.splitlines() or [""])
+        return max(len(w) for c in cells for w in c.split() or [""])
+    keep = list(range(len(headers)))
+    dropped = []
+    for name in drop:
+        if sum(need(i) for i in keep) + 3 * len(keep) + 1 <= out.width:
+            break
+        i = headers.index(name)
+        keep.remove(i)
+        dropped.append(name)
+    table = Table(*(), show_lines=len(keep) > names)
+    for i in keep:
+        if i < names:
+            table.add_column(headers[i], no_wrap=True, min_width=need(i))
+        else:
+            table.add_column(headers[i], overflow="fold", min_width=need(i))
+    for row in rows:
+        table.add_row(*(escape(row[i]) for i in keep))
+    out.print(table)
+    if dropped:
+        out.print(f"(left out at {out.width} columns: {', '.join(dropped)}; a wider terminal "
+                  f"shows them{f', and {where} has them' if where else ''})")
 
 
 def cmd_export(args) -> int:
@@ -472,10 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help=cmd_validate.__doc__, description=cmd_validate.__doc__)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML file (a spec, a backbone "
                    "or a search space) or zoo name")
-    p.add_argument("--dim", type=int, default=None, help="also check bind-time rules at "
-                   "this width")
-    p.add_argument("--resolution", type=int, nargs=2, default=[56, 56], metavar=("H", "W"),
-                   help="token grid for the bind-time rules (with --dim; default 56 56)")
+    p.add_argument("--dim", type=int, default=None, help="width at which specs are bound "
+                   f"(default {DEFAULT_DIM})")
+    p.add_argument("--resolution", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="token grid at which specs are bound (default "
+                   f"{DEFAULT_RESOLUTION[0]} {DEFAULT_RESOLUTION[1]})")
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("show", help=cmd_show.__doc__, description=cmd_show.__doc__)
@@ -497,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help=cmd_zoo.__doc__, description=cmd_zoo.__doc__)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--long", action="store_true", help="a table of the whole descriptions "
+                   "and papers (wrapped to the terminal)")
     p.set_defaults(fn=cmd_zoo)
 
     p = sub.add_parser("schema", help=cmd_schema.__doc__, description=cmd_schema.__doc__)
@@ -513,18 +652,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__ + (
         " With --suite (and no SPEC), run the whole benchmark suite instead: "
         "`attndsl bench --suite --help` lists its options."))
-    p.add_argument("spec", metavar="SPEC", help="YAML file or zoo name")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML files or zoo names; "
+                   "several are timed in interleaved rounds into one table")
     p.add_argument("--suite", action="store_true", help="run benchmarks/suite.py (all "
                    "families, baselines, JSON + markdown results)")
-    _size_args(p, default_res=(28, 28))
+    _size_args(p)
     p.add_argument("--batch", type=int, default=2, help="images per call (default 2)")
     p.add_argument("--backend", default="inductor", help="backend to time against eager "
                    "(default inductor)")
     p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: this "
                    "machine's timings are noisy with more)")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per backend "
-                   "(default 10; the median is reported)")
+    p.add_argument("--repeats", type=int, default=10, help="rounds: in each, every spec and "
+                   "backend is called once, in a rotating order (default 10; the median is "
+                   "reported)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("search", help=cmd_search.__doc__, description=cmd_search.__doc__)

@@ -7,6 +7,7 @@ with symbolic H and W. A failure names the op or the spec axis behind it.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -110,6 +111,32 @@ def _export_dynamic_resolution(module, dynamic_batch, example_batch, max_size):
                 "grid: export(module, resolution=(H, W))") from exc
 
 
+class _DropTorchvisionNotes:
+    """A logging filter: torch.onnx's op registry logs 'torchvision is not installed.
+    Skipping torchvision::nms' (and three more) though no attention uses those ops."""
+
+    def filter(self, record) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter():
+    """Silence what torch.onnx says that a user of attndsl can't act on — the torchvision
+    notes and pytree's FutureWarning about LeafSpec (torch's own call) — and nothing else."""
+    import logging
+    import warnings
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    drop = _DropTorchvisionNotes()
+    registry.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning,
+                                    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        registry.removeFilter(drop)
+
+
 def export_onnx(module, path, *, resolution=None, dynamic_batch: bool = True) -> Path:
     """Export to an ONNX file (through torch.export and torch.onnx's dynamo exporter; needs
     `pip install 'attndsl[onnx]'`). An op ONNX can't express is named with its spec axis."""
@@ -119,10 +146,9 @@ def export_onnx(module, path, *, resolution=None, dynamic_batch: bool = True) ->
     except ModuleNotFoundError as exc:
         raise ExportError("ONNX export needs the onnx and onnxscript packages: "
                           "pip install 'attndsl[onnx]'") from exc
-    import contextlib
     import io
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_onnx_exporter():
             onnx_program = torch.onnx.export(program, dynamo=True)
     except Exception as exc:
         text = str(exc)

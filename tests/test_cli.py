@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,114 @@ def test_plan_quotes_only_its_own_evidence(capsys, name, foreign):
     text = capsys.readouterr().out
     for word in foreign:
         assert word not in text, word
+
+
+# ---------------------------------------------------------------- papercuts (issue #18 §5)
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_convert_list_never_cuts_a_layout_name(capsys, monkeypatch, width):
+    """What --layout takes (and the zoo specs) are printed whole; the reading columns wrap,
+    or are left out — source first, then module — with a line that says so."""
+    from attndsl.cli import out
+    from attndsl.convert import LAYOUTS
+    monkeypatch.setattr(out, "_width", width)
+    assert main(["convert", "--list"]) == 0
+    text = capsys.readouterr().out
+    assert "…" not in text
+    for name, layout in LAYOUTS.items():
+        assert re.search(rf"│ {re.escape(name)} +│", text), name
+        for spec in layout.zoo:
+            assert re.search(rf"\b{spec}\b", text), spec
+    note = re.search(r"\(left out at \d+ columns: ([a-z, ]+);", text)
+    assert all(len(line) <= width for line in text.splitlines() if not line.startswith("("))
+    if width == 200:
+        assert note is None and "timm/models/pvt_v2.py" in text
+    else:
+        assert note.group(1).split(", ")[0] == "source"
+        assert "docs/layout-sources.md" in text
+
+
+def test_zoo_is_one_line_each(capsys, monkeypatch):
+    from attndsl.cli import out
+    monkeypatch.setattr(out, "_width", 80)
+    assert main(["zoo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = attndsl.zoo_names()
+    assert len(lines) == 1 + len(names) and "attndsl zoo --long" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == sorted(names)
+    by_name = {line.split()[0]: line for line in lines[1:]}
+    assert by_name["swin_wmsa"].split(None, 1)[1] == "Swin W-MSA — Liu et al., ICCV 2021"
+    assert "CrossFormer long-distance attention — Wang et al." in by_name["crossformer_lda"]
+    monkeypatch.setattr(out, "_width", 400)
+    assert main(["zoo", "--long"]) == 0       # the whole descriptions (wrapped when narrow)
+    assert "softmax attention in 7x7 windows with a relative position bias (i - j table)" \
+        in capsys.readouterr().out
+
+
+def test_bench_times_several_specs_in_one_table(capsys):
+    assert main(["bench", "dwconv", "nat", "--dim", "24", "--resolution", "14", "14",
+                 "--backend", "eager", "--repeats", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("forward: x (2, 14, 14, 24)") == 2
+    assert text.count("┏") == 1 and "2 interleaved rounds" in text
+    rows = [line for line in text.splitlines() if "eager (fx graph)" in line]
+    assert [row.split("│")[1].strip() for row in rows] == ["dwconv", "nat"]
+
+
+def test_bench_rounds_rotate_the_order():
+    from attndsl.cli import _interleaved
+    order = []
+    calls = [lambda x, i=i: order.append(i) for i in range(3)]
+    times = _interleaved(calls, [None] * 3, repeats=3)
+    assert [len(t) for t in times] == [3, 3, 3]
+    assert order == [0, 1, 2] + [0, 1, 2] + [1, 2, 0] + [2, 0, 1]   # warm-up, then rounds
+
+
+def test_every_command_has_one_default_grid():
+    from attndsl.cli import DEFAULT_DIM, DEFAULT_RESOLUTION
+    parser = build_parser()
+    for argv in (["show", "nat"], ["compile", "nat", "--out", "m.pt"], ["bench", "nat"],
+                 ["export", "nat", "--out", "m.pt2"], ["convert", "--list"]):
+        args = parser.parse_args(argv)
+        assert (args.dim, tuple(args.resolution)) == (DEFAULT_DIM, DEFAULT_RESOLUTION), argv
+    assert (DEFAULT_DIM, DEFAULT_RESOLUTION) == (96, (56, 56))
+
+
+def test_validate_binds_at_the_defaults_and_says_so(capsys, tmp_path):
+    five = tmp_path / "five.yaml"
+    five.write_text(attndsl.zoo_path("swin_wmsa").read_text().replace("heads: 3", "heads: 5"))
+    assert main(["validate", str(five)]) == 2
+    text = capsys.readouterr().err
+    assert "dim 96 is not divisible by heads 5" in text
+    assert "checked at dim 96, grid 56×56 — the defaults" in text
+    assert main(["validate", "nat"]) == 0
+    assert "binds at dim 96, grid 56×56 — the defaults" in capsys.readouterr().out
+    assert main(["validate", str(five), "--dim", "80", "--resolution", "28", "28"]) == 0
+    text = capsys.readouterr().out
+    assert "binds at dim 80, grid 28×28)" in text and "defaults" not in text
+
+
+@pytest.mark.parametrize("command", [["show"], ["compile", "--out", "m.pt"], ["bench"],
+                                     ["export", "--out", "m.pt2"]])
+def test_a_search_space_where_a_spec_is_wanted_says_what_to_do(capsys, command):
+    space = str(Path(attndsl.__file__).parent.parent / "examples" / "search_digits.yaml")
+    assert main([command[0], space, *command[1:]]) == 2
+    text = capsys.readouterr().err
+    assert f"{space} is a search space" in text and "unknown key" not in text
+    assert f"attndsl search {space} --budget" in text and f"attndsl validate {space}" in text
+
+
+def test_search_of_a_zoo_name_says_it_is_a_spec(capsys):
+    assert main(["search", "nat", "--budget", "1m"]) == 2
+    text = capsys.readouterr().err
+    assert "'nat' is a zoo spec (one attention mechanism), not a search space file" in text
+    assert "examples/search_digits.yaml" in text
+
+
+def test_export_onnx_prints_nothing_the_user_cannot_act_on(tmp_path):
+    for package in ("onnx", "onnxscript"):
+        pytest.importorskip(package, reason='ONNX export needs pip install "attndsl[onnx]"')
+    proc = subprocess.run([sys.executable, "-m", "attndsl.cli", "export", "dwconv", "--dim", "8",
+                           "--resolution", "7", "7", "--out", str(tmp_path / "d.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote ") and proc.stderr == ""
