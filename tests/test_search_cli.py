@@ -153,3 +153,90 @@ def test_validate_notes_options_that_bind_with_nothing(capsys, tmp_path):
     # nat's 7×7 neighbourhood on the 4×4 grid of digits at patch 2
     assert re.search(r"note .*line 6, 'backbone.stages\[0\].attention' = 'nat'", text), text
     assert "4×4" in text or "4x4" in text
+
+
+# ---------------------------------------------------------------- papercuts (issue #18 §5)
+def test_a_one_trial_search_logs_its_trial_and_plots_its_point(tmp_path, space, monkeypatch):
+    """logs/trial_NNNN.log of a completed trial says what the trial did; hypervolume.png of
+    a one-trial run draws that trial's point (a step through one point draws nothing)."""
+    import matplotlib.figure
+    drawn = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        drawn[Path(path).name] = [(list(line.get_xdata()), line.get_marker())
+                                  for line in fig.axes[0].lines]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    result = attndsl.search(space, "1trials", runs_dir=tmp_path, progress=False,
+                            remeasure=False)
+    assert [r["state"] for r in result.trials] == ["complete"]
+    log = (result.run_dir / "logs" / "trial_0000.log").read_text()
+    for step in ("trial process", "measured: images_per_s=", "worker: go on", "epoch: epoch=1",
+                 "rung: epoch=1", "done: accuracy="):
+        assert step in log, step
+    (points,) = drawn["hypervolume.png"]
+    assert len(points[0]) == 1 and points[1] == "o"
+    assert not any("?" in key for key in result.summary["spend"]["per_worker"])
+
+
+def test_spend_has_no_phantom_worker():
+    from attndsl.nas.report import spend_by_worker
+    rows = [{"host": "vm", "pid": 7, "cost_s": 30.0},
+            {"host": None, "pid": None, "cost_s": 0.0},      # queued, or a reused duplicate
+            {"host": None, "pid": None, "cost_s": 5.0}]      # spent, by a worker not recorded
+    assert spend_by_worker(rows) == {"per_worker": {"vm:7": 30.0, "unknown:?": 5.0},
+                                     "per_host": {"vm": 30.0, "unknown": 5.0}}
+    assert spend_by_worker(rows[:2]) == {"per_worker": {"vm:7": 30.0}, "per_host": {"vm": 30.0}}
+
+
+class _Study:
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self, deepcopy=False):
+        return self.trials
+
+
+def _trial(number, state, optuna_state="COMPLETE", **attrs):
+    from types import SimpleNamespace
+    return SimpleNamespace(number=number, system_attrs={}, user_attrs={"state": state, **attrs},
+                           state=SimpleNamespace(name=optuna_state,
+                                                 is_finished=lambda: optuna_state != "RUNNING"))
+
+
+def _rendered(display) -> str:
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    console.print(display.render())
+    return console.export_text()
+
+
+@pytest.mark.parametrize("budget", ["60s", "2trials"])
+def test_the_live_display_says_the_last_trial_is_finishing(budget):
+    from attndsl.nas import parse_budget
+    from attndsl.nas.progress import Display
+    done = _trial(0, "complete", cost_s=40.0, accuracy=0.5, images_per_s=100.0, name="a")
+    last = _trial(1, "running", optuna_state="RUNNING", cost_s=35.0, name="b")
+    text = _rendered(Display(_Study([done, last]), parse_budget(budget), "device", "t"))
+    assert "budget spent · finishing the last trial" in text
+    assert "ETA ~0 s" not in text and "left 0.000" not in text
+    text = _rendered(Display(_Study([done]), parse_budget("1h"), "device", "t"))
+    assert "left 0.989 · ETA ~59 min" in text and "finishing" not in text
+
+
+def test_a_reused_duplicate_line_reads(capsys):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from attndsl.nas import parse_budget
+    from attndsl.nas.progress import Display
+    trials = [_trial(0, "infeasible", reason="spec_error", cost_s=1.0, name="a"),
+              _trial(1, "infeasible", reason="spec_error", duplicate_of=0, name="a")]
+    sink = StringIO()
+    display = Display(_Study(trials), parse_budget("2trials"), "device", "t",
+                      console=Console(file=sink, width=200))
+    display.trial_finished(1)
+    assert "infeasible spec_error (duplicate of trial 0, reused) a" in sink.getvalue()

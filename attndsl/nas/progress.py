@@ -56,9 +56,10 @@ class Display:
         a = t.user_attrs
         acc = a.get("accuracy")
         ips = a.get("images_per_s")
-        detail = a.get("reason", "") if a.get("state") in ("failed", "infeasible") else ""
+        details = [a.get("reason", "")] if a.get("state") in ("failed", "infeasible") else []
         if a.get("duplicate_of") is not None:
-            detail += f"(duplicate of trial {a['duplicate_of']}, reused)"
+            details.append(f"(duplicate of trial {a['duplicate_of']}, reused)")
+        detail = " ".join(d for d in details if d)
         used = spent(self.study.get_trials(deepcopy=False))
         self.console.print(
             f"trial {trial_number:>3} {a.get('state', '?'):<10} "
@@ -81,18 +82,25 @@ class Display:
         order = ["complete", "running", "pruned", "failed", "infeasible", "interrupted", "queued"]
         states = " · ".join(f"{counts.get(s, 0)} {s}" for s in order if counts.get(s) or s in
                             ("complete", "running", "pruned", "failed", "infeasible"))
+        running = any(t.state.name == "RUNNING" for t in trials) or (
+            self.live_trial is not None and self.live_trial.number is not None)
+        # the budget is checked between trials: the last one may run on past it
+        finishing = "budget spent · finishing the last trial" if running else "budget spent"
         if self.budget.seconds is not None:
             left = max(0.0, self.budget.seconds - used)
             money = (f"spent {used / 3600:.3f} of {self.budget.seconds / 3600:.3f} {self.unit}-h"
-                     f" · left {left / 3600:.3f} · ETA ~{_duration(left)}")
+                     + (f" · left {left / 3600:.3f} · ETA ~{_duration(left)}" if left > 0 else
+                        f" · {finishing}"))
         else:
             n = counted_trials(trials)
             done = [t.user_attrs.get("cost_s", 0) for t in trials if t.state.is_finished()]
             mean = sum(done) / len(done) if done else 0
             left_trials = max(0, self.budget.trials - n)
-            money = (f"{n} of {self.budget.trials} trials · spent {used / 3600:.3f} "
-                     f"{self.unit}-h · ETA ~{_duration(left_trials * mean)}" if mean else
-                     f"{n} of {self.budget.trials} trials · spent {used / 3600:.3f} {self.unit}-h")
+            money = f"{n} of {self.budget.trials} trials · spent {used / 3600:.3f} {self.unit}-h"
+            if left_trials == 0:
+                money += f" · {finishing}"
+            elif mean:
+                money += f" · ETA ~{_duration(left_trials * mean)}"
         parts = [head, Text(states), Text(money)]
         live = self.live_trial
         if live is not None and live.number is not None:

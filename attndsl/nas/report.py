@@ -66,7 +66,9 @@ def spend_by_worker(rows: list[dict]) -> dict:
     per_worker: dict = {}
     per_host: dict = {}
     for r in rows:
-        host = r.get("host") or "?"
+        if not r.get("host") and not r["cost_s"]:
+            continue    # never ran in a worker (queued, a reused duplicate): no phantom "?"
+        host = r.get("host") or "unknown"
         key = f"{host}:{r.get('pid') or '?'}"
         per_worker[key] = per_worker.get(key, 0.0) + (r["cost_s"] or 0.0)
         per_host[host] = per_host.get(host, 0.0) + (r["cost_s"] or 0.0)
@@ -219,8 +221,14 @@ def _plots(rows, front, history, run_dir: Path, unit: str) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    if history:
-        ax.step([h for h, _ in history], [v for _, v in history], where="post")
+    if history:     # markers too: one finished trial is one point, which a step cannot draw
+        ax.step([h for h, _ in history], [v for _, v in history], where="post", marker="o")
+        if len(history) == 1:
+            ax.annotate(f"one trial so far: hypervolume {history[0][1]:,.3g}", history[0],
+                        xytext=(8, -12), textcoords="offset points", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center",
+                transform=ax.transAxes, color="tab:gray")
     ax.set_xlabel(f"{unit}-hours spent")
     ax.set_ylabel("hypervolume (accuracy × images/s)")
     ax.set_title("front hypervolume against budget spent")

@@ -27,7 +27,15 @@ import traceback
 PREFIX = "@@attndsl "
 
 
+def _log(text: str) -> None:
+    """A line of the trial's log (logs/trial_NNNN.log: this process's stderr), stamped."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 def _emit(out, event: dict) -> None:
+    # logged first: after "done" the worker may stop this process at once
+    _log(f"{event['event']}: " + ", ".join(f"{k}={v}" for k, v in event.items()
+                                             if k != "event"))
     out.write(PREFIX + json.dumps(event) + "\n")
     out.flush()
 
@@ -35,8 +43,11 @@ def _emit(out, event: dict) -> None:
 def _answer() -> bool:
     line = sys.stdin.readline()
     if not line:            # the worker is gone
+        _log("the worker is gone: exiting")
         os._exit(3)
-    return bool(json.loads(line).get("go"))
+    go = bool(json.loads(line).get("go"))
+    _log("worker: go on" if go else "worker: stop (infeasible or pruned)")
+    return go
 
 
 def _watch_parent(parent: int) -> None:
@@ -79,6 +90,9 @@ def run(job: dict, out) -> int:
     threads = job.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+    _log(f"trial process {os.getpid()}: backbone {job['backbone'].get('name', '?')}, seed "
+         f"{job.get('seed', 0)}, device {job.get('device') or 'default'}, threads "
+         f"{torch.get_num_threads()}, rungs {job.get('rungs', [])}")
     torch.manual_seed(job.get("seed", 0))
     phase = "build"
     try:
