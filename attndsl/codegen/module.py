@@ -186,6 +186,13 @@ class CompiledAttention(nn.Module):
         for name, mod in spec_parameters(self.plan).items():
             self.add_module(name, mod)
         self.lowerings = 0   # how many graphs were built (tests count recompilation)
+        self._built = True
+        self.prepare()
+
+    def _invalidate_graphs(self) -> None:
+        self._graphs.clear()
+        if self.__dict__.get("_built"):     # not while __init__ sets the first values
+            self.prepare()
 
     # -- plans and graphs ------------------------------------------------------------
     @property
@@ -195,8 +202,9 @@ class CompiledAttention(nn.Module):
 
     @backend.setter
     def backend(self, value):
-        self._backend = check_backend(value)
-        self._graphs.clear()
+        if check_backend(value) != getattr(self, "_backend", None):
+            self._backend = value
+            self._invalidate_graphs()
 
     @property
     def attention_engine(self) -> str:
@@ -211,8 +219,9 @@ class CompiledAttention(nn.Module):
         if value != "auto":       # a branch that can't take it: said now, not at forward
             dtype, device = self._dtype_device()
             decide(self.plan, self.backend, dtype=dtype, device=device, attention=value)
-        self._attention = value
-        self._graphs.clear()
+        if value != getattr(self, "_attention", None):
+            self._attention = value
+            self._invalidate_graphs()
 
     @property
     def passes(self) -> list[str] | None:
@@ -221,8 +230,10 @@ class CompiledAttention(nn.Module):
 
     @passes.setter
     def passes(self, value):
-        self._passes = arguments.passes(value, pass_names())
-        self._graphs.clear()     # graphs lowered with the old passes are stale
+        value = arguments.passes(value, pass_names())
+        if "_passes" not in self.__dict__ or value != self._passes:
+            self._passes = value
+            self._invalidate_graphs()     # graphs lowered with the old passes are stale
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -281,6 +292,29 @@ class CompiledAttention(nn.Module):
             self._graphs.popitem(last=False)
         return entry
 
+    def prepare(self, resolution=None) -> None:
+        """Lower the graph for `resolution` (default: the bound one) in the module's current
+        mode, dtype and device, so that a user's torch.compile around this module finds it
+        built: inside a compiled region the module only looks its graph up and dynamo traces
+        that graph, never attndsl's lowering. Construction, `.train()`/`.eval()` and
+        `.to()` call it for the bound resolution; call it for another resolution before
+        compiling a model that runs there (outside a compiled region a forward does it)."""
+        try:
+            self._entry(resolution or self.resolution, self.training)
+        except AttndslError:
+            if resolution is not None:
+                raise
+            # the bound resolution at construction: the first forward raises the same
+            # error with the input that provoked it; a module is still built (and savable)
+
+    def _graph_in_trace(self, resolution) -> fx.GraphModule:
+        """The lowered graph while dynamo traces this module (see prepare)."""
+        dtype, device = self._dtype_device()
+        entry = self._graphs.get((resolution, self.training, dtype, device))
+        if entry is None:
+            entry = _lower_outside_trace(self, resolution)
+        return entry[0]
+
     def explain_plan(self) -> str:
         """Which engine runs each branch, and why (the rules of codegen/autoplan.py)."""
         dtype, device = self._dtype_device()
@@ -309,6 +343,10 @@ class CompiledAttention(nn.Module):
         if x.shape[0] == 0:
             raise ShapeError(f"'{self.spec.name}' got an empty batch {tuple(x.shape)}; "
                              "a batch holds at least one image")
+        if torch.compiler.is_compiling():
+            # a user's torch.compile around this module: trace the lowered graph itself,
+            # so that their compile fuses it with the rest of their model
+            return self._graph_in_trace((x.shape[1], x.shape[2]))(x)
         return self._entry((x.shape[1], x.shape[2]), self.training)[1](x)
 
     def forward_tokens(self, x: torch.Tensor, size) -> torch.Tensor:
@@ -322,8 +360,15 @@ class CompiledAttention(nn.Module):
 
     # -- keep the cache consistent -------------------------------------------------------
     def _apply(self, fn, recurse=True):
-        self._graphs.clear()   # constants were made for the old dtype / device
-        return super()._apply(fn, recurse)
+        result = super()._apply(fn, recurse)
+        self._invalidate_graphs()   # constants were made for the old dtype / device
+        return result
+
+    def train(self, mode: bool = True):
+        result = super().train(mode)
+        if (tuple(self.resolution), self.training, *self._dtype_device()) not in self._graphs:
+            self.prepare()      # dropout and friends lower differently per mode
+        return result
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -346,6 +391,16 @@ class CompiledAttention(nn.Module):
                     "backend": self.backend, "passes": self.passes,
                     "attention": self.attention_engine,
                     "state_dict": self.state_dict()}, path)
+
+
+@torch.compiler.disable(reason="attndsl lowers a module's graph for a new resolution, "
+                          "dtype, device or mode outside the compiled region: call "
+                          "module.prepare(resolution) (or run the model once) before "
+                          "torch.compile(..., fullgraph=True)")
+def _lower_outside_trace(module: CompiledAttention, resolution):
+    """A graph nobody prepared (a resolution first seen inside a user's compiled region):
+    lowered eagerly at a graph break."""
+    return module._entry(resolution, module.training)
 
 
 def check_output_path(path, what: str) -> Path:
