@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Union
@@ -99,6 +100,8 @@ def parse_leaf(node: dict, name: str, path: tuple, lines: dict, origin) -> Leaf:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         raise SpecError(f"{kind} must be [low, high] (two numbers), got {value!r}", **where)
     low, high = value
+    if not all(math.isfinite(v) for v in value):
+        raise SpecError(f"{kind} bounds must be finite numbers, got {value!r}", **where)
     if kind == "int" and not all(isinstance(v, int) for v in value):
         raise SpecError(f"int bounds must be integers, got {value!r}; use {{float: …}} for "
                         "a real range", **where)
@@ -108,15 +111,18 @@ def parse_leaf(node: dict, name: str, path: tuple, lines: dict, origin) -> Leaf:
     if not isinstance(log, bool):
         raise SpecError(f"log must be true or false, got {log!r}", **where)
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
-                             or step <= 0 or (kind == "int" and not isinstance(step, int))):
-        raise SpecError(f"step must be a positive {'integer' if kind == 'int' else 'number'}, "
-                        f"got {step!r}", **where)
+                             or not math.isfinite(step) or step <= 0
+                             or (kind == "int" and not isinstance(step, int))):
+        # .nan and .inf are YAML floats: Optuna would take them and fail every trial
+        raise SpecError(f"step must be a positive {'integer' if kind == 'int' else 'finite number'}"
+                        f", got {step!r}", **where)
     if log and low <= 0:
         raise SpecError(f"a log-scale range needs low > 0, got [{low}, {high}]", **where)
     if log and step not in (None, 1):
         raise SpecError("step and log cannot be combined (Optuna samples one or the other)",
                         **where)
-    if default is not None and not (low <= default <= high):
+    if default is not None and (isinstance(default, bool) or not isinstance(default, (int, float))
+                                or not (low <= default <= high)):
         raise SpecError(f"default {default!r} is outside [{low}, {high}]", **where)
     return Leaf(name, path, kind, low=low, high=high, step=step, log=log, default=default)
 
