@@ -11,6 +11,7 @@ measured throughput — under a device-hour budget, with Pareto-aware pruning, r
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -75,7 +76,11 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     if not isinstance(n_workers, int) or n_workers < 1:
         raise SpecError(f"--workers {workers!r}: give a positive number of worker processes",
                         path="workers")
-    from .workers import check_storage_for_workers
+    from .workers import check_storage_for_workers, watch_supervisor
+    if _worker:
+        from .storage import STORAGE_ENV
+        storage = storage or os.environ.get(STORAGE_ENV)   # from the supervisor
+        watch_supervisor()
     check_storage_for_workers(storage, n_workers)
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
@@ -87,6 +92,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     if not ok:
         raise SearchStopped(f"nothing to run in {run_dir}: {why}. Raise --budget to go on "
                             f"(the budget is the study's total), or `attndsl report {run_dir}`")
+    if not _worker:      # the supervisor checks it for its workers
+        check_task_data(space, options)
     if seed_zoo and not _worker:
         enqueue_seeds(the_study, space, run_dir)
     unit = _unit("cuda" if gpus else device)
@@ -117,17 +124,41 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                     break
                 display.live_trial = None
                 objective.live.number = None
-                the_study.optimize(_tracking(objective, display), n_trials=1,
-                                   catch=(TrialFailed,), gc_after_trial=False)
+                try:
+                    the_study.optimize(_tracking(objective, display), n_trials=1,
+                                       catch=(TrialFailed,), gc_after_trial=False)
+                except Exception as exc:
+                    fault = _storage_fault(exc)
+                    if fault is not None:       # Optuna's own error handling failed on it too
+                        raise fault from None
+                    if objective.taken_over is None:
+                        raise
+                    # Optuna could not tell the trial another worker had failed: dropped
+                    _say(f"trial {objective.taken_over} was failed by another worker while "
+                         "this one was paused or cut off past the heartbeat grace, and "
+                         "re-queued there; this copy was stopped and nothing was written "
+                         "onto it", console)
+                    objective.taken_over = None
+                    continue
                 display.trial_finished(objective.live.number)
+                if objective.task_error:
+                    if not _worker:
+                        write_outputs(the_study, run_dir, unit=unit)
+                    raise SearchStopped(
+                        f"the task's data could not be loaded in trial "
+                        f"{objective.live.number}: {objective.task_error}. Every trial needs "
+                        "it: fix the task and run the same command to resume")
                 if objective.duplicate_streak >= EXHAUSTED_AFTER:
                     stop_reason = (f"the last {EXHAUSTED_AFTER} trials proposed only designs "
                                    "already evaluated: the space looks exhausted (widen it, "
                                    "or add a range leaf)")
                     break
     except KeyboardInterrupt:
+        from .workers import supervisor_gone
         if not _worker:    # a worker's outputs are the supervisor's to write, once
             write_outputs(the_study, run_dir, unit=unit)
+        elif supervisor_gone():    # killed: its workers write them, one at a time
+            _write_outputs_locked(the_study, run_dir, unit)
         raise SearchInterrupted("interrupted (run the same command again to resume)",
                                 run_dir) from None
     finally:
@@ -137,6 +168,46 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
         return SearchResult(run_dir, [], [], stop_reason, {})
     return _finish(the_study, run_dir, unit, stop_reason, remeasure, objective.deploy, threads,
                    device)
+
+
+def check_task_data(space: SearchSpace, options) -> dict:
+    """Load the task once, in a process of its own as a trial does, and check it against
+    the backbone before the first trial: missing or corrupt data, an entry that does not
+    import, labels the model cannot output are one error now, not a failure of every trial
+    (5–10 s each, building and measuring first) until the budget is gone."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from .tasks import TaskError
+    backbone = space.fixed().backbone
+    job = {"task": space.file.task.model_dump(), "classes": backbone.classes,
+           "image_size": backbone.image_size, "in_channels": backbone.in_channels,
+           "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
+           # a trial's job has these too (a loader may read its trial's settings)
+           "training": space.fixed().training.model_dump(), "seed": options.seed}
+    with tempfile.TemporaryDirectory(prefix="attndsl-task-") as tmp:
+        job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_file.write_text(json.dumps(job))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", "from attndsl.nas.tasks import main; main()",
+                 str(job_file), str(out_file)], capture_output=True, text=True,
+                timeout=options.trial_timeout)
+        except subprocess.TimeoutExpired:
+            raise TaskError(f"loading the task took more than {options.trial_timeout:.0f} s "
+                            "(--trial-timeout)", path="task") from None
+        if not out_file.exists():
+            tail = (proc.stderr or "").strip().splitlines()[-3:]
+            raise TaskError(f"the process loading the task ended with status "
+                            f"{proc.returncode} without a result: {' / '.join(tail)}",
+                            path="task")
+        result = json.loads(out_file.read_text())
+    if "error" in result:
+        raise TaskError(result["error"], path=result.get("path") or "task",
+                        source=space.origin)
+    return result["ok"]
 
 
 def _finish(the_study, run_dir, unit, stop_reason, remeasure, deploy, threads, device):
@@ -158,13 +229,14 @@ def _supervised(space, the_study, the_budget, budget_text, options, run_dir, uni
     from .budget import admission
     from .progress import Display
     from .report import write_outputs
-    from .workers import Worker, supervise, worker_argv
+    from .workers import Worker, supervise, worker_argv, worker_env
     budget_text = the_budget.text or str(budget_text)
     space_path = (run_dir / "space.yaml").resolve()
     workers = [Worker(k, gpus[k] if gpus else None,
                       worker_argv(space_path, budget_text, options, the_study.study_name, k,
                                   options.seed),
-                      run_dir / "workers" / f"worker_{k}.log") for k in range(n_workers)]
+                      run_dir / "workers" / f"worker_{k}.log", env=worker_env(options))
+               for k in range(n_workers)]
     what = f"{n_workers} workers" + (f" on GPUs {','.join(gpus)}" if gpus else "")
     title = (f"attndsl search {the_study.study_name} · {space.file.task.kind} · budget "
              f"{the_budget.describe(unit)} · {what} · {run_dir}")
@@ -244,6 +316,36 @@ def _deploy(space: SearchSpace, resolution, batch, dtype, autocast=None):
                         path=f"deploy.{key}") from None
 
 
+def _write_outputs_locked(the_study, run_dir: Path, unit: str) -> None:
+    import fcntl
+
+    from .report import write_outputs
+    with open(run_dir / ".outputs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_outputs(the_study, run_dir, unit=unit)
+
+
+def _storage_fault(exc: BaseException):
+    """The StorageError behind an exception out of Optuna (whose own clean-up writes to the
+    storage too, and fails with an UnboundLocalError or a ValueError of its own)."""
+    from .storage import StorageError
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, StorageError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _say(message: str, console=None) -> None:
+    import sys
+    if console is not None:
+        from rich.markup import escape
+        console.print(f"[yellow]note:[/yellow] {escape(message)}")
+    else:
+        print(f"attndsl: {message}", file=sys.stderr, flush=True)
+
+
 def _tracking(objective, display):
     def run(trial):
         display.live_trial = objective.live
@@ -286,7 +388,8 @@ def open_run(run_dir, storage: str | None = None, study: str | None = None):
     names = [s.study_name for s in optuna.get_all_study_summaries(the_storage)]
     name = study or (names[0] if len(names) == 1 else run_dir.name)
     if name not in names:
-        raise SpecError(f"no study {name!r} in {storage or run_dir}; studies there: "
+        from .storage import redact
+        raise SpecError(f"no study {name!r} in {redact(storage or str(run_dir))}; studies there: "
                         f"{', '.join(names) or 'none'}", path="study")
     return optuna.load_study(study_name=name, storage=the_storage)
 

@@ -65,8 +65,12 @@ def spent(trials) -> float:
 
 def counted_trials(trials) -> int:
     """Trials that count against a trial budget: those started, except the interrupted ones
-    that were re-queued (their re-run counts instead)."""
-    return sum(1 for t in trials if t.state.name != "WAITING" and not t.user_attrs.get("requeued"))
+    that were re-queued (their re-run counts instead) — by a worker (`requeued`) or by a
+    database's heartbeat check (the re-run's `failed_trial` names them)."""
+    trials = list(trials)
+    retried = {getattr(t, "system_attrs", {}).get("failed_trial") for t in trials} - {None}
+    return sum(1 for t in trials if t.state.name != "WAITING" and not t.user_attrs.get("requeued")
+               and getattr(t, "number", None) not in retried)
 
 
 def predicted_cost(trials) -> float:

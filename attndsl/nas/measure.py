@@ -297,8 +297,13 @@ def main(argv=None) -> int:
     """`python -m attndsl.nas.measure JOB.json OUT.json`: the interleaved re-measurement
     of a front, in a fresh process."""
     import sys
+    import threading
+
     from ..model.spec import load_backbone
     from .space import Deploy
+    from .trial import _watch_parent
+    # a search killed during its re-measurement (kill -9) takes this process with it
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
     if job.get("threads"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ..errors import SpecError
@@ -32,6 +33,7 @@ from . import budget as ledger
 from .budget import SearchStopped
 from .pruner import keep_at_rung
 from .space import SearchSpace
+from .storage import StorageError, make_storage  # noqa: F401  (make_storage: API)
 from .trial import PREFIX
 
 REUSABLE = ("complete", "infeasible", "pruned")
@@ -81,55 +83,6 @@ class Live:
 # ---------------------------------------------------------------- storage and study
 def run_directory(space: SearchSpace, options: Options) -> Path:
     return Path(options.runs_dir) / (options.study or space.name)
-
-
-def make_storage(url: str | None, run_dir: Path):
-    if url is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return _journal(run_dir / "journal.log")
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        url = _postgres_driver(url)
-        engine = {}
-        if not url.startswith("sqlite"):
-            # each worker process holds at most pool_size + max_overflow connections (its
-            # trial loop and Optuna's heartbeat thread): W workers need 4·W of the server's
-            # max_connections (100 by default) — "too many clients" otherwise (optuna#1347)
-            engine = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
-                      "pool_recycle": 1800}
-        try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                              grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(3))
-        except ImportError as exc:
-            raise SpecError(f"--storage {url}: {exc}; for PostgreSQL install psycopg "
-                            "(pip install 'attndsl[postgres]')", path="storage") from None
-        except Exception as exc:   # sqlalchemy's OperationalError: no server, bad credentials
-            raise SpecError(f"--storage {url}: cannot open the database: "
-                            f"{str(exc).splitlines()[0][:300]}", path="storage") from None
-    if url.endswith(".log") or url.startswith("journal:"):
-        return _journal(url.split(":", 1)[1] if url.startswith("journal:") else url)
-    raise SpecError(f"--storage {url!r} is not understood; give sqlite:///FILE.db, "
-                    "postgresql://USER@HOST/DB, or a journal file (FILE.log); without "
-                    "--storage the study lives in RUN_DIR/journal.log", path="storage")
-
-
-def _journal(path) -> "optuna.storages.JournalStorage":
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def _postgres_driver(url: str) -> str:
-    """`postgresql://` means psycopg2 to SQLAlchemy; with only psycopg (3) installed, say so."""
-    if not url.startswith("postgresql://"):
-        return url
-    try:
-        import psycopg2  # noqa: F401  (SQLAlchemy's default postgresql driver)
-        return url
-    except ImportError:
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace):
@@ -280,6 +233,8 @@ class Objective:
         self.live = Live()
         self.proc: subprocess.Popen | None = None
         self.duplicate_streak = 0      # consecutive trials that were already-evaluated designs
+        self.taken_over: int | None = None   # a trial failed and re-queued by another worker
+        self.task_error = ""           # the task's data failed to load in a trial
 
     def __call__(self, trial: optuna.Trial):
         # the trial's cost runs from its creation (sampling included) to the moment its
@@ -295,6 +250,16 @@ class Objective:
             raise
         except (TrialFailed, optuna.TrialPruned):
             raise
+        except StorageError:
+            self._stop_child(force=True)     # nothing more can be recorded: stop, say why
+            raise
+        except UpdateFinishedTrialError:
+            # another worker failed this trial and queued its re-run (this worker was paused
+            # or cut off past the heartbeat grace): the re-run owns the design now, so this
+            # copy stops without a word written onto the failed trial
+            self._stop_child(force=True)
+            self.taken_over = trial.number
+            raise
         except Exception as exc:   # noqa: BLE001 — a fault of the worker's own, recorded
             trial.set_user_attr("state", "failed")
             trial.set_user_attr("reason", "error")
@@ -302,7 +267,12 @@ class Objective:
             raise TrialFailed("error") from exc
         finally:
             self._stop_child()
-            trial.set_user_attr(ledger.COST_ATTR, (time.time() - started) * self.options.devices)
+            if self.taken_over != trial.number:
+                try:
+                    trial.set_user_attr(ledger.COST_ATTR,
+                                        (time.time() - started) * self.options.devices)
+                except (StorageError, UpdateFinishedTrialError):
+                    pass      # the error on its way out says what happened
 
     def _trial(self, trial: optuna.Trial, started: float):
         self.live = Live(number=trial.number, started=started, phase="sampling")
@@ -479,6 +449,8 @@ class Objective:
                 return self._infeasible(trial, finish, reason, event["message"],
                                         trial.user_attrs.get("images_per_s", 0.0))
             finish("failed", reason=reason, message=event["message"], phase=event.get("phase"))
+            if reason == "task_error":     # checked before the search: changed since
+                self.task_error = event["message"]
             raise TrialFailed(reason)
         return None
 

@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -166,7 +167,7 @@ def _npz(task: Npz) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # a cut or foreign file
         raise TaskError(f"cannot read {path} as a .npz: {exc}", path="task.path") from None
     if {"x_train", "y_train", "x_val", "y_val"} <= arrays.keys():
         parts = [arrays[k] for k in ("x_train", "y_train", "x_val", "y_val")]
@@ -432,3 +433,53 @@ def describe_task(task) -> str:
         return f"digits (scikit-learn, 1,797 images) at {task.resolution}×{task.resolution}"
     return f"{task.kind} {getattr(task, 'path', getattr(task, 'entry', ''))}"
 
+
+
+# ---------------------------------------------------------------- the check before a search
+def check_task(task, cache_dir, *, classes: int | None, image_size: int | None,
+               in_channels: int | None) -> dict:
+    """Load the task once and check it against the backbone it will train (TaskError
+    otherwise): a search whose data cannot be loaded, or whose labels the model cannot
+    output, would otherwise build and measure every trial before failing it."""
+    data = load_task(task, cache_dir)
+    where = describe_task(task)
+    labels = torch.cat([data.train_y, data.val_y])
+    top = int(labels.max()) if len(labels) else -1
+    if classes is not None and top >= classes:
+        raise TaskError(f"{where}: labels go up to {top}, but the backbone has classes: "
+                        f"{classes} (outputs 0…{classes - 1}); set backbone.classes to at "
+                        f"least {top + 1}", path="backbone.classes")
+    if in_channels is not None and data.channels != in_channels:
+        raise TaskError(f"{where}: images have {data.channels} channel(s), but the backbone "
+                        f"has in_channels: {in_channels}", path="backbone.in_channels")
+    if image_size is not None and data.image_size != image_size:
+        raise TaskError(f"{where}: images are {data.image_size}×{data.image_size}, but the "
+                        f"backbone has image_size: {image_size}; set task.resolution: "
+                        f"{image_size} to resize them, or backbone.image_size: "
+                        f"{data.image_size}", path="backbone.image_size")
+    if len(data.val_y) == 0 or len(data.train_y) == 0:
+        raise TaskError(f"{where}: {len(data.train_y)} training and {len(data.val_y)} "
+                        "validation examples; a search needs both", path="task")
+    return {"train": len(data.train_y), "val": len(data.val_y), "classes": top + 1,
+            "image_size": data.image_size, "channels": data.channels}
+
+
+def main(argv=None) -> int:
+    """`python -c "from attndsl.nas.tasks import main; main()" JOB.json OUT.json`:
+    check_task in a process of its own, as a trial would load the task (a user's
+    `module:function` runs there, not in the search); OUT.json gets {"ok": {...}} or
+    {"error": message, "path": field}."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    try:
+        result = {"ok": check_task(TaskAdapter.validate_python(job["task"]), job["task_cache"],
+                                   classes=job.get("classes"), image_size=job.get("image_size"),
+                                   in_channels=job.get("in_channels"))}
+    except SpecError as exc:
+        result = {"error": exc.detail, "path": exc.path}
+    except Exception as exc:   # noqa: BLE001 — a user's loader failing is the task's error
+        result = {"error": f"loading the task failed: {type(exc).__name__}: {exc}"[:2000],
+                  "path": "task"}
+    Path(argv[1]).write_text(json.dumps(result))
+    return 0

@@ -63,6 +63,9 @@ def classify(exc: BaseException) -> str:
 
     from ..errors import SpecError
     from ..model.train import NonFiniteLoss
+    from .tasks import TaskError
+    if isinstance(exc, TaskError):      # the data, not the design: never "infeasible"
+        return "task_error"
     if isinstance(exc, SpecError):
         return "spec_error"
     if isinstance(exc, NonFiniteLoss):

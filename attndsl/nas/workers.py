@@ -21,6 +21,9 @@ from pathlib import Path
 from ..errors import SpecError
 
 MAX_RESTARTS = 3
+# set for the workers a supervisor starts: its pid, which each worker watches (a worker
+# whose supervisor is gone — kill -9 — stops as on Ctrl-C instead of running on alone)
+SUPERVISOR_ENV = "ATTNDSL_SUPERVISOR"
 # exit statuses of a worker that are not crashes: done, stopped (nothing to run), interrupted
 CLEAN_EXITS = (0, 2, 130)
 
@@ -34,9 +37,10 @@ class Worker:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     exits: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)      # the storage URL (not on the command line)
 
     def start(self) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env, SUPERVISOR_ENV: str(os.getpid())}
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
         else:        # CPU workers share the cores: measurements take the host lock
@@ -70,8 +74,7 @@ def worker_argv(space_path: Path, budget_text: str, options, study_name: str, in
             "--sampler", options.sampler, "--seed", str(seed + index), "--worker",
             "--trial-timeout", str(options.trial_timeout),
             "--devices-per-worker", str(options.devices)]
-    if options.storage:
-        argv += ["--storage", options.storage]
+    # the storage URL (with its password) goes through the environment: worker_env
     if not options.prune:
         argv.append("--no-prune")
     deploy = options.deploy
@@ -84,6 +87,34 @@ def worker_argv(space_path: Path, budget_text: str, options, study_name: str, in
     if options.device:
         argv += ["--device", options.device]
     return argv
+
+
+def worker_env(options) -> dict:
+    from .storage import STORAGE_ENV
+    return {STORAGE_ENV: options.storage} if options.storage else {}
+
+
+def watch_supervisor() -> bool:
+    """In a worker a supervisor started: interrupt this process (as Ctrl-C would: the
+    running trial is recorded as interrupted and queued to re-run) once the supervisor is
+    gone. Returns whether there is a supervisor to watch."""
+    import threading
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or os.getppid() != int(supervisor):
+        return False
+
+    def watch():
+        while os.getppid() == int(supervisor):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="attndsl-supervisor-watch", daemon=True).start()
+    return True
+
+
+def supervisor_gone() -> bool:
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    return bool(supervisor) and os.getppid() != int(supervisor)
 
 
 def supervise(workers: list[Worker], display, *, poll: float = 0.5) -> list[str]:
