@@ -33,6 +33,34 @@ def _free_port() -> int:
 
 def start_cluster():
     """(url, stop) or pytest.skip."""
+    server = start_server()
+    return server.url, server.stop
+
+
+class Server:
+    """A running cluster: its url, and an outage to inject (down() then up(), on the same
+    port and data directory, as a restart or a failover looks to a client)."""
+
+    def __init__(self, url, run, bin_dir, data, opts, log, root):
+        self.url, self._run, self._bin, self._data = url, run, bin_dir, data
+        self._opts, self._log, self._root = opts, log, root
+
+    def down(self) -> None:
+        out = self._run(self._bin / "pg_ctl", "-D", self._data, "-m", "fast", "-w", "stop")
+        assert out.returncode == 0, out.stderr
+
+    def up(self) -> None:
+        out = self._run(self._bin / "pg_ctl", "-D", self._data, "-o", self._opts, "-l",
+                        self._log, "-w", "start")
+        assert out.returncode == 0, out.stderr
+
+    def stop(self) -> None:
+        self._run(self._bin / "pg_ctl", "-D", self._data, "-m", "immediate", "stop")
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+def start_server() -> Server:
+    """A Server, or pytest.skip."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -67,9 +95,4 @@ def start_cluster():
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"pg_ctl start failed: {out.stderr[-300:]} {log[-500:]}")
     url = f"postgresql+psycopg://attndsl@/postgres?host={root}&port={port}"
-
-    def stop():
-        run(bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-    return url, stop
+    return Server(url, run, bin_dir, data, opts, root / "server.log", root)
