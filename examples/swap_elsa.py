@@ -48,21 +48,26 @@ rows = [("original (eager PyTorch)", params(model), throughput(model, img))]
 
 same = TinySwin(dim=DIM, heads=HEADS, res=RES, ws=7, depth=4).eval()
 same.load_state_dict(model.state_dict())
-attndsl.patch(same, "swin_wmsa", match="blocks.[02].attn", resolution=RES)
-report = attndsl.patch(same, "swin_swmsa", match="blocks.[13].attn", resolution=RES)
+swaps = [("swin_wmsa", attndsl.patch(same, "swin_wmsa", match="blocks.[02].attn", resolution=RES)),
+         ("swin_swmsa", attndsl.patch(same, "swin_swmsa", match="blocks.[13].attn",
+                                      resolution=RES))]
 with torch.no_grad():
     err = (same(img) - y_before).abs().max().item()
 rows.append(("attndsl swin_wmsa/swmsa (converted)", params(same), throughput(same, img)))
 
 elsa = TinySwin(dim=DIM, heads=HEADS, res=RES, ws=7, depth=4).eval()
 elsa.load_state_dict(model.state_dict())
-elsa_report = attndsl.patch(elsa, "elsa", match="WindowAttention", resolution=RES)
+swaps.append(("elsa", attndsl.patch(elsa, "elsa", match="WindowAttention", resolution=RES)))
 rows.append(("attndsl ELSA (fresh weights)", params(elsa), throughput(elsa, img)))
 
 print(f"TinySwin, 4 blocks, {RES[0]}×{RES[1]} tokens, C={DIM}, {HEADS} heads, batch {B}, "
       f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-for r in report + elsa_report[:1]:
-    print(f"  patched {r.path}: {r.replaced} → {r.convention}, weights {r.weights[:60]}")
+for spec, report in swaps:
+    patched = {}          # the modules patched alike, on one line
+    for r in report:
+        patched.setdefault((r.replaced, r.convention, r.weights), []).append(r.path)
+    for (replaced, convention, weights), paths in patched.items():
+        print(f"  {spec} in {', '.join(paths)} ({replaced} → {convention}): weights {weights}")
 print(f"  swin_wmsa/swmsa swap, max |Δ output| vs the original: {err:.1e}")
 print(f"{'model':38s} {'parameters':>12s} {'images/s':>10s}")
 for name, n, ips in rows:
