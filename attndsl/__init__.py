@@ -19,6 +19,7 @@ from .spec import Plan, Spec, bind, dump_spec, load_spec
 from .zoo import zoo_names, zoo_path, zoo_paths
 from .model import build_model, load_backbone
 from .nas import report, search
+from .nas.designs import evaluate, train_design
 
 __version__ = "0.1.0"
 
@@ -27,5 +28,5 @@ __all__ = [
     "CompiledAttention", "BACKENDS", "PIPELINE", "zoo_names", "zoo_path", "zoo_paths",
     "AttndslError", "SpecError", "LoweringError", "ShapeError", "ConversionError",
     "convert", "layout_names", "patch", "Patched", "PatchError", "export", "export_onnx", "ExportError",
-    "search", "report", "build_model", "load_backbone", "__version__",
+    "search", "report", "evaluate", "train_design", "build_model", "load_backbone", "__version__",
 ]

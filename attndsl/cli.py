@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import AttndslError
+from .errors import ArgumentError, AttndslError
 from .codegen.module import check_output_path
 
 out = Console(highlight=False, soft_wrap=True)
@@ -549,12 +549,68 @@ def cmd_search_slurm(argv: list[str]) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """Top-1 accuracy of a trained model (a search's pareto/NN_….pt, or `attndsl train
+    --out`) on a space's task's validation split — the split and preprocessing the search
+    used, so a front model reproduces the accuracy the search reported."""
+    from .nas.designs import evaluate, task_of
+    if (args.space is None) == (args.task is None):
+        raise ArgumentError("give the task with --space SPACE.yaml or --task "
+                            "'{kind: digits, resolution: 16}' (one of them)", argument="space")
+    task = task_of(args.space if args.space is not None else args.task)
+    accuracy = evaluate(args.model, task, device=args.device)
+    out.print(f"{args.model}: validation accuracy {accuracy:.4f} on "
+              f"{escape(_describe_task(task))}")
+    return 0
+
+
+def _describe_task(task) -> str:
+    from .nas.tasks import describe_task
+    return describe_task(task)
+
+
+def cmd_train(args) -> int:
+    """Train a design (a search's pareto/NN_….yaml, or any backbone YAML) on a space's task
+    with the space's training settings — or those the search trained it with, read from
+    the weights file beside a pareto YAML — with a progress bar and per-epoch validation;
+    save the trained model for `attndsl.load` and `attndsl evaluate`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
+    from .nas.designs import train_design, training_settings
+    from .nas.space import load_space
+    space = load_space(args.space)
+    config, source = training_settings(space, args.backbone, epochs=args.epochs, lr=args.lr)
+    err.print(f"training {args.backbone} on {escape(_describe_task(space.file.task))}: "
+              f"{config.epochs} epochs, lr {config.lr:g}, batch {config.batch_size} — "
+              f"{escape(source)}")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  disable=args.no_progress) as progress:
+        bar = progress.add_task("training", total=None)
+
+        def on_step(step: int, total: int) -> None:
+            progress.update(bar, completed=step, total=total)
+
+        def on_epoch(epoch: int, accuracy: float, loss: float) -> None:
+            line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, val accuracy {accuracy:.4f}"
+            progress.console.print(line) if not args.no_progress else err.print(line)
+
+        _, accuracy = train_design(args.backbone, space, epochs=args.epochs, lr=args.lr,
+                                   init=args.init, out=args.out, device=args.device,
+                                   on_epoch=on_epoch, on_step=on_step)
+    out.print(f"validation accuracy {accuracy:.4f}; saved {args.out} "
+              f"(attndsl evaluate {args.out} --space {args.space})")
+    return 0
+
+
 def cmd_report(args) -> int:
     """Print a search's front and regenerate its files (trials.csv, front.json, pareto/,
     plots) from the study storage."""
     from .nas import report
     summary = report(args.run_dir, storage=args.storage, study=args.study,
-                     remeasure=args.remeasure, threads=args.threads)
+                     remeasure=args.remeasure, threads=args.threads,
+                     keep_weights_mb=args.keep_weights_mb)
     _print_front(summary, Path(args.run_dir))
     return 0
 
@@ -565,25 +621,48 @@ def _print_front(summary: dict, run_dir: Path) -> None:
                                                            sorted(counts.items())) +
               f"; spent {summary['spent_device_s'] / 3600:.3f} {summary['unit']} "
               f"({summary['spent_device_s']:.0f} s)")
-    remeasured = {e["number"]: e for e in ((summary.get("remeasure") or {}).get("entries") or [])}
-    table = Table("#", "val acc", "images/s", "spread", "re-measured", "params",
-                  title="Pareto front (accuracy × throughput), fastest first")
-    table.add_column("design", no_wrap=True)
+    # nothing a user reads or copies is cut: the figures never wrap, and the design name
+    # (the last column) folds onto more lines when the terminal is narrow
+    table = Table(title="Pareto front (accuracy × throughput), fastest first by the best "
+                  "evidence (the interleaved re-measurement where it ran)")
+    for header in ("#", "val acc", "images/s", "IQR", "source", "params"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("design", overflow="fold", min_width=12)
     position = {r["number"]: i for i, r in enumerate(summary["front"], 1)}
-    ties = []
+    ties, noisy = [], []
     for i, r in enumerate(summary["front"], 1):
-        again = remeasured.get(r["number"])
-        if again:
-            ties += [(i, position[e["number"]]) for e in remeasured.values()
-                     if e["name"] in again["ties_with"] and position[e["number"]] > i]
-        table.add_row(f"{i:02d}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:,.0f}",
-                      f"{100 * (r['spread'] or 0):.0f}%",
-                      f"{again['images_per_s']:,.0f}" if again else "",
-                      f"{r['params']:,}", escape(r["name"]) + (" (seed)" if r["seed"] else ""))
+        t = r.get("throughput") or {"images_per_s": r["images_per_s"], "low": r["images_per_s"],
+                                    "high": r["images_per_s"], "source": "search",
+                                    "noisy": False, "ties_with": []}
+        ties += [(i, position[n["number"]]) for n in summary["front"]
+                 if n["name"] in t["ties_with"] and position[n["number"]] > i]
+        if t["noisy"]:
+            noisy.append(i)
+        extra = []
+        if r["seed"]:
+            extra.append("seed")
+        if r.get("duplicates"):
+            extra.append("also trials " + ", ".join(map(str, r["duplicates"])))
+        table.add_row(f"{i:02d}", f"{r['accuracy']:.3f}", f"{t['images_per_s']:,.0f}"
+                      + (" noisy" if t["noisy"] else ""),
+                      f"{t['low']:,.0f}–{t['high']:,.0f}",
+                      "remeasure" if t["source"] == "re-measured" else "search",
+                      f"{r['params']:,}",
+                      escape(r["name"]) + (f" ({'; '.join(extra)})" if extra else ""))
     out.print(table)
     if ties:
         out.print("ties in the interleaved re-measurement (interquartile ranges overlap): " +
                   ", ".join(f"{a:02d} ~ {b:02d}" for a, b in ties))
+    if noisy:
+        out.print("noisy: the throughput of " + ", ".join(f"{i:02d}" for i in noisy) +
+                  " stayed above the spread bound after repeated measurement (the machine "
+                  "was busy): treat those figures as rough; `attndsl report RUN --remeasure` "
+                  "times the front again")
+    weights = [r["weights"] for r in summary["front"] if r.get("weights")]
+    if weights:
+        out.print(f"trained models: {run_dir}/pareto/NN_<name>.pt ({len(weights)} of "
+                  f"{len(summary['front'])}); check one with `attndsl evaluate "
+                  f"{run_dir}/{weights[0]} --space {run_dir}/space.yaml`")
     out.print(f"files: {run_dir}/pareto/*.yaml (compile with `attndsl compile FILE --out m.pt`), "
               f"trials.csv, front.json, pareto.png, hypervolume.png")
     spend = summary.get("spend") or {}
@@ -715,7 +794,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="study name (default: the only one)")
     p.add_argument("--remeasure", action="store_true", help="re-time the front interleaved")
     p.add_argument("--threads", type=int, default=None, help="torch threads for --remeasure")
+    p.add_argument("--keep-weights-mb", type=float, default=None, help="trained weights of "
+                   "trials off the front kept in RUN_DIR/weights (most accurate first; "
+                   "default 1024; the front's are always kept)")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
+    p.add_argument("model", metavar="MODEL.pt", help="a trained model file")
+    p.add_argument("--space", default=None, help="the search space whose task to evaluate on")
+    p.add_argument("--task", default=None, help="or the task itself, as YAML: "
+                   "'{kind: digits, resolution: 16}'")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: where the model is)")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    p.add_argument("backbone", metavar="BACKBONE.yaml", help="a backbone file (a search's "
+                   "pareto/NN_….yaml)")
+    p.add_argument("--space", required=True, help="the search space: its task and training "
+                   "settings")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the settings')")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the "
+                   "settings')")
+    p.add_argument("--init", default=None, help="start from this model file's weights (e.g. "
+                   "the search's pareto/NN_….pt, to train it longer)")
+    p.add_argument("--out", required=True, type=Path, help="where to save the trained model")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__)
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", type=Path,

@@ -83,7 +83,16 @@ def compiled_against_uncompiled(net, compiled, res, batches=(2, 3)) -> float:
     net.attention.backend = "eager"
     want = [training_step(net, net, batch, res) for batch in batches]
     net.attention.backend = backend
-    return max(relative(a, b) for g, w in zip(got, want) for a, b in zip(g, w))
+    worst = 0.0
+    for g, w in zip(got, want):
+        # a gradient that is zero in exact arithmetic (the bias of the last layer of
+        # CrossFormer's DPB: softmax cancels a constant per head) holds rounding noise
+        # (~1e-6) in both runs: it is compared at the scale of the step's gradients
+        scale = 1e-3 * max(t.abs().max().item() for t in w[1:])
+        worst = max(worst, relative(g[0], w[0]), *(
+            ((a - b).abs().max() / max(b.abs().max().item(), scale)).item()
+            for a, b in zip(g[1:], w[1:])))
+    return worst
 
 
 def _step_seconds(model, x) -> float:
@@ -131,27 +140,32 @@ def main(argv=None) -> int:
     from attndsl.nas.measure import device_name
     torch.set_num_threads(1)
     specs = args.specs or attndsl.zoo_names()
-    rows = []
-    for name in specs:
-        for fullgraph in (False, True):
-            row = case(name, fullgraph, args.rounds)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M")
     meta = {"device": device_name(torch.device("cpu")), "torch": torch.__version__,
             "threads": 1, "dtype": "float32", "date": stamp,
             "command": "python -m benchmarks.user_compile " + " ".join(argv or sys.argv[1:])}
-    ok = sum(r["ok"] for r in rows)
-    summary = {"cases": len(rows), "ok": ok,
-               "median_first_step_s": statistics.median(
-                   r["first_step_s"] for r in rows if "first_step_s" in r),
-               "median_step_ratio_user_over_uncompiled": statistics.median(
-                   r["step_ms_user_compile"] / r["step_ms_uncompiled"]
-                   for r in rows if "step_ms_uncompiled" in r)}
     out = args.out / f"user_compile_cpu_{stamp}.json"
+    rows = []
+    for name in specs:
+        for fullgraph in (False, True):
+            rows.append(case(name, fullgraph, args.rounds))
+            print(json.dumps(rows[-1]), flush=True)
+            write(out, meta, rows, len(specs) * 2)    # after each case: a cut run keeps all
+    print(f"wrote {out}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def write(out: Path, meta: dict, rows: list[dict], planned: int) -> None:
+    timed = [r for r in rows if "step_ms_uncompiled" in r]
+    summary = {"cases": len(rows), "planned": planned, "ok": sum(r["ok"] for r in rows),
+               "failed": [f"{r['spec']} fullgraph={r['fullgraph']}" for r in rows
+                          if not r["ok"]],
+               "median_first_step_s": statistics.median(
+                   r["first_step_s"] for r in rows if "first_step_s" in r) if timed else None,
+               "median_step_ratio_user_over_uncompiled": statistics.median(
+                   r["step_ms_user_compile"] / r["step_ms_uncompiled"] for r in timed)
+               if timed else None}
     out.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
-    print(json.dumps(summary), f"\nwrote {out}")
-    return 0 if ok == len(rows) else 1
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class BackboneNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.image_size = image_size or spec.image_size
+        self.meta: dict | None = None     # a trained model's record (see save)
         grids = bind_stages(spec, self.image_size)
         stages = spec.stages
         self.embed = ChannelsLastConv(spec.in_channels, stages[0].dim, spec.patch)
@@ -124,14 +125,24 @@ class BackboneNet(nn.Module):
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
 
-    def save(self, path) -> None:
-        """Backbone YAML + input size + state dict; `attndsl.load(path)` rebuilds it."""
+    def save(self, path, *, meta: dict | None = None) -> None:
+        """Backbone YAML + input size + state dict; `attndsl.load(path)` rebuilds it.
+        `meta`: what the model is (the search's accuracy, task, training settings), kept
+        as JSON text. Written to a temporary file and renamed: a reader never sees half."""
+        import json
+        import os
+
         from ..codegen.module import BACKBONE_FORMAT, check_output_path
         path = check_output_path(path, "model file")
         backend = next((m.backend for m in self.modules() if hasattr(m, "plan")), "auto")
-        torch.save({"format": BACKBONE_FORMAT, "backbone": dump_backbone(self.spec),
-                    "image_size": self.image_size, "backend": backend,
-                    "state_dict": self.state_dict()}, path)
+        blob = {"format": BACKBONE_FORMAT, "backbone": dump_backbone(self.spec),
+                "image_size": self.image_size, "backend": backend,
+                "state_dict": self.state_dict()}
+        if meta is not None:
+            blob["meta"] = json.dumps(meta, default=str)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.embed(images.permute(0, 2, 3, 1))
@@ -216,4 +227,8 @@ def load_model_blob(blob: dict, path, *, backend: str | None = None) -> Backbone
         net.load_state_dict(blob["state_dict"])
     except (KeyError, RuntimeError, AttndslError) as exc:
         raise AttndslError(f"{path}: the stored backbone is invalid: {exc}") from None
+    if "meta" in blob:
+        import json
+        net.meta = json.loads(blob["meta"])
+        net.eval()          # a trained model (a search's front): ready to evaluate
     return net

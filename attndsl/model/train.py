@@ -76,11 +76,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=None,
           on_epoch: Callable[[int, float, float], bool] | None = None,
-          step_guard: Callable[[], contextlib.AbstractContextManager] | None = None) -> float:
+          step_guard: Callable[[], contextlib.AbstractContextManager] | None = None,
+          on_step: Callable[[int, int], None] | None = None) -> float:
     """Train for `config.epochs` epochs; after each, `on_epoch(epoch, val_accuracy,
     train_loss)` (1-based epoch) may return False to stop. Returns the last validation
     accuracy. Raises NonFiniteLoss when the loss is NaN/inf. `step_guard()` wraps each
-    step (the search's host lock: no step runs while a neighbour measures throughput)."""
+    step (the search's host lock: no step runs while a neighbour measures throughput);
+    `on_step(step, total)` follows each step (a progress bar)."""
     guard = step_guard or contextlib.nullcontext
     device = torch.device(device or "cpu")
     generator = torch.Generator().manual_seed(config.seed)
@@ -113,6 +115,8 @@ def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=Non
                 opt.step()
             schedule.step()
             running += loss.item() * len(idx)
+            if on_step is not None:
+                on_step(schedule.last_epoch, total)
         accuracy = evaluate(model, data.val_x, data.val_y, device=device)
         if on_epoch is not None and on_epoch(epoch, accuracy, running / len(order)) is False:
             break

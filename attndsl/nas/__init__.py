@@ -211,14 +211,16 @@ def check_task_data(space: SearchSpace, options) -> dict:
 
 
 def _finish(the_study, run_dir, unit, stop_reason, remeasure, deploy, threads, device):
-    from .report import front_rows, remeasure_front, trial_rows, write_outputs
+    from .report import front_rows, remeasure_front, throughput_cache, trial_rows, \
+        write_outputs
     rows = trial_rows(the_study)
     front = front_rows(rows)
     remeasured = None
     if remeasure and front:
         # the outputs first (a Ctrl-C during the re-measurement loses nothing), then with it
         write_outputs(the_study, run_dir, unit=unit, rows=rows)
-        remeasured = remeasure_front(front, deploy, threads=threads, device=device, rounds=5)
+        remeasured = remeasure_front(front, deploy, threads=threads, device=device, rounds=5,
+                                     cache_dir=throughput_cache(run_dir))
     summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured, rows=rows)
     return SearchResult(run_dir, summary["front"], rows, stop_reason, summary)
 
@@ -395,9 +397,11 @@ def open_run(run_dir, storage: str | None = None, study: str | None = None):
 
 
 def report(run_dir, *, storage: str | None = None, study: str | None = None,
-           remeasure: bool = False, device: str | None = None, threads: int | None = None) -> dict:
+           remeasure: bool = False, device: str | None = None, threads: int | None = None,
+           keep_weights_mb: float | None = None) -> dict:
     """Regenerate a run's outputs from its study (and, with remeasure, re-time the front)."""
-    from .report import front_rows, remeasure_front, trial_rows, write_outputs
+    from .report import front_rows, remeasure_front, throughput_cache, trial_rows, \
+        write_outputs
     run_dir = Path(run_dir)
     the_study = open_run(run_dir, storage, study)
     rows = trial_rows(the_study)
@@ -405,9 +409,10 @@ def report(run_dir, *, storage: str | None = None, study: str | None = None,
     if remeasure:
         space = load_space(run_dir / "space.yaml")
         remeasured = remeasure_front(front_rows(rows), space.file.deploy, threads=threads,
-                                     device=device)
+                                     device=device, cache_dir=throughput_cache(run_dir))
+    keep = {} if keep_weights_mb is None else {"keep_weights_mb": keep_weights_mb}
     return write_outputs(the_study, run_dir, unit=_unit(device), remeasure=remeasured,
-                         rows=rows)
+                         rows=rows, **keep)
 
 
 

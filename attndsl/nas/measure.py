@@ -11,9 +11,15 @@ warmed up (the compile happens there and is timed separately), then timed:
   images and convolutions channels-last (`cuda_times`; benchmarks/gpu_check.py uses it).
 Images/s = batch / median time; the spread is reported as IQR / median.
 
+Noise: a measurement whose spread (IQR / median) exceeds NOISY_SPREAD, or that has fewer
+than MIN_SAMPLES samples, is timed again, up to NOISY_RETRIES more times, and the
+least-disturbed attempt (the smallest spread) is kept; if even that one is above the bound,
+the result is flagged `noisy` — every output shows the flag.
+
 Results are cached by the backbone's canonical hash and the device fingerprint (device
 name, torch version, dtype, batch, resolution, threads, backend): a duplicate or a re-run
-does not measure again.
+does not measure again. A noisy measurement is never served from the cache (the next
+study measures again), and the front's interleaved re-measurement updates the cache.
 """
 from __future__ import annotations
 
@@ -33,6 +39,12 @@ from ..model.net import BackboneNet, count_flops, count_parameters
 from ..model.spec import Backbone, canonical_hash
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# IQR / median above this is noise, not a measurement: this VM's quiet runs stay under 10%,
+# and runs under another process's load reach 35-140% (benchmarks/results/
+# search_repeatability_*.json); 20% separates the two
+NOISY_SPREAD = 0.20
+NOISY_RETRIES = 2      # more attempts for a noisy measurement before it is flagged
+MIN_SAMPLES = 5        # fewer timed blocks than this give no IQR worth the name
 
 
 def device_name(device: torch.device) -> str:
@@ -91,7 +103,7 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
     resolution = deploy.resolution or backbone.image_size
     print_ = fingerprint(device, deploy, resolution)
     hit = cached(cache_dir, backbone, print_)
-    if hit is not None:
+    if hit is not None and not hit.get("noisy"):
         return {**hit, "cached": True}
     dtype = DTYPES[deploy.dtype]
     started = time.perf_counter()
@@ -102,26 +114,56 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
         compile_s = time.perf_counter() - started
         for _ in range(2):
             model(x)
+        attempts = []
+        while len(attempts) <= NOISY_RETRIES:
+            if device.type == "cuda":
+                times, graphed = _cuda_times(model, x, min_run_time)
+            else:
+                times, graphed = _cpu_times(model, x, min_run_time), False
+                while len(times) < MIN_SAMPLES:     # slow models: a block per call
+                    times += _cpu_times(model, x, min_run_time)
+            attempts.append((spread_of(times), times, graphed))
+            if attempts[-1][0] <= NOISY_SPREAD:
+                break
+        spread, times, graphed = min(attempts, key=lambda a: a[0])
         if device.type == "cuda":
-            times, graphed = _cuda_times(model, x, min_run_time)
             peak = torch.cuda.max_memory_allocated(device) / 2**20
-        else:
-            times, graphed = _cpu_times(model, x, min_run_time), False
     # one eager build serves the FLOP count and (on a CPU) the memory peak
     eager = BackboneNet(backbone, image_size=resolution, backend="eager", dtype=dtype).eval()
     if device.type != "cuda":
         peak = peak_tensor_memory(eager, deploy.batch) / 2**20
     median = statistics.median(times)
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [median, median, median]
     result = {
         "images_per_s": deploy.batch / median, "latency_ms": median * 1e3,
-        "spread": (q[2] - q[0]) / median, "iqr_ms": (q[2] - q[0]) * 1e3, "samples": len(times),
+        "spread": spread, "iqr_ms": spread * median * 1e3, "samples": len(times),
+        "attempts": len(attempts), "noisy": spread > NOISY_SPREAD,
         "compile_s": compile_s, "params": count_parameters(model),
         "flops": count_flops(backbone, net=eager),
         "peak_memory_mb": peak, "cuda_graph": graphed, "fingerprint": print_,
     }
     store(cache_dir, backbone, print_, result)
     return {**result, "cached": False}
+
+
+def spread_of(times: list[float]) -> float:
+    """IQR / median of timing samples (0 for a single sample)."""
+    if len(times) < 2:
+        return 0.0
+    q = statistics.quantiles(times, n=4)
+    return (q[2] - q[0]) / statistics.median(times)
+
+
+def update_cached(cache_dir, backbone, print_, images_per_s: float, spread: float,
+                  batch: int) -> None:
+    """A re-measurement (the front's, interleaved) replaces the throughput of a cached
+    measurement — noisy or not — and keeps the rest (parameters, FLOPs, memory)."""
+    hit = cached(cache_dir, backbone, print_)
+    if hit is None:
+        return
+    latency = batch / images_per_s
+    hit.update(images_per_s=images_per_s, latency_ms=latency * 1e3, spread=spread,
+               iqr_ms=spread * latency * 1e3, noisy=spread > NOISY_SPREAD, remeasured=True)
+    store(cache_dir, backbone, print_, hit)
 
 
 def _deployed(backbone: Backbone, deploy, resolution: int, device):
@@ -288,8 +330,10 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     out = []
     for samples in per_model:
         q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-        out.append({"images_per_s": statistics.median(samples), "low": q[0], "high": q[2],
-                    "rounds": samples})
+        median = statistics.median(samples)
+        out.append({"images_per_s": median, "low": q[0], "high": q[2], "rounds": samples,
+                    "spread": (q[2] - q[0]) / median,
+                    "noisy": (q[2] - q[0]) / median > NOISY_SPREAD})
     return out
 
 
@@ -309,10 +353,18 @@ def main(argv=None) -> int:
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     backbones = [load_backbone(b) for b in job["backbones"]]
-    result = measure_interleaved(backbones, Deploy.model_validate(job["deploy"]),
+    deploy = Deploy.model_validate(job["deploy"])
+    result = measure_interleaved(backbones, deploy,
                                  device=job.get("device"), rounds=job.get("rounds", 5),
                                  min_run_time=job.get("min_run_time", 0.3))
     Path(argv[1]).write_text(json.dumps(result, indent=1))
+    if job.get("cache_dir"):     # the better evidence replaces what later studies reuse
+        device = torch.device(job.get("device") or
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        for backbone, r in zip(backbones, result):
+            print_ = fingerprint(device, deploy, deploy.resolution or backbone.image_size)
+            update_cached(job["cache_dir"], backbone, print_, r["images_per_s"],
+                          r["spread"], deploy.batch)
     return 0
 
 

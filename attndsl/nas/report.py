@@ -3,9 +3,15 @@
 
     trials.csv           one row per trial: state, reason, params, accuracy per rung,
                          throughput (median, spread), parameters, FLOPs, memory, cost
-    front.json           the Pareto front (accuracy × images/s), re-measured interleaved
+    front.json           the Pareto front (accuracy × images/s), re-measured interleaved;
+                         each design once (its duplicates named), ordered by the best
+                         throughput evidence (the re-measurement where it ran)
     pareto/NN_<name>.yaml  each front design as a backbone file (`attndsl compile`,
                          `attndsl.model.build_model` take it as it is)
+    pareto/NN_<name>.pt  its trained weights (`attndsl.load` → the trained model, eval
+                         mode; `attndsl evaluate` reproduces its accuracy)
+    weights/trial_NNNN.pt  every completed trial's model, the front's always kept, the
+                         others while they fit in --keep-weights-mb (best accuracy first)
     pareto.png           accuracy against images/s: every trial, the front, the zoo seeds
     hypervolume.png      hypervolume of the front against device-hours spent
     pareto.html, hypervolume.html   the same with plotly, when plotly is installed
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,9 +33,10 @@ from .budget import COST_ATTR
 from .pruner import hypervolume_2d, nondominated_fronts
 
 COLUMNS = ["number", "name", "state", "reason", "seed", "accuracy", "images_per_s", "spread",
-           "latency_ms", "params", "flops", "peak_memory_mb", "compile_s", "epochs", "cost_s",
-           "duplicate_of", "retry_of", "hash", "rungs", "search_params", "host", "pid",
-           "message"]
+           "noisy", "latency_ms", "params", "flops", "peak_memory_mb", "compile_s", "epochs", "cost_s",
+           "duplicate_of", "retry_of", "hash", "weights", "rungs", "search_params", "host",
+           "pid", "message"]
+KEEP_WEIGHTS_MB = 1024   # the non-front trials' weights kept in weights/ (front: always)
 
 
 def trial_rows(study) -> list[dict]:
@@ -46,10 +54,14 @@ def trial_rows(study) -> list[dict]:
             "reason": a.get("reason", ""), "seed": a.get("seed", ""),
             "accuracy": a.get("accuracy"),   # the final one, or the last rung's when pruned
             "images_per_s": a.get("images_per_s"), "spread": a.get("spread"),
+            "noisy": a.get("noisy", False), "weights": a.get("weights"),
             "latency_ms": a.get("latency_ms"), "params": a.get("params"),
             "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb"),
             "compile_s": a.get("compile_s"), "epochs": a.get("epochs"),
-            "cost_s": a.get(COST_ATTR, 0.0), "duplicate_of": a.get("duplicate_of", ""),
+            "cost_s": a.get(COST_ATTR, 0.0),
+            # "" when not a duplicate: trial 0 is a real number (`not 0` once let trial 0's
+            # duplicates onto the front as copies of it)
+            "duplicate_of": a.get("duplicate_of", ""),
             "retry_of": a.get("retry_of", ""), "hash": a.get("hash", ""),
             "rungs": json.dumps(dict(sorted(rungs.items(), key=lambda kv: int(kv[0])))),
             "search_params": json.dumps(t.params, default=str),
@@ -76,14 +88,41 @@ def spend_by_worker(rows: list[dict]) -> dict:
 
 
 def front_rows(rows: list[dict]) -> list[dict]:
-    """Complete, feasible, not-duplicate trials on the Pareto front, fastest first."""
-    done = [r for r in rows if r["state"] == "complete" and not r["duplicate_of"]
+    """Complete, feasible trials on the Pareto front, each design once (a duplicate — the
+    same hash, reused — is listed under the trial it copied), fastest first by the
+    in-search measurement."""
+    done = [r for r in rows if r["state"] == "complete" and r["duplicate_of"] == ""
             and r["accuracy"] is not None and r["images_per_s"] is not None]
     if not done:
         return []
     points = [(r["accuracy"], r["images_per_s"]) for r in done]
     first = nondominated_fronts(points)[0]
-    return sorted((done[i] for i in first), key=lambda r: -r["images_per_s"])
+    front = sorted((done[i] for i in first), key=lambda r: -r["images_per_s"])
+    for r in front:
+        r["duplicates"] = [d["number"] for d in rows if d["duplicate_of"] == r["number"]]
+    return front
+
+
+def best_evidence(front: list[dict], remeasure: dict | None) -> list[dict]:
+    """The front with each design's best throughput evidence — the interleaved
+    re-measurement where it ran, else the in-search measurement — as `throughput`
+    {images_per_s, low, high (the IQR), source, noisy}, ordered fastest first by it."""
+    again = {e["number"]: e for e in ((remeasure or {}).get("entries") or [])
+             if "images_per_s" in e}
+    out = []
+    for r in front:
+        e = again.get(r["number"])
+        if e is not None:
+            evidence = {"images_per_s": e["images_per_s"], "low": e["low"], "high": e["high"],
+                        "source": "re-measured", "noisy": bool(e.get("noisy")),
+                        "ties_with": e.get("ties_with", [])}
+        else:
+            ips, spread = r["images_per_s"], r["spread"] or 0.0
+            evidence = {"images_per_s": ips, "low": ips * (1 - spread / 2),
+                        "high": ips * (1 + spread / 2), "source": "search",
+                        "noisy": bool(r.get("noisy")), "ties_with": []}
+        out.append({**r, "throughput": evidence})
+    return sorted(out, key=lambda r: -r["throughput"]["images_per_s"])
 
 
 def hypervolume_history(rows: list[dict]) -> list[tuple[float, float]]:
@@ -101,7 +140,8 @@ def hypervolume_history(rows: list[dict]) -> list[tuple[float, float]]:
 
 
 def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
-                  unit: str = "device", rows: list[dict] | None = None) -> dict:
+                  unit: str = "device", rows: list[dict] | None = None,
+                  keep_weights_mb: float = KEEP_WEIGHTS_MB) -> dict:
     """Write every output file; returns the summary (front, counts, spent). `rows`: the
     study's trial_rows, if the caller has them."""
     run_dir = Path(run_dir)
@@ -109,9 +149,11 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
     front = front_rows(rows)
     _write_csv(rows, run_dir / "trials.csv")
     previous = _read_json(run_dir / "front.json")
-    if remeasure is None and previous and previous.get("remeasured_hashes") == [
-            r["hash"] for r in front]:
+    hashes = sorted(r["hash"] for r in front)
+    if remeasure is None and previous and previous.get("remeasured_hashes") == hashes:
         remeasure = previous.get("remeasure")      # the same front: keep its re-measurement
+    front = best_evidence(front, remeasure)
+    _write_pareto_files(front, run_dir)
     summary = {
         "study": study.study_name, "unit": f"{unit}-hours",
         "objectives": ["accuracy (validation, max)", "images_per_s (deploy shape, max)"],
@@ -120,10 +162,10 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
         "spend": spend_by_worker(rows),
         "front": [_front_entry(r, i) for i, r in enumerate(front, 1)],
         "seeds": [_front_entry(r, 0) for r in rows if r["seed"] and r["state"] == "complete"],
-        "remeasure": remeasure, "remeasured_hashes": [r["hash"] for r in front] if remeasure else None,
+        "remeasure": remeasure, "remeasured_hashes": hashes if remeasure else None,
+        "weights_pruned": prune_weights(rows, front, run_dir, keep_weights_mb),
     }
     (run_dir / "front.json").write_text(json.dumps(summary, indent=1, default=str))
-    _write_pareto_files(front, run_dir / "pareto")
     history = hypervolume_history(rows)
     _plots(rows, front, history, run_dir, unit)
     return summary
@@ -131,29 +173,78 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
 
 def _front_entry(r: dict, position: int) -> dict:
     entry = {k: r[k] for k in ("number", "name", "seed", "accuracy", "images_per_s", "spread",
-                               "latency_ms", "params", "flops", "peak_memory_mb", "cost_s",
-                               "hash")}
+                               "noisy", "latency_ms", "params", "flops", "peak_memory_mb",
+                               "cost_s", "hash")}
     entry["rungs"] = json.loads(r["rungs"])
     entry["search_params"] = json.loads(r["search_params"])
     entry["fingerprint"] = r["fingerprint"]
     if position:
+        entry["duplicates"] = r.get("duplicates", [])
+        entry["throughput"] = r["throughput"]
         entry["file"] = f"pareto/{pareto_file_name(position, r['name'])}"
+        entry["weights"] = (f"pareto/{pareto_file_name(position, r['name'], '.pt')}"
+                            if r.get("weights_present") else None)
     return entry
 
 
-def pareto_file_name(position: int, name: str) -> str:
-    return f"{position:02d}_{name}.yaml"
+def pareto_file_name(position: int, name: str, suffix: str = ".yaml") -> str:
+    return f"{position:02d}_{name}{suffix}"
 
 
-def _write_pareto_files(front: list[dict], folder: Path) -> None:
+def _write_pareto_files(front: list[dict], run_dir: Path) -> None:
+    folder = run_dir / "pareto"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for i, r in enumerate(front, 1):
+        t = r["throughput"]
+        evidence = (f"{t['images_per_s']:.1f} images/s at the deploy shape ({t['source']}, "
+                    f"IQR {t['low']:.1f}–{t['high']:.1f}"
+                    + ("; NOISY: the spread stayed above the bound, treat as a rough figure"
+                       if t["noisy"] else "") + ")")
+        ties = f"; ties with {', '.join(t['ties_with'])}" if t["ties_with"] else ""
+        dups = (f"; also sampled as trial(s) {', '.join(map(str, r['duplicates']))}"
+                if r.get("duplicates") else "")
         header = (f"# attndsl search front #{i}: trial {r['number']}, validation accuracy "
-                  f"{r['accuracy']:.4f}, {r['images_per_s']:.1f} images/s at the deploy shape "
-                  f"(spread {100 * (r['spread'] or 0):.1f}%), {r['params']:,} parameters\n")
+                  f"{r['accuracy']:.4f}, {evidence}{ties}, {r['params']:,} parameters{dups}\n")
         (folder / pareto_file_name(i, r["name"])).write_text(header + r["backbone"])
+        source = run_dir / r["weights"] if r.get("weights") else None
+        r["weights_present"] = bool(source and source.is_file())
+        if r["weights_present"]:
+            target = folder / pareto_file_name(i, r["name"], ".pt")
+            try:
+                os.link(source, target)      # no second copy on disk
+            except OSError:
+                shutil.copyfile(source, target)
+        if r.get("weights") and not r["weights_present"]:
+            header_note = (f"# (trained weights {r['weights']} are missing from the run "
+                           "directory: `attndsl train` this file to get a model)\n")
+            path = folder / pareto_file_name(i, r["name"])
+            path.write_text(header_note + path.read_text())
+
+
+def prune_weights(rows: list[dict], front: list[dict], run_dir: Path,
+                  keep_mb: float) -> list[int]:
+    """Keep every front design's weights; keep the other completed trials' while their
+    total stays within `keep_mb` (the most accurate first); delete the rest. A trial off
+    the front never returns to it (trials are only ever added), so nothing the front will
+    need is deleted. Returns the trial numbers whose weights were deleted."""
+    on_front = {r["number"] for r in front}
+    others = sorted((r for r in rows if r.get("weights") and r["number"] not in on_front),
+                    key=lambda r: -(r["accuracy"] or 0.0))
+    kept_bytes, deleted = 0, []
+    for r in others:
+        path = run_dir / r["weights"]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if kept_bytes + size <= keep_mb * 2**20:
+            kept_bytes += size
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(r["number"])
+    return deleted
 
 
 def _counts(rows) -> dict:
@@ -202,13 +293,27 @@ def _plots(rows, front, history, run_dir: Path, unit: str) -> None:
         for r in seeds:
             ax.annotate(r["seed"], (r["images_per_s"], r["accuracy"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
+    noisy = [r for r in rows if r.get("noisy") and r["accuracy"] is not None
+             and r["images_per_s"]]
+    if noisy:   # hollow rings: their throughput stayed noisier than the bound
+        ax.scatter([r["images_per_s"] for r in noisy], [r["accuracy"] for r in noisy],
+                   facecolors="none", edgecolors="tab:purple", s=70, lw=1,
+                   label="noisy throughput", zorder=2)
     if front:
-        xs = [r["images_per_s"] for r in front]
+        # the best evidence (the interleaved re-measurement where it ran), with its IQR
+        xs = [r["throughput"]["images_per_s"] for r in front]
         ys = [r["accuracy"] for r in front]
-        ax.step(xs, ys, where="post", c="tab:red", lw=1.5, label="Pareto front")
-        ax.scatter(xs, ys, c="tab:red", s=36, zorder=4)
-        for i, r in enumerate(front, 1):
-            ax.annotate(f"{i:02d}", (r["images_per_s"], r["accuracy"]), fontsize=7,
+        lows = [x - r["throughput"]["low"] for x, r in zip(xs, front)]
+        highs = [r["throughput"]["high"] - x for x, r in zip(xs, front)]
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        ax.step([xs[i] for i in order], [ys[i] for i in order], where="post", c="tab:red",
+                lw=1.5, label="Pareto front" + (" (re-measured, IQR bars)" if any(
+                    r["throughput"]["source"] == "re-measured" for r in front) else
+                    " (IQR bars)"))
+        ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", c="tab:red", ms=6, capsize=3,
+                    zorder=4)
+        for i, (x, r) in enumerate(zip(xs, front), 1):
+            ax.annotate(f"{i:02d}", (x, r["accuracy"]), fontsize=7,
                         xytext=(-10, -10), textcoords="offset points", color="tab:red")
     ax.set_xlabel("throughput at the deploy shape (images/s)")
     ax.set_ylabel("validation accuracy")
@@ -260,8 +365,14 @@ def _plotly(rows, front, history, run_dir: Path, unit: str) -> None:
     hv.write_html(run_dir / "hypervolume.html")
 
 
+def throughput_cache(run_dir: Path) -> Path:
+    """Where the trials of every study under the same runs folder cache their throughput
+    (runner.py's job["cache_dir"])."""
+    return Path(run_dir).resolve().parent / ".cache" / "throughput"
+
+
 def remeasure_front(front: list[dict], deploy, *, rounds: int = 5, threads=None,
-                    device=None, timeout: float = 1800) -> dict | None:
+                    device=None, timeout: float = 1800, cache_dir=None) -> dict | None:
     """Re-measure the front's throughput interleaved, in a fresh process; differences
     inside the spread (interquartile ranges that overlap) are reported as ties."""
     if len(front) < 1:
@@ -272,7 +383,8 @@ def remeasure_front(front: list[dict], deploy, *, rounds: int = 5, threads=None,
         job.write_text(json.dumps({"backbones": [r["backbone"] for r in front],
                                    "deploy": deploy.model_dump(), "rounds": rounds,
                                    "min_run_time": deploy.measure_seconds,
-                                   "threads": threads, "device": device}))
+                                   "threads": threads, "device": device,
+                                   "cache_dir": str(cache_dir) if cache_dir else None}))
         proc = subprocess.run([sys.executable, "-m", "attndsl.nas.measure", str(job),
                                str(out)], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:

@@ -32,11 +32,13 @@ from ..model.spec import canonical_hash, dump_backbone
 from . import budget as ledger
 from .budget import SearchStopped
 from .pruner import keep_at_rung
+from .report import throughput_cache
 from .space import SearchSpace
 from .storage import StorageError, make_storage  # noqa: F401  (make_storage: API)
 from .trial import PREFIX
 
 REUSABLE = ("complete", "infeasible", "pruned")
+WEIGHTS_DIR = "weights"      # in the run directory: trial_NNNN.pt, a completed trial's model
 # a sampler that proposes only designs already evaluated has exhausted the (discrete) space
 EXHAUSTED_AFTER = 30
 # RDB storages: a worker records a heartbeat every HEARTBEAT_S; a RUNNING trial without one
@@ -295,8 +297,10 @@ class Objective:
             candidate = self.space.suggest(trial)
             backbone, training = candidate.backbone, candidate.training
         except SpecError as exc:
+            # named too: the sampled values say which design could not be built
+            trial.set_user_attr("name", design_name(trial.number, self.space, trial.params))
             return self._infeasible(trial, finish, "spec_error", str(exc), 0.0)
-        name = _design_name(trial, backbone)
+        name = design_name(trial.number, self.space, trial.params)
         backbone = backbone.model_copy(update={"name": name})
         self.live.name = name
         digest = candidate_hash(backbone, training)
@@ -333,7 +337,7 @@ class Objective:
         for key, value in twin.user_attrs.items():
             if key.startswith("rung_") or key in (
                     "images_per_s", "latency_ms", "spread", "params", "flops", "peak_memory_mb",
-                    "accuracy", "reason", "message", "epochs", "compile_s", "iqr_ms"):
+                    "accuracy", "reason", "message", "epochs", "compile_s", "iqr_ms", "noisy"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("duplicate_of", twin.number)
         state = twin.user_attrs["state"]
@@ -355,9 +359,13 @@ class Objective:
             "task": self.space.file.task.model_dump(), "rungs": rungs,
             "seed": options.seed + trial.number, "threads": options.threads,
             "device": options.device, "min_run_time": self.deploy.measure_seconds,
-            "cache_dir": str(Path(options.runs_dir) / ".cache" / "throughput"),
+            "cache_dir": str(throughput_cache(run_dir)),
             "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
+            # the trained model of a completed trial (report.py keeps the front's and, up
+            # to --keep-weights-mb, the others')
+            "weights": str(run_dir / WEIGHTS_DIR / f"trial_{trial.number:04d}.pt"),
         }
+        (run_dir / WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
         logs = run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=logs, delete=False) as f:
@@ -408,6 +416,7 @@ class Objective:
                     "peak_memory_mb", "compile_s", "cuda_graph", "cached")
             for key in keys:
                 trial.set_user_attr(key, event[key])
+            trial.set_user_attr("noisy", bool(event.get("noisy")))
             trial.set_user_attr("fingerprint", event["fingerprint"])
             violations = constraint_values(event, constraints)
             for key, value in violations.items():
@@ -441,7 +450,9 @@ class Objective:
                 raise optuna.TrialPruned()
             return None
         if kind == "done":
-            finish("complete", accuracy=event["accuracy"], epochs=event["epochs"])
+            weights = {"weights": f"{WEIGHTS_DIR}/{Path(event['weights']).name}"} \
+                if event.get("weights") else {}
+            finish("complete", accuracy=event["accuracy"], epochs=event["epochs"], **weights)
             return event["accuracy"], trial.user_attrs["images_per_s"]
         if kind == "error":
             reason = event["reason"]
@@ -565,12 +576,37 @@ def _await_running_twin(study, digest: str, number: int, poll_s: float = 1.0):
         time.sleep(poll_s)
 
 
-def _design_name(trial, backbone) -> str:
-    parts = []
-    for stage in backbone.stages:
-        names = [s if s == "none" else s.name for s in stage.attention] or ["none"]
-        parts.append("+".join(n.split("_attention")[0] for n in names))
-    return f"t{trial.number}_" + "-".join(parts)
+def design_name(number: int, space, params: dict) -> str:
+    """`t<number>_` and one word per stage saying which attention it chose: a zoo name as it
+    is, an inline spec by the values sampled inside it — its application kind with its size
+    (`window2`, `sliding3`), then any other sampled value as key+value (`pooled_ratio2`) —
+    `none` for an MLP-only stage, alternating attentions joined by `+`."""
+    data, _, _ = space.concretize(lambda leaf: params.get(leaf.name, leaf.default_value()))
+    stages = []
+    for i, stage in enumerate(data.get("stages") or []):
+        attention = stage.get("attention") if isinstance(stage, dict) else None
+        entries = attention if isinstance(attention, list) else [attention or "none"]
+        inside = [leaf for leaf in space.leaves.values() if leaf.name in params
+                  and leaf.path[:4] == ("backbone", "stages", i, "attention")
+                  and any(isinstance(k, str) for k in leaf.path[4:])]
+        stages.append("+".join(_attention_word(entry, inside, params) for entry in entries))
+    return f"t{number}_" + "-".join(stages)
+
+
+def _attention_word(entry, inside: list, params: dict) -> str:
+    if not isinstance(entry, dict):
+        return str(entry)
+    word, size, extras = str(entry.get("name") or "spec"), "", []
+    for leaf in inside:
+        key = next(k for k in reversed(leaf.path) if isinstance(k, str))
+        value = params[leaf.name]
+        if key == "kind":
+            word = str(value)
+        elif key == "size":
+            size = "x".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        else:
+            extras.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
+    return "_".join([word + size, *extras])
 
 
 def _plain_backbone(backbone):

@@ -130,7 +130,17 @@ def run(job: dict, out) -> int:
                          step_guard=lock.shared if lock else None)
         if reached["epoch"] < config.epochs:
             return 0            # pruned: the worker already knows
-        _emit(out, {"event": "done", "accuracy": accuracy, "epochs": reached["epoch"]})
+        done = {"event": "done", "accuracy": accuracy, "epochs": reached["epoch"]}
+        if job.get("weights"):
+            # the trained model, written before the worker hears "done" (a front design is
+            # a model to use, not a recipe to train again); eval mode, as it was evaluated
+            phase = "save"
+            model.eval()
+            model.save(job["weights"], meta={"accuracy": accuracy, "epochs": reached["epoch"],
+                                             "seed": job.get("seed", 0),
+                                             "task": job["task"], "training": job["training"]})
+            done["weights"] = job["weights"]
+        _emit(out, done)
         return 0
     except Exception as exc:   # noqa: BLE001 — every failure is this trial's, reported
         reason = classify(exc)
