@@ -170,6 +170,9 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                    device)
 
 
+TASK_CHECK_S = 600.0     # the least time the task's check before a search may take
+
+
 def check_task_data(space: SearchSpace, options) -> dict:
     """Load the task once, in a process of its own as a trial does, and check it against
     the backbone before the first trial: missing or corrupt data, an entry that does not
@@ -187,6 +190,8 @@ def check_task_data(space: SearchSpace, options) -> dict:
            "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
            # a trial's job has these too (a loader may read its trial's settings)
            "training": space.fixed().training.model_dump(), "seed": options.seed}
+    # loading is not the trial: a --trial-timeout sized for a tiny trial must not refuse it
+    limit = max(options.trial_timeout, TASK_CHECK_S)
     with tempfile.TemporaryDirectory(prefix="attndsl-task-") as tmp:
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
@@ -194,10 +199,10 @@ def check_task_data(space: SearchSpace, options) -> dict:
             proc = subprocess.run(
                 [sys.executable, "-c", "from attndsl.nas.tasks import main; main()",
                  str(job_file), str(out_file)], capture_output=True, text=True,
-                timeout=options.trial_timeout)
+                timeout=limit)
         except subprocess.TimeoutExpired:
-            raise TaskError(f"loading the task took more than {options.trial_timeout:.0f} s "
-                            "(--trial-timeout)", path="task") from None
+            raise TaskError(f"loading the task took more than {limit:.0f} s (the longer of "
+                            "--trial-timeout and 10 min)", path="task") from None
         if not out_file.exists():
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             raise TaskError(f"the process loading the task ended with status "
