@@ -382,14 +382,15 @@ def run_directory_deleted_mid_search(ctx: Context) -> Outcome:
 def supervisor_killed(ctx: Context) -> Outcome:
     work = ctx.workdir("supervisor")
     journal = work / "runs" / "ci" / "journal.log"
-    proc = search(ctx, work, budget="12trials", extra=["--workers", "2"])
+    # a budget the workers would spend for minutes on their own
+    proc = search(ctx, work, budget="60trials", extra=["--workers", "2"])
     wait_for_training(lambda: journal_trials(journal) if journal.exists() else [], proc,
                       min_finished=1)
     pids = descendants(proc.pid)
     before = finished(journal_trials(journal))
     proc.kill()
     proc.communicate()
-    orphans = orphans_after(pids, work, timeout=90)
+    orphans = orphans_after(pids, work, timeout=45)
     trials = journal_trials(journal)
     running = [t.number for t in trials or [] if t.state.name == "RUNNING"]
     outputs = (work / "runs" / "ci" / "front.json").exists()
@@ -400,7 +401,10 @@ def supervisor_killed(ctx: Context) -> Outcome:
 
 def remeasurement_outlives_search(ctx: Context) -> Outcome:
     work = ctx.workdir("remeasure")
-    proc = search(ctx, work, budget="2trials", remeasure=True)
+    # 3 s per model and round, 5 rounds: the re-measurement would outlive the search by 15 s
+    (work / "slow.yaml").write_text(fault_space().replace("measure_seconds: 0.05",
+                                                          "measure_seconds: 3"))
+    proc = search(ctx, work, budget="2trials", remeasure=True, space="slow.yaml")
     deadline, measuring = time.time() + 600, None
     while measuring is None and time.time() < deadline and proc.poll() is None:
         measuring = next((p for p in descendants(proc.pid)
@@ -411,7 +415,7 @@ def remeasurement_outlives_search(ctx: Context) -> Outcome:
         return Outcome(False, note="the front's re-measurement was not seen running")
     proc.kill()
     proc.communicate()
-    orphans = orphans_after({measuring}, work, timeout=30)
+    orphans = orphans_after({measuring}, work, timeout=12)   # its start-up, then 0.5 s
     return Outcome(orphans == 0, orphans=orphans)
 
 

@@ -224,6 +224,7 @@ def _finish(the_study, run_dir, unit, stop_reason, remeasure, deploy, threads, d
     if remeasure and front:
         # the outputs first (a Ctrl-C during the re-measurement loses nothing), then with it
         write_outputs(the_study, run_dir, unit=unit, rows=rows)
+        _name_the_parent()
         remeasured = remeasure_front(front, deploy, threads=threads, device=device, rounds=5,
                                      cache_dir=throughput_cache(run_dir))
     summary = write_outputs(the_study, run_dir, unit=unit, remeasure=remeasured, rows=rows)
@@ -332,6 +333,13 @@ def _write_outputs_locked(the_study, run_dir: Path, unit: str) -> None:
         write_outputs(the_study, run_dir, unit=unit)
 
 
+def _name_the_parent() -> None:
+    """The re-measurement process exits once this process is gone (kill -9), even when it
+    dies while the child still starts: the child reads who its parent was from here."""
+    from .measure import SEARCH_PID_ENV
+    os.environ[SEARCH_PID_ENV] = str(os.getpid())
+
+
 def _storage_fault(exc: BaseException):
     """The StorageError behind an exception out of Optuna (whose own clean-up writes to the
     storage too, and fails with an UnboundLocalError or a ValueError of its own)."""
@@ -413,6 +421,7 @@ def report(run_dir, *, storage: str | None = None, study: str | None = None,
     remeasured = None
     if remeasure:
         space = load_space(run_dir / "space.yaml")
+        _name_the_parent()
         remeasured = remeasure_front(front_rows(rows), space.file.deploy, threads=threads,
                                      device=device, cache_dir=throughput_cache(run_dir))
     keep = {} if keep_weights_mb is None else {"keep_weights_mb": keep_weights_mb}

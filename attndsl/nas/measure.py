@@ -337,6 +337,9 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     return out
 
 
+SEARCH_PID_ENV = "ATTNDSL_SEARCH_PID"     # the process that starts the re-measurement
+
+
 def main(argv=None) -> int:
     """`python -m attndsl.nas.measure JOB.json OUT.json`: the interleaved re-measurement
     of a front, in a fresh process."""
@@ -346,8 +349,10 @@ def main(argv=None) -> int:
     from ..model.spec import load_backbone
     from .space import Deploy
     from .trial import _watch_parent
-    # a search killed during its re-measurement (kill -9) takes this process with it
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    # a search killed during its re-measurement (kill -9) takes this process with it; the
+    # search names itself, since it may die while this process still imports torch
+    parent = int(os.environ.get(SEARCH_PID_ENV) or os.getppid())
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
     if job.get("threads"):
