@@ -42,7 +42,7 @@ MODULE_ATTRIBUTES = frozenset({
     "backend", "code", "dim", "explain_plan", "forward_tokens", "graph_module",
     "heads_override", "lowerings", "passes", "plan", "plan_for", "resolution", "save", "spec",
     "dtype", "device", "is_training", "compiled", "engines", "shape_generic", "training",
-    "attention_engine", "flex_key_sets"})
+    "attention_engine", "flex_key_sets", "prepare"})
 
 
 def check_branch_name(name: str) -> str:
