@@ -82,6 +82,20 @@ def test_mode_dtype_and_device_changes_are_prepared():
         assert ((14, 14), training, dtype, device) in attn._graphs
 
 
+def test_copies_and_pickles_are_prepared():
+    import copy
+    import pickle
+    torch._dynamo.reset()
+    attn = attndsl.compile("swin_wmsa", dim=24, resolution=(14, 14))
+    x = torch.randn(2, 14, 14, 24)
+    for twin in (copy.deepcopy(attn), pickle.loads(pickle.dumps(attn))):
+        before = twin.lowerings
+        with torch.no_grad():
+            y = torch.compile(twin, backend="aot_eager", fullgraph=True)(x)
+            assert torch.allclose(y, attn(x), atol=1e-5)
+        assert twin.lowerings == before
+
+
 def test_the_readme_patched_example_compiles_whole():
     """README: attndsl.patch swaps every window attention of a user's model; the patched
     model under torch.compile matches it uncompiled."""

@@ -375,6 +375,10 @@ class CompiledAttention(nn.Module):
         state["_graphs"] = OrderedDict()
         return state
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.prepare()      # a copy or an unpickled module is ready for torch.compile too
+
     def extra_repr(self) -> str:
         return (f"spec={self.spec.name!r}, dim={self.dim}, resolution={self.resolution}, "
                 f"heads={self.plan.heads}, backend={self.backend!r}"
