@@ -311,8 +311,16 @@ def _patient(method):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    """The driver's own words (connection refused, server closed the connection), not the
+    wrappers' (Optuna's StorageInternalError says "invalid data in the commit")."""
+    seen, cause = exc, exc
+    while seen is not None:
+        if getattr(seen, "orig", None) is not None:
+            cause = seen.orig
+            break
+        seen = seen.__cause__ or seen.__context__
+    text = str(cause).strip().splitlines()
+    return (text[0] if text else type(cause).__name__)[:200]
 
 
 class PatientRDBStorage(optuna.storages.RDBStorage):
@@ -342,6 +350,8 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr",
               "create_new_trial", "set_trial_param", "get_trial_param",
               "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
               "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial",
-              "get_all_trials", "get_best_trial", "get_n_trials", "_get_stale_trial_ids"):
+              "get_all_trials", "get_best_trial", "get_n_trials", "_get_stale_trial_ids",
+              # what Optuna's _CachedStorage (in front of every RDBStorage) calls directly
+              "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
     if hasattr(optuna.storages.RDBStorage, _name):
         setattr(PatientRDBStorage, _name, _patient(getattr(optuna.storages.RDBStorage, _name)))
