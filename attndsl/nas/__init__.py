@@ -21,6 +21,10 @@ from pathlib import Path
 from ..errors import SpecError
 from .budget import Budget, SearchStopped, admission, parse_budget
 from .space import SearchSpace, load_space
+# loaded now, before `def report` below: Python sets a package's attribute to a submodule
+# when the submodule is first loaded, so a later first import of nas.report (the runner's)
+# would replace the function `attndsl.nas.report` with the module
+from . import report as _report_files  # noqa: F401,E402
 
 __all__ = ["search", "report", "prepare_study", "load_space", "SearchSpace", "SearchResult", "parse_budget",
            "SearchStopped"]
