@@ -537,10 +537,13 @@ def cmd_search_slurm(argv: list[str]) -> int:
         array=args.array, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
         partition=args.partition, time_limit=args.time, storage=args.storage, seed=args.seed,
         throttle=args.throttle, script=script))
+    script.chmod(0o600)     # it may hold the storage password (see workers.slurm_script)
+    from .nas.storage import redact
+    shown = redact(args.storage) if args.storage else None
     out.print(f"wrote {script}: {args.array} workers of study '{study}', "
-              f"{args.gpus_per_task} GPU(s) each, on {args.storage or 'the journal file'}")
+              f"{args.gpus_per_task} GPU(s) each, on {shown or 'the journal file'}")
     out.print(f"submit:   sbatch {script}")
-    report = f"attndsl report {run_dir}" + (f" --storage '{args.storage}'" if args.storage else "")
+    report = f"attndsl report {run_dir}" + (f" --storage '{shown}'" if shown else "")
     out.print(f"progress: {report}   (any time; it also writes the outputs at the end)")
     if not args.storage:
         out.print("note: without --storage every node must see the same filesystem at "

@@ -611,3 +611,18 @@ def test_a_trial_retried_by_the_heartbeat_check_counts_once():
     rerun = SimpleNamespace(number=5, state=SimpleNamespace(name="COMPLETE"), user_attrs={},
                             system_attrs={"failed_trial": 3})
     assert ledger.counted_trials([stale, rerun]) == 1
+
+
+def test_slurm_script_keeps_the_password_off_command_lines(tmp_path):
+    """The workers of an array get the storage URL through the environment (ps shows every
+    command line on a node); the script's comment shows it redacted."""
+    from attndsl.nas.workers import slurm_script
+    url = "postgresql://alice:s3cret@db.example/attndsl"
+    text = slurm_script(space_path=tmp_path / "space.yaml", budget="1h", study="s",
+                        runs_dir=tmp_path, array=2, gpus_per_task=1, cpus_per_task=4,
+                        partition=None, time_limit=None, storage=url, seed=0, throttle=None,
+                        script=tmp_path / "s.sbatch")
+    command = text[text.index("exec "):]
+    assert "s3cret" not in command and "--storage" not in command
+    assert f"export ATTNDSL_STORAGE='{url}'" in text
+    assert text.count("s3cret") == 1          # only in the export line

@@ -170,10 +170,10 @@ SBATCH = """#!/bin/bash
 {extra}
 set -euo pipefail
 cd {cwd}
-# every task joins the same study; the budget ({budget}) is the study's total, checked
+{storage_env}# every task joins the same study; the budget ({budget}) is the study's total, checked
 # against the storage before each trial, so the array stops when it is spent
 exec {python} -m attndsl.cli search {space} --budget {budget} --study {study} \\
-    --runs-dir {runs_dir} {storage_arg}--seed $(( {seed} + SLURM_ARRAY_TASK_ID )) \\
+    --runs-dir {runs_dir} --seed $(( {seed} + SLURM_ARRAY_TASK_ID )) \\
     --devices-per-worker {gpus} --device cuda --worker
 """
 
@@ -187,11 +187,16 @@ def slurm_script(*, space_path: Path, budget: str, study: str, runs_dir: Path, a
         extra.append(f"#SBATCH --partition={partition}")
     if time_limit:
         extra.append(f"#SBATCH --time={time_limit}")
-    storage_arg = f"--storage '{storage}' " if storage else ""
+    from .storage import STORAGE_ENV, redact
+    # the storage URL (and its password) reaches the workers through the environment, never
+    # their command line, which every user of the node can read with ps; the script file
+    # itself is written readable by its owner only (cli.py)
+    storage_env = f"export {STORAGE_ENV}='{storage}'\n" if storage else ""
     return SBATCH.format(
-        study=study, storage_doc=storage or f"the journal file {runs_dir / study / 'journal.log'} "
+        study=study, storage_doc=redact(storage) if storage else
+        f"the journal file {runs_dir / study / 'journal.log'} "
         "(a shared filesystem)", script=script, last=array - 1,
         throttle=f"%{throttle}" if throttle else "", gpus=gpus_per_task, cpus=cpus_per_task,
         logs=(runs_dir / study / "slurm").resolve(), extra="\n".join(extra), cwd=Path.cwd(),
         budget=budget, python=sys.executable, space=space_path.resolve(),
-        runs_dir=runs_dir.resolve(), storage_arg=storage_arg, seed=seed)
+        runs_dir=runs_dir.resolve(), storage_env=storage_env, seed=seed)
