@@ -220,3 +220,14 @@ def test_cli_evaluate_and_train(finished_run, tmp_path):
     res = subprocess.run([sys.executable, "-m", "attndsl.cli", "evaluate", str(out)],
                          cwd=work, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "--space" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_trial_failed_by_the_heartbeat_check_is_not_reported_running():
+    import optuna
+    from attndsl.nas.report import trial_rows
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    trial.set_user_attr("state", "running")          # what the worker wrote, then it died
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert trial_rows(study)[0]["state"] == "interrupted"

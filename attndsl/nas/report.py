@@ -48,6 +48,10 @@ def trial_rows(study) -> list[dict]:
             state = "running"
         elif t.state == TrialState.WAITING:
             state = "queued"
+        elif t.state == TrialState.FAIL and state == "running":
+            # its worker stopped recording (killed, paused past the heartbeat grace) and
+            # Optuna failed it; the retry is another trial
+            state = "interrupted"
         rungs = {k[len("rung_"):]: v for k, v in a.items() if k.startswith("rung_")}
         rows.append({
             "number": t.number, "name": a.get("name", ""), "state": state,
