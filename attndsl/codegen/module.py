@@ -174,7 +174,7 @@ class CompiledAttention(nn.Module):
 
     def __init__(self, spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
                  backend: str = "eager", passes: list[str] | None = None,
-                 attention: str = "auto"):
+                 attention: str = "auto", prepare: bool = True):
         super().__init__()
         self.spec = load_spec(spec)
         self.dim, self.heads_override = arguments.dim(dim), arguments.heads(heads)
@@ -186,12 +186,15 @@ class CompiledAttention(nn.Module):
         for name, mod in spec_parameters(self.plan).items():
             self.add_module(name, mod)
         self.lowerings = 0   # how many graphs were built (tests count recompilation)
-        self._built = True
-        self.prepare()
+        # prepare=False: the caller (compile) sets dtype, device and engine first and then
+        # prepares once, rather than lowering a graph for every intermediate state
+        self._ready = prepare
+        if prepare:
+            self.prepare()
 
     def _invalidate_graphs(self) -> None:
         self._graphs.clear()
-        if self.__dict__.get("_built"):     # not while __init__ sets the first values
+        if self.__dict__.get("_ready"):     # not while the first values are being set
             self.prepare()
 
     # -- plans and graphs ------------------------------------------------------------
@@ -441,11 +444,13 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     check_attention(attention)
     module = CompiledAttention(spec, dim, resolution, heads=heads, backend=backend,
-                               passes=passes)
+                               passes=passes, prepare=False)
     if dtype is not None or device is not None:
         check_footprint(module.plan, device, dtype or torch.float32)
         module = module.to(device=device, dtype=dtype)
     module.attention_engine = attention   # checked against the rules of the module's device
+    module._ready = True
+    module.prepare()
     return module
 
 
