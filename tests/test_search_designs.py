@@ -5,6 +5,7 @@ is noise (never served from the cache, replaced by the re-measurement)."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -150,6 +151,20 @@ def test_noisy_measurements_are_repeated_flagged_and_never_served(tmp_path, monk
 
 
 # ---------------------------------------------------------------- a real search
+# evaluate reproduces the search's figure on the same machine at the same thread count
+# (threads may split a reduction differently): the trials run with --threads 1, and so
+# does every evaluation here, in this process and in the CLI's
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A short real search (digits 8×8, four designs, no pruning) with the re-measurement."""
@@ -163,7 +178,7 @@ def finished_run(tmp_path_factory):
     return work, work / "runs" / "designs", proc.stdout + proc.stderr
 
 
-def test_front_models_reload_trained_and_reproduce_their_accuracy(finished_run):
+def test_front_models_reload_trained_and_reproduce_their_accuracy(finished_run, one_thread):
     work, run, _ = finished_run
     summary = json.loads((run / "front.json").read_text())
     assert summary["front"]
@@ -198,19 +213,19 @@ def test_every_trial_has_a_name_and_a_design_is_listed_once(finished_run):
     assert all(int(r["number"]) in listed for r in copies)
 
 
-def test_cli_evaluate_and_train(finished_run, tmp_path):
+def test_cli_evaluate_and_train(finished_run, tmp_path, one_thread):
     work, run, _ = finished_run
     entry = json.loads((run / "front.json").read_text())["front"][0]
     res = subprocess.run([sys.executable, "-m", "attndsl.cli", "evaluate",
                           str(run / entry["weights"]), "--space", "space.yaml"],
-                         cwd=work, capture_output=True, text=True, timeout=300)
+                         cwd=work, capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert res.returncode == 0, res.stderr
     assert f"validation accuracy {entry['accuracy']:.4f}" in res.stdout
     out = tmp_path / "longer.pt"
     res = subprocess.run([sys.executable, "-m", "attndsl.cli", "train", str(run / entry["file"]),
                           "--space", "space.yaml", "--epochs", "1", "--out", str(out),
                           "--no-progress"], cwd=work, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, env=ONE_THREAD)
     assert res.returncode == 0, res.stderr
     assert "epoch 1/1" in res.stderr and "the settings the search trained it with" in res.stderr
     model = attndsl.load(out)
