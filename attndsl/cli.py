@@ -597,7 +597,7 @@ def cmd_train(args) -> int:
 
         def on_epoch(epoch: int, accuracy: float, loss: float) -> None:
             line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, val accuracy {accuracy:.4f}"
-            progress.console.print(line) if not args.no_progress else err.print(line)
+            progress.console.print(line)     # above the bar, or plainly without one
 
         _, accuracy = train_design(args.backbone, space, epochs=args.epochs, lr=args.lr,
                                    init=args.init, out=args.out, device=args.device,

@@ -273,9 +273,14 @@ class CompiledAttention(nn.Module):
         return self._entry(resolution or self.resolution,
                            self.training if training is None else training)[0]
 
-    def _entry(self, resolution, training: bool):
+    def _graph_key(self, resolution, training: bool) -> tuple:
+        """What a lowered graph depends on besides the module's settings."""
         dtype, device = self._dtype_device()
-        key = (tuple(resolution), training, dtype, device)
+        return tuple(resolution), training, dtype, device
+
+    def _entry(self, resolution, training: bool):
+        key = self._graph_key(resolution, training)
+        _, _, dtype, device = key
         if key in self._graphs:
             self._graphs.move_to_end(key)
             return self._graphs[key]
@@ -312,8 +317,7 @@ class CompiledAttention(nn.Module):
 
     def _graph_in_trace(self, resolution) -> fx.GraphModule:
         """The lowered graph while dynamo traces this module (see prepare)."""
-        dtype, device = self._dtype_device()
-        entry = self._graphs.get((resolution, self.training, dtype, device))
+        entry = self._graphs.get(self._graph_key(resolution, self.training))
         if entry is None:
             entry = _lower_outside_trace(self, resolution)
         return entry[0]
@@ -369,9 +373,9 @@ class CompiledAttention(nn.Module):
 
     def train(self, mode: bool = True):
         result = super().train(mode)
-        if (tuple(self.resolution), self.training, *self._dtype_device()) not in self._graphs:
-            self.prepare()      # dropout and friends lower differently per mode
-        return result
+        if self.__dict__.get("_ready"):
+            self.prepare()      # dropout and friends lower differently per mode (a no-op
+        return result           # when this mode's graph is cached)
 
     def __getstate__(self):
         state = self.__dict__.copy()

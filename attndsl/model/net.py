@@ -218,6 +218,15 @@ def count_flops(backbone: Backbone, *, image_size: int | None = None,
     return int(counter.get_total_flops())
 
 
+def read_meta(path) -> dict:
+    """The record a trained model file keeps (BackboneNet.save's meta), without building
+    the model; {} when it has none."""
+    import json
+
+    from ..codegen.module import _read_module_file
+    return json.loads(_read_module_file(path, "cpu").get("meta") or "{}")
+
+
 def load_model_blob(blob: dict, path, *, backend: str | None = None) -> BackboneNet:
     from ..errors import AttndslError
     try:

@@ -16,10 +16,11 @@ from typing import Callable
 import torch
 
 from ..errors import AttndslError, SpecError
-from ..model.net import BackboneNet
+from ..model.net import BackboneNet, read_meta
 from ..model.spec import load_backbone
 from ..model.train import Training, evaluate as accuracy_on, train as train_loop, \
     training_backend
+from .measure import default_device
 from .space import SearchSpace, is_space_data, load_space
 from .tasks import TaskAdapter, describe_task, load_task
 
@@ -115,8 +116,7 @@ def training_settings(space: SearchSpace, backbone_path=None, *, epochs: int | N
     if backbone_path is not None:
         weights = Path(backbone_path).with_suffix(".pt")
         if weights.is_file():
-            from ..codegen.module import load
-            meta = getattr(load(weights), "meta", None) or {}
+            meta = read_meta(weights)
             if meta.get("training"):
                 config = Training.model_validate(meta["training"])
                 source = f"the settings the search trained it with ({weights.name})"
@@ -141,7 +141,7 @@ def train_design(backbone, space_or_path, *, epochs: int | None = None,
     config, _ = training_settings(space, path, epochs=epochs, lr=lr)
     task = space.file.task
     data = load_task(task)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     torch.manual_seed(config.seed)
     model = BackboneNet(spec, image_size=data.image_size,
                         backend=training_backend(config, device), device=device)

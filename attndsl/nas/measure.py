@@ -47,6 +47,11 @@ NOISY_RETRIES = 2      # more attempts for a noisy measurement before it is flag
 MIN_SAMPLES = 5        # fewer timed blocks than this give no IQR worth the name
 
 
+def default_device(device=None) -> torch.device:
+    """`device`, or CUDA when this process has it, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -99,7 +104,7 @@ def measure(backbone: Backbone, deploy, *, device=None, cache_dir=None,
             min_run_time: float = 1.0) -> dict:
     """Throughput, latency, parameters, FLOPs and peak memory of `backbone` at the deploy
     shape (cached)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     resolution = deploy.resolution or backbone.image_size
     print_ = fingerprint(device, deploy, resolution)
     hit = cached(cache_dir, backbone, print_)
@@ -305,7 +310,7 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     thermal state) falls on all of them alike. Returns per model the median images/s over
     rounds and the IQR of the rounds."""
     import random
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     models, inputs = [], []
     for backbone in backbones:
         model, x = _deployed(backbone, deploy, deploy.resolution or backbone.image_size,
@@ -330,10 +335,9 @@ def measure_interleaved(backbones: list[Backbone], deploy, *, device=None, round
     out = []
     for samples in per_model:
         q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-        median = statistics.median(samples)
-        out.append({"images_per_s": median, "low": q[0], "high": q[2], "rounds": samples,
-                    "spread": (q[2] - q[0]) / median,
-                    "noisy": (q[2] - q[0]) / median > NOISY_SPREAD})
+        spread = spread_of(samples)
+        out.append({"images_per_s": statistics.median(samples), "low": q[0], "high": q[2],
+                    "rounds": samples, "spread": spread, "noisy": spread > NOISY_SPREAD})
     return out
 
 
@@ -364,8 +368,7 @@ def main(argv=None) -> int:
                                  min_run_time=job.get("min_run_time", 0.3))
     Path(argv[1]).write_text(json.dumps(result, indent=1))
     if job.get("cache_dir"):     # the better evidence replaces what later studies reuse
-        device = torch.device(job.get("device") or
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = default_device(job.get("device"))
         for backbone, r in zip(backbones, result):
             print_ = fingerprint(device, deploy, deploy.resolution or backbone.image_size)
             update_cached(job["cache_dir"], backbone, print_, r["images_per_s"],

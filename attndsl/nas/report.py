@@ -157,14 +157,14 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
     if remeasure is None and previous and previous.get("remeasured_hashes") == hashes:
         remeasure = previous.get("remeasure")      # the same front: keep its re-measurement
     front = best_evidence(front, remeasure)
-    _write_pareto_files(front, run_dir)
+    weights = _write_pareto_files(front, run_dir)
     summary = {
         "study": study.study_name, "unit": f"{unit}-hours",
         "objectives": ["accuracy (validation, max)", "images_per_s (deploy shape, max)"],
         "counts": _counts(rows),
         "spent_device_s": sum(r["cost_s"] or 0.0 for r in rows),
         "spend": spend_by_worker(rows),
-        "front": [_front_entry(r, i) for i, r in enumerate(front, 1)],
+        "front": [_front_entry(r, i, weights[r["number"]]) for i, r in enumerate(front, 1)],
         "seeds": [_front_entry(r, 0) for r in rows if r["seed"] and r["state"] == "complete"],
         "remeasure": remeasure, "remeasured_hashes": hashes if remeasure else None,
         "weights_pruned": prune_weights(rows, front, run_dir, keep_weights_mb),
@@ -175,7 +175,7 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
     return summary
 
 
-def _front_entry(r: dict, position: int) -> dict:
+def _front_entry(r: dict, position: int, weights: str | None = None) -> dict:
     entry = {k: r[k] for k in ("number", "name", "seed", "accuracy", "images_per_s", "spread",
                                "noisy", "latency_ms", "params", "flops", "peak_memory_mb",
                                "cost_s", "hash")}
@@ -186,8 +186,7 @@ def _front_entry(r: dict, position: int) -> dict:
         entry["duplicates"] = r.get("duplicates", [])
         entry["throughput"] = r["throughput"]
         entry["file"] = f"pareto/{pareto_file_name(position, r['name'])}"
-        entry["weights"] = (f"pareto/{pareto_file_name(position, r['name'], '.pt')}"
-                            if r.get("weights_present") else None)
+        entry["weights"] = weights
     return entry
 
 
@@ -195,11 +194,15 @@ def pareto_file_name(position: int, name: str, suffix: str = ".yaml") -> str:
     return f"{position:02d}_{name}{suffix}"
 
 
-def _write_pareto_files(front: list[dict], run_dir: Path) -> None:
+def _write_pareto_files(front: list[dict], run_dir: Path) -> dict:
+    """pareto/NN_<name>.yaml for each front design and, where its trained weights are in
+    the run directory, pareto/NN_<name>.pt beside it. Returns {trial number: the .pt's path
+    in the run directory, or None}."""
     folder = run_dir / "pareto"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    written = {}
     for i, r in enumerate(front, 1):
         t = r["throughput"]
         evidence = (f"{t['images_per_s']:.1f} images/s at the deploy shape ({t['source']}, "
@@ -211,20 +214,20 @@ def _write_pareto_files(front: list[dict], run_dir: Path) -> None:
                 if r.get("duplicates") else "")
         header = (f"# attndsl search front #{i}: trial {r['number']}, validation accuracy "
                   f"{r['accuracy']:.4f}, {evidence}{ties}, {r['params']:,} parameters{dups}\n")
-        (folder / pareto_file_name(i, r["name"])).write_text(header + r["backbone"])
         source = run_dir / r["weights"] if r.get("weights") else None
-        r["weights_present"] = bool(source and source.is_file())
-        if r["weights_present"]:
-            target = folder / pareto_file_name(i, r["name"], ".pt")
+        written[r["number"]] = None
+        if source is not None and source.is_file():
+            target = pareto_file_name(i, r["name"], ".pt")
             try:
-                os.link(source, target)      # no second copy on disk
+                os.link(source, folder / target)      # no second copy on disk
             except OSError:
-                shutil.copyfile(source, target)
-        if r.get("weights") and not r["weights_present"]:
-            header_note = (f"# (trained weights {r['weights']} are missing from the run "
-                           "directory: `attndsl train` this file to get a model)\n")
-            path = folder / pareto_file_name(i, r["name"])
-            path.write_text(header_note + path.read_text())
+                shutil.copyfile(source, folder / target)
+            written[r["number"]] = f"pareto/{target}"
+        elif source is not None:
+            header = (f"# (trained weights {r['weights']} are missing from the run "
+                      "directory: `attndsl train` this file to get a model)\n") + header
+        (folder / pareto_file_name(i, r["name"])).write_text(header + r["backbone"])
+    return written
 
 
 def prune_weights(rows: list[dict], front: list[dict], run_dir: Path,

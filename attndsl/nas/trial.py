@@ -85,7 +85,7 @@ def run(job: dict, out) -> int:
     from ..model.net import BackboneNet
     from ..model.spec import load_backbone
     from ..model.train import Training, train, training_backend
-    from .measure import measure
+    from .measure import default_device, measure
     from .hostlock import from_environment
     from .space import Deploy
     from .tasks import TaskAdapter, load_task
@@ -113,7 +113,7 @@ def run(job: dict, out) -> int:
         phase = "train"
         config = Training.model_validate(job["training"])
         data = load_task(TaskAdapter.validate_python(job["task"]), job.get("task_cache"))
-        device = torch.device(job.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = default_device(job.get("device"))
         model = BackboneNet(backbone, backend=training_backend(config, device), device=device)
         rungs = set(job.get("rungs", []))
         reached = {"epoch": 0}
