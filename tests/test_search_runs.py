@@ -93,23 +93,35 @@ def _study(workdir):
     return optuna.load_study(study_name="ci", storage=storage)
 
 
-def _wait_for_training_trial(workdir, proc, min_finished: int, timeout=240):
-    """Wait until `min_finished` trials are finished and one is RUNNING past its
-    measurement (training); return that trial's number."""
+def _journal_trials(workdir):
+    if not (workdir / "runs" / "ci" / "journal.log").exists():
+        return []
+    try:
+        return _study(workdir).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def _freeze_training_trial(trials, proc, min_finished: int, timeout=240) -> tuple[int, int]:
+    """Wait until `min_finished` trials are finished and a trial of the healthy learning
+    rate is RUNNING past its measurement (training); freeze (SIGSTOP) its worker and return
+    (trial number, worker pid) once the trial is seen still running with the worker frozen.
+    A trial that ends between a look and a signal would otherwise make the test's case
+    vanish (a trial with lr 0.004 fails by itself within a step). The caller signals the
+    worker and SIGCONTs it (SIGKILL needs no SIGCONT)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        journal = workdir / "runs" / "ci" / "journal.log"
-        if journal.exists():
-            try:
-                trials = _study(workdir).get_trials(deepcopy=False)
-            except KeyError:
-                trials = []
-            finished = [t for t in trials if t.state.is_finished()]
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and "images_per_s" in t.user_attrs]
-            if len(finished) >= min_finished and running:
-                return running[0].number
+        finished = [t for t in trials() if t.state.is_finished()]
+        running = [t for t in trials() if t.state == TrialState.RUNNING
+                   and "images_per_s" in t.user_attrs and t.params["training.lr"] != 0.004]
+        if len(finished) >= min_finished and running:
+            number, pid = running[0].number, running[0].user_attrs["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            now = {t.number: t for t in trials()}[number]
+            if now.state == TrialState.RUNNING and now.user_attrs.get("pid") == pid:
+                return number, pid
+            os.kill(pid, signal.SIGCONT)
         time.sleep(0.3)
     raise AssertionError("no trial reached training in time")
 
@@ -137,7 +149,7 @@ def _finished_snapshot(study) -> dict:
 def test_kill_9_and_ctrl_c_then_resume_lose_nothing_and_repeat_nothing(workdir):
     # 1. kill -9 the worker while a trial trains
     proc = _search(workdir)
-    killed = _wait_for_training_trial(workdir, proc, min_finished=2)
+    killed, _ = _freeze_training_trial(lambda: _journal_trials(workdir), proc, min_finished=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = _finished_snapshot(_study(workdir))
@@ -149,8 +161,10 @@ def test_kill_9_and_ctrl_c_then_resume_lose_nothing_and_repeat_nothing(workdir):
 
     # 2. resume; Ctrl-C (SIGINT) it while another trial trains
     proc = _search(workdir)
-    stopped = _wait_for_training_trial(workdir, proc, min_finished=len(before) + 2)
+    stopped, _ = _freeze_training_trial(lambda: _journal_trials(workdir), proc,
+                                        min_finished=len(before) + 2)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "resume" in out
@@ -262,9 +276,8 @@ def test_four_workers_one_killed_is_restarted_and_its_trial_retried(workdir):
          "--runs-dir", "runs", "--no-progress", "--no-remeasure", "--threads", "1",
          "--sampler", "random", "--workers", "4"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = _wait_for_training_trial(workdir, proc, min_finished=1)
-    study = _study(workdir)
-    worker_pid = study.get_trials(deepcopy=False)[victim].user_attrs["pid"]
+    victim, worker_pid = _freeze_training_trial(lambda: _journal_trials(workdir), proc,
+                                                min_finished=1)
     os.kill(worker_pid, signal.SIGKILL)                 # one worker dies mid-trial
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
@@ -308,19 +321,10 @@ def test_three_workers_on_postgresql_one_killed(workdir, postgres_url):
         except KeyError:
             return []
 
-    deadline, victim = time.time() + 240, None
-    while victim is None and time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        done = [t for t in trials() if t.state.is_finished()]
-        running = [t for t in trials() if t.state == TrialState.RUNNING
-                   and "images_per_s" in t.user_attrs]
-        if done and running:
-            victim = running[0]
-        time.sleep(0.3)
-    assert victim is not None, "no trial reached training"
+    victim, worker_pid = _freeze_training_trial(trials, proc, min_finished=1)
     before = {t.number: (t.state, t.values, t.user_attrs.get("cost_s"))
               for t in trials() if t.state.is_finished()}
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    os.kill(worker_pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     final = trials()
@@ -328,10 +332,10 @@ def test_three_workers_on_postgresql_one_killed(workdir, postgres_url):
     for number, record in before.items():            # nothing finished was lost or changed
         t = by_number[number]
         assert (t.state, t.values, t.user_attrs.get("cost_s")) == record
-    killed = by_number[victim.number]
+    killed = by_number[victim]
     assert killed.state == TrialState.FAIL
-    retry = [t for t in final if t.user_attrs.get("retry_of") == victim.number
-             or t.system_attrs.get("failed_trial") == victim.number]
+    retry = [t for t in final if t.user_attrs.get("retry_of") == victim
+             or t.system_attrs.get("failed_trial") == victim]
     assert len(retry) == 1 and retry[0].state.is_finished()
     assert retry[0].params == killed.params
     counted = [t for t in final if not t.user_attrs.get("requeued")
