@@ -80,7 +80,7 @@ def cmd_validate(args) -> int:
     dim = DEFAULT_DIM if args.dim is None else args.dim
     resolution = DEFAULT_RESOLUTION if args.resolution is None else args.resolution
     at = (f"dim {dim}, grid {resolution[0]}×{resolution[1]}"
-          + (f" — the defaults; check others with --dim/--resolution" if defaults else ""))
+          + (" — the defaults; check others with --dim/--resolution" if defaults else ""))
     for path in args.specs:
         kind = "spec"
         try:
@@ -480,7 +480,8 @@ def cmd_search(args) -> int:
                         seed_zoo=args.seed_zoo, prune=not args.no_prune,
                         deploy_resolution=args.deploy_resolution,
                         deploy_batch=args.deploy_batch, deploy_dtype=args.deploy_dtype,
-                        deploy_autocast=args.deploy_autocast,
+                        deploy_autocast=args.deploy_autocast, latency=args.latency,
+                        latency_table=args.latency_table,
                         trial_timeout=args.trial_timeout, threads=args.threads,
                         device=args.device, progress=False if args.worker else
                         "lines" if args.no_progress else True,
@@ -607,6 +608,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    """Measure a space's latency table on this machine: every distinct part its designs
+    are built from (stem, each stage's blocks per attention option × heads × width × MLP
+    ratio, downsampling, head), timed interleaved at the deploy setting; a design's latency
+    is then the sum of its parts'. --check N verifies the table on N random designs timed
+    whole. Resumable and incremental: run it again to finish or extend a table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
+    from .nas import _deploy
+    from .nas.latency import CHECK_WARN_TAU, describe_check, profile
+    from .nas.space import load_space
+    space = load_space(args.space)
+    deploy = _deploy(space, args.deploy_resolution, args.deploy_batch, args.deploy_dtype,
+                     args.deploy_autocast)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  disable=args.no_progress) as progress:
+        bar = progress.add_task("profiling", total=None)
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            progress.update(bar, description=escape(what[:70]), completed=done, total=total)
+
+        result = profile(space, out=args.out, runs_dir=args.runs_dir, device=args.device,
+                         threads=args.threads, deploy=deploy, rounds=args.rounds,
+                         seconds=args.seconds, check=args.check, max_parts=args.max_parts,
+                         seed=args.seed, on_progress=on_progress,
+                         say=lambda text: progress.console.print(escape(text)))
+    table = result.table
+    out.print(f"latency table {result.path}: {len(table.parts)} parts "
+              f"({len(result.measured)} measured now)")
+    if result.check is not None:
+        line = describe_check(result.check)
+        warn = result.check["kendall_tau"] < CHECK_WARN_TAU
+        out.print(("[yellow]warning:[/yellow] " if warn else "") + escape(line) + (
+            f" — below τ {CHECK_WARN_TAU}: composed latency may rank designs wrongly here"
+            if warn else ""))
+    out.print(f"search with it: attndsl search {args.space} --latency-table {result.path}")
+    return 0
+
+
 def cmd_report(args) -> int:
     """Print a search's front and regenerate its files (trials.csv, front.json, pareto/,
     plots) from the study storage."""
@@ -649,7 +691,7 @@ def _print_front(summary: dict, run_dir: Path) -> None:
         table.add_row(f"{i:02d}", f"{r['accuracy']:.3f}", f"{t['images_per_s']:,.0f}"
                       + (" noisy" if t["noisy"] else ""),
                       f"{t['low']:,.0f}–{t['high']:,.0f}",
-                      "remeasure" if t["source"] == "re-measured" else "search",
+                      {"re-measured": "remeasure"}.get(t["source"], t["source"]),
                       f"{r['params']:,}",
                       escape(r["name"]) + (f" ({'; '.join(extra)})" if extra else ""))
     out.print(table)
@@ -661,6 +703,19 @@ def _print_front(summary: dict, run_dir: Path) -> None:
                   " stayed above the spread bound after repeated measurement (the machine "
                   "was busy): treat those figures as rough; `attndsl report RUN --remeasure` "
                   "times the front again")
+    from .nas.report import describe_breakdown
+    breakdown = summary.get("cost_breakdown")
+    if breakdown and describe_breakdown(breakdown):
+        out.print(escape(describe_breakdown(breakdown)))
+    latency = summary.get("latency") or {}
+    if latency.get("source") == "table":
+        from .nas.latency import CHECK_WARN_TAU, describe_check
+        check = latency.get("check")
+        warn = bool(check) and check["kendall_tau"] < CHECK_WARN_TAU
+        out.print(("[yellow]warning:[/yellow] " if warn else "") + "throughput composed from "
+                  f"the latency table {escape(str(latency['table']))}"
+                  + (" (another machine's)" if latency.get("foreign") else "") + ": "
+                  + escape(describe_check(check)))
     weights = [r["weights"] for r in summary["front"] if r.get("weights")]
     if weights:
         out.print(f"trained models: {run_dir}/pareto/NN_<name>.pt ({len(weights)} of "
@@ -773,6 +828,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deploy-dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--deploy-autocast", default=None, help="none | bfloat16 | float16: measure "
                    "a float32 model under torch.autocast (mixed precision)")
+    p.add_argument("--latency", choices=["table", "measured"], default=None, help="table: "
+                   "a design's latency is the sum of its parts' in a latency table (attndsl "
+                   "profile; missing parts are measured as trials meet them); measured: each "
+                   "trial compiles and times its whole model (default: the space's "
+                   "deploy.latency, table)")
+    p.add_argument("--latency-table", default=None, metavar="TABLE.json", help="a table "
+                   "measured with attndsl profile, on this machine or on the deployment "
+                   "machine (then it must hold every part of the space)")
     p.add_argument("--trial-timeout", type=float, default=3600.0, help="seconds before a "
                    "trial is stopped and recorded as timed out (default 3600)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each trial")
@@ -788,6 +851,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "holds (the ledger bills devices × wall-clock; default 1)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # spawned by --workers
     p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("profile", help=cmd_profile.__doc__, description=cmd_profile.__doc__)
+    p.add_argument("space", metavar="SPACE", help="search-space YAML")
+    p.add_argument("--out", default=None, help="the table file (default: the one `attndsl "
+                   "search` uses for this machine and deploy setting, under --runs-dir)")
+    p.add_argument("--runs-dir", default="attndsl-runs", help="where the default table lives "
+                   "(RUNS_DIR/.cache/latency/)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (a CPU table is "
+                   "for one thread count; the search's --threads must match)")
+    p.add_argument("--deploy-resolution", type=int, default=None, help="image size "
+                   "(default: the space's deploy.resolution, else the task's)")
+    p.add_argument("--deploy-batch", type=int, default=None, help="batch (default: the "
+                   "space's deploy.batch)")
+    p.add_argument("--deploy-dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--deploy-autocast", default=None, help="none | bfloat16 | float16")
+    p.add_argument("--rounds", type=_positive_int, default=15, help="interleaved rounds per "
+                   "part (default 15; a part's latency is their median)")
+    p.add_argument("--seconds", type=float, default=0.05, help="seconds per part and round "
+                   "(default 0.05)")
+    p.add_argument("--check", type=int, default=0, metavar="N", help="time N random designs "
+                   "whole against their composed latency (Kendall τ, Spearman ρ, MAPE), "
+                   "recorded in the table")
+    p.add_argument("--max-parts", type=_positive_int, default=256, help="measure at most this "
+                   "many parts now; a search measures the rest as it meets them (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="order of the rounds and the check's "
+                   "designs (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_profile)
 
     p = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a search's run directory "
@@ -886,6 +978,16 @@ def cli_message(exc: AttndslError) -> str:
     for api, cli in CLI_HINTS.items():
         text = text.replace(api, cli)
     return text
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return number
 
 
 def _gpu_list(value: str) -> list[str]:

@@ -5,7 +5,7 @@ builds), `attndsl report`, and a spent budget that refuses to start.
 
 The task is scikit-learn's digits through a `python` task entry written here; it poisons
 the loss (NaN) of every trial trained with lr 0.004, as a diverging run would, and slows
-the other steps to 0.1 s so that a kill lands mid-training."""
+the other steps to 0.2 s so that a kill lands mid-training."""
 from __future__ import annotations
 
 import csv
@@ -63,8 +63,8 @@ def load():
     real = F.cross_entropy
     if abs(job["training"]["lr"] - 0.004) < 1e-12:
         F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")
-    else:   # slow training down (0.1 s a step), so that a kill lands mid-training
-        F.cross_entropy = lambda *a, **k: (time.sleep(0.1), real(*a, **k))[1]
+    else:   # slow training down (0.2 s a step), so that a kill lands mid-training
+        F.cross_entropy = lambda *a, **k: (time.sleep(0.2), real(*a, **k))[1]
     d = load_digits()
     return d.images.astype(np.float32)[:600] / 16, d.target[:600]
 """
@@ -117,7 +117,11 @@ def _freeze_training_trial(trials, proc, min_finished: int, timeout=240) -> tupl
                    and "images_per_s" in t.user_attrs and t.params["training.lr"] != 0.004]
         if len(finished) >= min_finished and running:
             number, pid = running[0].number, running[0].user_attrs["pid"]
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:     # a killed worker's trial, not yet re-queued
+                time.sleep(0.3)
+                continue
             now = {t.number: t for t in trials()}[number]
             if now.state == TrialState.RUNNING and now.user_attrs.get("pid") == pid:
                 return number, pid
@@ -161,8 +165,9 @@ def test_kill_9_and_ctrl_c_then_resume_lose_nothing_and_repeat_nothing(workdir):
 
     # 2. resume; Ctrl-C (SIGINT) it while another trial trains
     proc = _search(workdir)
+    # the first healthy trial of the resumed run: the budget's few trials may hold only one
     stopped, _ = _freeze_training_trial(lambda: _journal_trials(workdir), proc,
-                                        min_finished=len(before) + 2)
+                                        min_finished=len(before))
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGCONT)
     out, _ = proc.communicate(timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -77,12 +78,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=None,
           on_epoch: Callable[[int, float, float], bool] | None = None,
           step_guard: Callable[[], contextlib.AbstractContextManager] | None = None,
-          on_step: Callable[[int, int], None] | None = None) -> float:
+          on_step: Callable[[int, int], None] | None = None,
+          timings: dict | None = None) -> float:
     """Train for `config.epochs` epochs; after each, `on_epoch(epoch, val_accuracy,
     train_loss)` (1-based epoch) may return False to stop. Returns the last validation
     accuracy. Raises NonFiniteLoss when the loss is NaN/inf. `step_guard()` wraps each
     step (the search's host lock: no step runs while a neighbour measures throughput);
-    `on_step(step, total)` follows each step (a progress bar)."""
+    `on_step(step, total)` follows each step (a progress bar). `timings`: seconds spent
+    training and validating are added to its "train" and "eval" (a trial's breakdown)."""
     guard = step_guard or contextlib.nullcontext
     device = torch.device(device or "cpu")
     generator = torch.Generator().manual_seed(config.seed)
@@ -99,7 +102,9 @@ def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=Non
 
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     accuracy = 0.0
+    timings = timings if timings is not None else {}
     for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
         model.train()
         order = torch.randperm(len(data.train_x), generator=generator)
         running = 0.0
@@ -117,7 +122,10 @@ def train(model: torch.nn.Module, data: Dataset, config: Training, *, device=Non
             running += loss.item() * len(idx)
             if on_step is not None:
                 on_step(schedule.last_epoch, total)
+        validating = time.perf_counter()
         accuracy = evaluate(model, data.val_x, data.val_y, device=device)
+        timings["train"] = timings.get("train", 0.0) + validating - started
+        timings["eval"] = timings.get("eval", 0.0) + time.perf_counter() - validating
         if on_epoch is not None and on_epoch(epoch, accuracy, running / len(order)) is False:
             break
     return accuracy

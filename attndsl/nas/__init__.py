@@ -50,7 +50,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
            storage: str | None = None, sampler: str = "tpe", seed: int = 0,
            seed_zoo: bool = False, prune: bool = True, deploy_resolution: int | None = None,
            deploy_batch: int | None = None, deploy_dtype: str | None = None,
-           deploy_autocast: str | None = None,
+           deploy_autocast: str | None = None, latency: str | None = None,
+           latency_table: str | None = None,
            trial_timeout: float = 3600.0, threads: int | None = None, device: str | None = None,
            progress: bool | str = True, remeasure: bool = True, workers: int = 1,
            gpus: list | None = None, devices_per_worker: int = 1, console=None,
@@ -74,7 +75,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                         "write `budget:` in the space file", path="budget")
     the_budget = budget_text if isinstance(budget_text, Budget) else parse_budget(budget_text)
     _check_study_name(study)
-    deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype, deploy_autocast)
+    deploy = _deploy(space, deploy_resolution, deploy_batch, deploy_dtype, deploy_autocast,
+                     latency if latency_table is None else latency or "table")
     gpus = [str(g).strip() for g in gpus] if gpus else None
     n_workers = len(gpus) if gpus else workers
     if not isinstance(n_workers, int) or n_workers < 1:
@@ -90,7 +92,20 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
                       trial_timeout=trial_timeout, threads=threads, device=device,
                       progress=progress, devices=int(devices_per_worker))
+    from .latency import search_table
+    # the table the throughput is composed from; a foreign table lacking parts of the
+    # space refuses here, before anything is opened or spent
+    options.latency_table = search_table(space, deploy, table=latency_table, runs_dir=runs_dir,
+                                         device=device, threads=threads,
+                                         say=None if _worker or progress is False
+                                         else lambda text: _say(text, console))
+    options.latency_table_arg = latency_table
     run_dir, the_study = _open(space, options)
+    if not _worker:     # for the outputs (report.latency_summary)
+        table = options.latency_table
+        the_study.set_user_attr("latency", {"source": "measured"} if table is None else {
+            "source": "table", "table": table["path"], "foreign": table["foreign"],
+            "fingerprint": table["fingerprint"]})
     requeue_dead(the_study)
     ok, why = admission(the_budget, the_study.get_trials(deepcopy=False))
     if not ok:
@@ -112,6 +127,8 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     display = Display(the_study, the_budget, unit, title, enabled=progress is True and not _worker,
                       quiet=progress is False or _worker, console=console)
     objective = Objective(space, options, run_dir, display)
+    from .trial import warm_up
+    warm_up()      # the fork server imports torch and attndsl once, for every trial
     stop_reason = ""
     previous = signal.getsignal(signal.SIGTERM)
     if _main_thread():
@@ -312,13 +329,13 @@ def _check_study_name(study) -> None:
                         "(it names the run directory)", path="study")
 
 
-def _deploy(space: SearchSpace, resolution, batch, dtype, autocast=None):
+def _deploy(space: SearchSpace, resolution, batch, dtype, autocast=None, latency=None):
     """The space's deploy settings with the command line's overrides, validated."""
     from pydantic import ValidationError
 
     from .space import Deploy
     updates = {k: v for k, v in (("resolution", resolution), ("batch", batch), ("dtype", dtype),
-                                 ("autocast", autocast)) if v is not None}
+                                 ("autocast", autocast), ("latency", latency)) if v is not None}
     try:
         return Deploy.model_validate({**space.file.deploy.model_dump(), **updates})
     except ValidationError as exc:

@@ -31,11 +31,12 @@ from optuna.trial import TrialState
 
 from .budget import COST_ATTR
 from .pruner import hypervolume_2d, nondominated_fronts
+from .trial import PHASES
 
 COLUMNS = ["number", "name", "state", "reason", "seed", "accuracy", "images_per_s", "spread",
-           "noisy", "latency_ms", "params", "flops", "peak_memory_mb", "compile_s", "epochs", "cost_s",
+           "noisy", "latency_ms", "latency_source", "params", "flops", "peak_memory_mb", "compile_s", "epochs", "cost_s",
            "duplicate_of", "retry_of", "hash", "weights", "rungs", "search_params", "host",
-           "pid", "message"]
+           "pid", "message", *(f"{p}_s" for p in PHASES), "other_s"]
 KEEP_WEIGHTS_MB = 1024   # the non-front trials' weights kept in weights/ (front: always)
 
 
@@ -60,6 +61,8 @@ def trial_rows(study) -> list[dict]:
             "images_per_s": a.get("images_per_s"), "spread": a.get("spread"),
             "noisy": a.get("noisy", False), "weights": a.get("weights"),
             "latency_ms": a.get("latency_ms"), "params": a.get("params"),
+            # table: composed from the latency table; measured: the whole model timed
+            "latency_source": a.get("latency_source", "measured" if "images_per_s" in a else ""),
             "flops": a.get("flops"), "peak_memory_mb": a.get("peak_memory_mb"),
             "compile_s": a.get("compile_s"), "epochs": a.get("epochs"),
             "cost_s": a.get(COST_ATTR, 0.0),
@@ -73,8 +76,40 @@ def trial_rows(study) -> list[dict]:
             "backbone": a.get("backbone"), "fingerprint": a.get("fingerprint"),
             "host": a.get("host"), "pid": a.get("pid"),
             "completed": t.datetime_complete.timestamp() if t.datetime_complete else None,
+            **_breakdown(a),
         })
     return rows
+
+
+def _breakdown(attrs: dict) -> dict:
+    """A trial's cost by phase (trial.py's PHASES, as its process reported them) and
+    `other`: the rest of its cost — sampling, the storage, waiting on the process."""
+    phases = attrs.get("phases")
+    if not phases:
+        return {**{f"{p}_s": None for p in PHASES}, "other_s": None}
+    out = {f"{p}_s": phases.get(p, 0.0) for p in PHASES}
+    out["other_s"] = max(0.0, attrs.get(COST_ATTR, 0.0) - sum(out.values()))
+    return out
+
+
+def cost_breakdown(rows: list[dict]) -> dict:
+    """Where the study's device time went: seconds per phase over the trials that report
+    phases, and the share spent learning (training steps and validation)."""
+    timed = [r for r in rows if r.get("train_s") is not None]
+    totals = {p: sum(r[f"{p}_s"] or 0.0 for r in timed) for p in (*PHASES, "other")}
+    spent = sum(r["cost_s"] or 0.0 for r in timed)
+    return {"trials": len(timed), "seconds": totals, "spent_s": spent,
+            "learning_share": (totals["train"] + totals["eval"]) / spent if spent else None}
+
+
+def describe_breakdown(breakdown: dict) -> str:
+    spent = breakdown["spent_s"]
+    if not spent:
+        return ""
+    parts = ", ".join(f"{name} {seconds / spent * 100:.0f}%" for name, seconds in
+                      sorted(breakdown["seconds"].items(), key=lambda kv: -kv[1]) if seconds)
+    return (f"device time by phase over {breakdown['trials']} trials: {parts} — "
+            f"{breakdown['learning_share'] * 100:.0f}% learning (training and validation)")
 
 
 def spend_by_worker(rows: list[dict]) -> dict:
@@ -123,7 +158,8 @@ def best_evidence(front: list[dict], remeasure: dict | None) -> list[dict]:
         else:
             ips, spread = r["images_per_s"], r["spread"] or 0.0
             evidence = {"images_per_s": ips, "low": ips * (1 - spread / 2),
-                        "high": ips * (1 + spread / 2), "source": "search",
+                        "high": ips * (1 + spread / 2),
+                        "source": "table" if r.get("latency_source") == "table" else "search",
                         "noisy": bool(r.get("noisy")), "ties_with": []}
         out.append({**r, "throughput": evidence})
     return sorted(out, key=lambda r: -r["throughput"]["images_per_s"])
@@ -164,8 +200,10 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
         "counts": _counts(rows),
         "spent_device_s": sum(r["cost_s"] or 0.0 for r in rows),
         "spend": spend_by_worker(rows),
+        "cost_breakdown": cost_breakdown(rows),
         "front": [_front_entry(r, i, weights[r["number"]]) for i, r in enumerate(front, 1)],
         "seeds": [_front_entry(r, 0) for r in rows if r["seed"] and r["state"] == "complete"],
+        "latency": latency_summary(study),
         "remeasure": remeasure, "remeasured_hashes": hashes if remeasure else None,
         "weights_pruned": prune_weights(rows, front, run_dir, keep_weights_mb),
     }
@@ -175,13 +213,29 @@ def write_outputs(study, run_dir: Path, *, remeasure: dict | None = None,
     return summary
 
 
+def latency_summary(study) -> dict | None:
+    """Where the study's throughput came from: the latency table (path, whether another
+    machine's, and its check as it stands now: a profile --check after the search counts)
+    or whole-model measurement."""
+    recorded = study.user_attrs.get("latency")
+    if not recorded or recorded.get("source") != "table":
+        return recorded
+    from .latency import LatencyTable, LatencyTableError
+    try:
+        table = LatencyTable.open(recorded["table"])
+    except LatencyTableError:
+        return {**recorded, "parts": None, "check": None, "missing_file": True}
+    return {**recorded, "parts": len(table.parts), "check": table.data.get("check")}
+
+
 def _front_entry(r: dict, position: int, weights: str | None = None) -> dict:
     entry = {k: r[k] for k in ("number", "name", "seed", "accuracy", "images_per_s", "spread",
-                               "noisy", "latency_ms", "params", "flops", "peak_memory_mb",
+                               "noisy", "latency_ms", "latency_source", "params", "flops", "peak_memory_mb",
                                "cost_s", "hash")}
     entry["rungs"] = json.loads(r["rungs"])
     entry["search_params"] = json.loads(r["search_params"])
     entry["fingerprint"] = r["fingerprint"]
+    entry["cost_by_phase"] = {p: r.get(f"{p}_s") for p in (*PHASES, "other")}
     if position:
         entry["duplicates"] = r.get("duplicates", [])
         entry["throughput"] = r["throughput"]

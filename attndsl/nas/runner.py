@@ -1,7 +1,9 @@
-"""The search worker: one Optuna study, one trial at a time, each trial in a subprocess.
+"""The search worker: one Optuna study, one trial at a time, each trial in a process of its
+own forked from a warm server (trial.py).
 
     admission (ledger) ─▶ sampler suggests a candidate ─▶ bind (infeasible?) ─▶ duplicate?
-      ─▶ subprocess: measure throughput ─▶ constraints (infeasible?) ─▶ train, rung by rung
+      ─▶ trial process: throughput (latency table or measured) ─▶ constraints (infeasible?)
+         ─▶ train, rung by rung
          (MO-ASHA decides at each rung) ─▶ complete / pruned / failed, cost recorded
 
 Every fact about a trial lives in the study storage (user attrs), so a second worker on the
@@ -11,11 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -35,7 +33,7 @@ from .pruner import keep_at_rung
 from .report import throughput_cache
 from .space import SearchSpace
 from .storage import StorageError, make_storage  # noqa: F401  (make_storage: API)
-from .trial import PREFIX
+from .trial import TrialProcess
 
 REUSABLE = ("complete", "infeasible", "pruned")
 WEIGHTS_DIR = "weights"      # in the run directory: trial_NNNN.pt, a completed trial's model
@@ -68,6 +66,8 @@ class Options:
     # devices a worker holds while it runs a trial (a SLURM task with --gpus-per-task 2
     # holds 2): the ledger bills devices × wall-clock
     devices: int = 1
+    latency_table: dict | None = None     # latency.search_table's view (deploy.latency: table)
+    latency_table_arg: str | None = None  # --latency-table as given (workers get it too)
 
 
 @dataclass
@@ -233,7 +233,7 @@ class Objective:
         self.space, self.options, self.run_dir, self.display = space, options, run_dir, display
         self.deploy = options.deploy or space.file.deploy
         self.live = Live()
-        self.proc: subprocess.Popen | None = None
+        self.proc: TrialProcess | None = None
         self.duplicate_streak = 0      # consecutive trials that were already-evaluated designs
         self.taken_over: int | None = None   # a trial failed and re-queued by another worker
         self.task_error = ""           # the task's data failed to load in a trial
@@ -337,7 +337,8 @@ class Objective:
         for key, value in twin.user_attrs.items():
             if key.startswith("rung_") or key in (
                     "images_per_s", "latency_ms", "spread", "params", "flops", "peak_memory_mb",
-                    "accuracy", "reason", "message", "epochs", "compile_s", "iqr_ms", "noisy"):
+                    "accuracy", "reason", "message", "epochs", "compile_s", "iqr_ms", "noisy",
+                    "latency_source"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("duplicate_of", twin.number)
         state = twin.user_attrs["state"]
@@ -360,6 +361,7 @@ class Objective:
             "seed": options.seed + trial.number, "threads": options.threads,
             "device": options.device, "min_run_time": self.deploy.measure_seconds,
             "cache_dir": str(throughput_cache(run_dir)),
+            "latency_table": options.latency_table,
             "task_cache": str(Path(options.runs_dir) / ".cache" / "tasks"),
             # the trained model of a completed trial (report.py keeps the front's and, up
             # to --keep-weights-mb, the others')
@@ -368,55 +370,61 @@ class Objective:
         (run_dir / WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
         logs = run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        job["requested_at"] = time.time()    # the trial's start-up is timed from here
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=logs, delete=False) as f:
             json.dump(job, f)
             job_file = f.name
         log_path = logs / f"trial_{trial.number:04d}.log"
         constraints = self.space.file.constraints
         outcome = None
-        with open(log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "attndsl.nas.trial", job_file],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                start_new_session=True)     # Ctrl-C reaches the worker, which stops the child
-            self.live.phase = "measuring"
-            reader = _Lines(self.proc.stdout)
-            deadline = time.time() + options.trial_timeout
-            try:
-                while outcome is None:
-                    if time.time() > deadline:
-                        self._stop_child(force=True)
-                        finish("failed", reason="timeout", message=f"trial exceeded "
-                               f"{options.trial_timeout:.0f} s (--trial-timeout)")
-                        raise TrialFailed("timeout")
-                    event = reader.next(timeout=0.5)
-                    self.display.refresh()
-                    if event is None:
-                        if reader.closed:
-                            code = self.proc.wait()
-                            why = (f"the trial process was killed by signal {-code}" +
-                                   (" (the kernel's out-of-memory killer?)" if code == -9 else "")
-                                   if code < 0 else f"the trial process exited with {code} "
-                                   "without a result")
-                            finish("failed", reason="oom" if code == -9 else "crash",
-                                   message=why + f"; log: {log_path}")
-                            raise TrialFailed("crash")
-                        continue
-                    trial.set_user_attr(ledger.COST_ATTR, cost())
-                    outcome = self._on_event(trial, event, constraints, finish)
-            finally:
-                self._stop_child()
-                os.unlink(job_file)
+        # forked from the warm server (trial.py): a process of its own, in its own session
+        # (Ctrl-C reaches the worker, which stops the child)
+        self.proc = TrialProcess(job_file, log_path)
+        self.live.phase = "measuring"
+        deadline = time.time() + options.trial_timeout
+        try:
+            while outcome is None:
+                if time.time() > deadline:
+                    self._stop_child(force=True)
+                    finish("failed", reason="timeout", message=f"trial exceeded "
+                           f"{options.trial_timeout:.0f} s (--trial-timeout)")
+                    raise TrialFailed("timeout")
+                event = self.proc.next(timeout=0.5)
+                self.display.refresh()
+                if event is None:
+                    if self.proc.closed:
+                        code = self.proc.wait()
+                        why = (f"the trial process was killed by signal {-code}" +
+                               (" (the kernel's out-of-memory killer?)" if code == -9 else "")
+                               if code < 0 else f"the trial process exited with {code} "
+                               "without a result")
+                        finish("failed", reason="oom" if code == -9 else "crash",
+                               message=why + f"; log: {log_path}")
+                        raise TrialFailed("crash")
+                    continue
+                trial.set_user_attr(ledger.COST_ATTR, cost())
+                if "phases" in event:
+                    trial.set_user_attr("phases", event["phases"])
+                outcome = self._on_event(trial, event, constraints, finish)
+        finally:
+            self._stop_child()
+            os.unlink(job_file)
         return outcome
 
     def _on_event(self, trial, event: dict, constraints, finish):
         kind = event["event"]
+        if kind == "started":
+            trial.set_user_attr("trial_pid", event["pid"])
+            return None
         if kind == "measured":
             keys = ("images_per_s", "latency_ms", "spread", "iqr_ms", "params", "flops",
                     "peak_memory_mb", "compile_s", "cuda_graph", "cached")
             for key in keys:
                 trial.set_user_attr(key, event[key])
             trial.set_user_attr("noisy", bool(event.get("noisy")))
+            trial.set_user_attr("latency_source", event.get("latency_source", "measured"))
+            if "parts_measured" in event:
+                trial.set_user_attr("parts_measured", event["parts_measured"])
             trial.set_user_attr("fingerprint", event["fingerprint"])
             violations = constraint_values(event, constraints)
             for key, value in violations.items():
@@ -466,57 +474,11 @@ class Objective:
         return None
 
     def _send(self, go: bool) -> None:
-        try:
-            self.proc.stdin.write((json.dumps({"go": go}) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass
+        self.proc.send(go)
 
     def _stop_child(self, force: bool = False) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            proc.stdin.close()     # the child exits at its next question to the worker
-        except OSError:
-            pass
-        try:
-            if force:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-class _Lines:
-    """Our JSON events from the child's stdout, with a timeout (select on the raw pipe)."""
-
-    def __init__(self, pipe):
-        self.pipe, self.buffer, self.closed = pipe, b"", False
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(pipe, selectors.EVENT_READ)
-
-    def next(self, timeout: float):
-        while True:
-            line = self._pop()
-            if line is not None:
-                if line.startswith(PREFIX):
-                    return json.loads(line[len(PREFIX):])
-                continue
-            if self.closed or not self.selector.select(timeout):
-                return None
-            chunk = os.read(self.pipe.fileno(), 65536)
-            if not chunk:
-                self.closed = True
-                return None
-            self.buffer += chunk
-
-    def _pop(self):
-        if b"\n" not in self.buffer:
-            return None
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode(errors="replace")
+        if self.proc is not None:
+            self.proc.stop(force=force)
 
 
 def constraint_values(measured: dict, constraints) -> dict:

@@ -163,6 +163,11 @@ class Deploy(m.Component):
                              f"precision, so dtype must be float32 (got {self.dtype}); for "
                              f"a model cast to {self.dtype} whole, leave autocast: none")
         return self
+    # where a design's throughput comes from: `table` — the sum of its parts' latencies
+    # in a latency table measured once (attndsl profile; parts missing from it are measured
+    # as trials meet them), no compile and no timing per trial; `measured` — the whole
+    # model compiled and timed in every trial
+    latency: Literal["table", "measured"] = "table"
     # timing per measurement (blocked_autorange's min_run_time); the front's interleaved
     # re-measurement times each model this long per round, over 5 rounds
     measure_seconds: Float = Field(default=1.0, gt=0, le=60)
@@ -233,11 +238,16 @@ class SearchSpace:
     def concretize(self, pick: Callable[[Leaf], Any]) -> tuple[dict, dict, dict]:
         """The concrete backbone and training data and the params picked, walking the
         templates and asking `pick` for each leaf that exists given the choices above it."""
-        params: dict = {}
-        data = _walk(self.template, ("backbone",), "", pick, params, self.leaves)
+        data, params = self.backbone_data(pick)
         training = _walk(self.file.training, ("training",), "training", pick, params,
                          self.leaves)
         return data, training, params
+
+    def backbone_data(self, pick: Callable[[Leaf], Any]) -> tuple[dict, dict]:
+        """The concrete backbone data alone and the backbone leaves picked (what a design
+        computes, without its training settings: the latency table's view)."""
+        params: dict = {}
+        return _walk(self.template, ("backbone",), "", pick, params, self.leaves), params
 
     def candidate(self, pick: Callable[[Leaf], Any]) -> Candidate:
         data, training, params = self.concretize(pick)

@@ -82,6 +82,9 @@ def worker_argv(space_path: Path, budget_text: str, options, study_name: str, in
              "--deploy-autocast", deploy.autocast]
     if deploy.resolution:
         argv += ["--deploy-resolution", str(deploy.resolution)]
+    argv += ["--latency", deploy.latency]
+    if options.latency_table_arg:
+        argv += ["--latency-table", str(Path(options.latency_table_arg).resolve())]
     if options.threads:
         argv += ["--threads", str(options.threads)]
     if options.device:
