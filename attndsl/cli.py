@@ -522,6 +522,11 @@ def cmd_search_slurm(argv: list[str]) -> int:
     p.add_argument("--seed-zoo", action="store_true", help="enqueue the zoo seeds now, once")
     p.add_argument("--out", type=Path, default=None, help="the script (default RUN_DIR/slurm/"
                    "<study>.sbatch)")
+    p.add_argument("--latency", choices=["table", "measured"], default=None,
+                   help="throughput from a latency table (default) or timed whole per trial")
+    p.add_argument("--latency-table", type=Path, default=None, metavar="TABLE.json",
+                   help="a table from attndsl profile on the deployment machine; without "
+                        "one each node's workers add parts to their own table as they go")
     args = p.parse_args(argv)
     from .nas import prepare_study
     from .nas.workers import slurm_script
@@ -537,7 +542,8 @@ def cmd_search_slurm(argv: list[str]) -> int:
         space_path=space_path, budget=args.budget, study=study, runs_dir=args.runs_dir,
         array=args.array, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
         partition=args.partition, time_limit=args.time, storage=args.storage, seed=args.seed,
-        throttle=args.throttle, script=script))
+        throttle=args.throttle, script=script, latency=args.latency,
+        latency_table=args.latency_table))
     script.chmod(0o600)     # it may hold the storage password (see workers.slurm_script)
     from .nas.storage import redact
     shown = redact(args.storage) if args.storage else None

@@ -381,3 +381,62 @@ def test_slurm_script_runs_as_array_tasks(workdir):
     res = subprocess.run([sys.executable, "-m", "attndsl.cli", "report", "runs/ci"],
                          cwd=workdir, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "per worker" in res.stdout, res.stdout + res.stderr
+
+
+ISOLATION_TASK = """\
+import json, os, signal, sys
+import numpy as np
+import torch
+
+def load():
+    job = json.load(open(sys.argv[1]))
+    # the trial's number, from where its weights go (the search's check of the task's data
+    # before the first trial has none)
+    weights = os.path.basename(job.get("weights") or "trial_-001.pt")
+    trial = int(weights[len("trial_"):-len(".pt")])
+    if trial == 0:                       # leaves global state behind, then the kernel's
+        torch.set_default_dtype(torch.float64)          # OOM killer takes it (SIGKILL)
+        os.environ["ATTNDSL_LEAK"] = "1"
+        os.kill(os.getpid(), signal.SIGKILL)
+    if trial == 1:
+        os.abort()                       # a crash in native code (SIGABRT)
+    if trial == 2:
+        torch.empty(2 ** 62, dtype=torch.uint8)          # an allocation that can't be had
+    # trial 3: a fresh process, whatever its forked siblings did to theirs
+    assert torch.get_default_dtype() == torch.float32 and "ATTNDSL_LEAK" not in os.environ
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return d.images.astype(np.float32)[:300] / 16, d.target[:300]
+"""
+
+
+def test_a_forked_trial_that_dies_costs_that_trial_alone(tmp_path):
+    """Trials start forked from a warm server: a process killed by the kernel, a native
+    crash and an impossible allocation each fail their own trial with the reason, and the
+    next trial starts clean (no global state of a sibling) and completes."""
+    space = SPACE.replace("lr: {choice: [0.003, 0.004]}", "lr: {float: [0.001, 0.003]}")
+    space = space.replace("heads: {choice: [1, 2]}", "heads: 1").replace(
+        "attention:\n        choice:\n          - none\n          - vit_mhsa\n"
+        "          - name: local\n            heads: 1\n"
+        "            parameterization: {kind: additive, terms: [query_key]}\n"
+        "            normalization: {kind: softmax}\n"
+        "            application: {kind: window, size: {choice: [2, 8]}}   # 8: larger than the grid\n",
+        "attention: vit_mhsa\n")
+    assert "choice: [2, 8]" not in space
+    (tmp_path / "space.yaml").write_text(space)
+    (tmp_path / "ci_task.py").write_text(ISOLATION_TASK)
+    proc = _search(tmp_path, budget="4trials")
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    rows = {int(r["number"]): r for r in csv.DictReader(open(tmp_path / "runs" / "ci" / "trials.csv"))}
+    assert (rows[0]["state"], rows[0]["reason"]) == ("failed", "oom"), rows[0]
+    assert "killed by signal 9" in rows[0]["message"]
+    assert (rows[1]["state"], rows[1]["reason"]) == ("failed", "crash"), rows[1]
+    assert "signal 6" in rows[1]["message"]
+    assert (rows[2]["state"], rows[2]["reason"]) == ("failed", "oom"), rows[2]
+    assert rows[3]["state"] == "complete", rows[3]
+    # each in a process of its own, started warm (no interpreter start-up per trial)
+    study = _study(tmp_path)
+    pids = {t.user_attrs["trial_pid"] for t in study.get_trials(deepcopy=False)}
+    assert len(pids) == 4
+    assert float(rows[3]["startup_s"]) < 1.0, rows[3]["startup_s"]

@@ -54,7 +54,7 @@ MAX_PARTS = 256              # more distinct parts than this: profiled lazily
 CHECK_WARN_TAU = 0.9         # a check with Kendall τ below this is warned about
 # what a table's fingerprint says about the machine (may differ: a table measured on the
 # deployment machine serves a search elsewhere) and about the deploy setting (must match)
-MACHINE_KEYS = ("device", "device_type", "torch", "threads", "cuda_visible_devices")
+MACHINE_KEYS = ("device", "device_type", "torch", "threads")
 SETTING_KEYS = ("dtype", "batch", "resolution", "backend", "autocast", "channels_last")
 
 
@@ -326,6 +326,9 @@ def summarize(rounds_ms: list[float]) -> dict:
 def table_fingerprint(device, deploy, resolution: int, threads: int | None = None) -> dict:
     from .measure import fingerprint
     out = fingerprint(device, deploy, resolution)
+    # which GPU of a node measured does not matter to a table: the workers on the GPUs of
+    # one node (--gpus 0,1,2,3) share one table, each adding the parts it meets
+    out.pop("cuda_visible_devices", None)
     if threads:
         out["threads"] = int(threads)
     return out

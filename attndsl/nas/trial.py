@@ -156,7 +156,11 @@ def classify(exc: BaseException) -> str:
         return "spec_error"
     if isinstance(exc, NonFiniteLoss):
         return "nan_loss"
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower():
+    text = str(exc).lower()
+    # CUDA says "out of memory"; torch's CPU allocator "can't allocate memory" (ENOMEM)
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or any(
+            words in text for words in ("out of memory", "can't allocate memory",
+                                        "cannot allocate memory")):
         return "oom"
     module = type(exc).__module__ or ""
     if module.startswith(("torch._dynamo", "torch._inductor")) or type(exc).__name__ in (

@@ -177,14 +177,15 @@ cd {cwd}
 # against the storage before each trial, so the array stops when it is spent
 exec {python} -m attndsl.cli search {space} --budget {budget} --study {study} \\
     --runs-dir {runs_dir} --seed $(( {seed} + SLURM_ARRAY_TASK_ID )) \\
-    --devices-per-worker {gpus} --device cuda --worker
+    --devices-per-worker {gpus} --device cuda --worker{latency_args}
 """
 
 
 def slurm_script(*, space_path: Path, budget: str, study: str, runs_dir: Path, array: int,
                  gpus_per_task: int, cpus_per_task: int, partition: str | None,
                  time_limit: str | None, storage: str | None, seed: int, throttle: int | None,
-                 script: Path) -> str:
+                 script: Path, latency: str | None = None,
+                 latency_table: Path | None = None) -> str:
     extra = []
     if partition:
         extra.append(f"#SBATCH --partition={partition}")
@@ -202,4 +203,6 @@ def slurm_script(*, space_path: Path, budget: str, study: str, runs_dir: Path, a
         throttle=f"%{throttle}" if throttle else "", gpus=gpus_per_task, cpus=cpus_per_task,
         logs=(runs_dir / study / "slurm").resolve(), extra="\n".join(extra), cwd=Path.cwd(),
         budget=budget, python=sys.executable, space=space_path.resolve(),
-        runs_dir=runs_dir.resolve(), storage_env=storage_env, seed=seed)
+        runs_dir=runs_dir.resolve(), storage_env=storage_env, seed=seed,
+        latency_args=(f" \\\n    --latency {latency}" if latency else "") + (
+            f" \\\n    --latency-table {Path(latency_table).resolve()}" if latency_table else ""))
