@@ -349,8 +349,26 @@ def test_pathfinder_is_seeded_balanced_and_labels_connectivity(tmp_path):
         assert len(centres) == 2
         assert _connected(img, *centres) == bool(label)
     data = load_task(task, tmp_path)      # cached on disk, the same arrays
-    assert (tmp_path).glob("pathfinder-*.npz")
+    assert len(list(tmp_path.glob("pathfinder-*.npz"))) == 1
     assert data.train_x.shape == (40, 1, 32, 32) and data.classes == 2
+    assert _same_data(load_task(task, tmp_path), load_task(task))
+
+
+def _same_data(a, b) -> bool:
+    return a.classes == b.classes and all(
+        torch.equal(getattr(a, k), getattr(b, k)) for k in ("train_x", "train_y", "val_x", "val_y"))
+
+
+def test_bundled_digits_are_cached_bit_for_bit_and_a_damaged_cache_is_remade(tmp_path):
+    from attndsl.nas.tasks import TaskAdapter
+    task = TaskAdapter.validate_python({"kind": "digits", "resolution": 16})
+    fresh = load_task(task)
+    first = load_task(task, tmp_path)          # made and written
+    (cached,) = tmp_path.glob("digits-*.npz")
+    assert _same_data(first, fresh) and _same_data(load_task(task, tmp_path), fresh)
+    cached.write_bytes(b"not an npz")          # a damaged file: made again, not an error
+    assert _same_data(load_task(task, tmp_path), fresh)
+    assert _same_data(load_task(task, tmp_path), fresh)
 
 
 def test_loaders_read_the_formats(tmp_path):
