@@ -36,7 +36,9 @@ def render() -> str:
              f"One run of this command ({fp.get('device', '?')}, {fp.get('threads', '?')} threads, "
              f"torch {fp.get('torch', '?')}; committed in [{folder}]({folder})): {counts}; "
              f"{doc['spent_device_s'] / 60:.1f} device-minutes spent of the 15.", "",
-             "| front | design (stage attentions) | val accuracy | images/s (deploy 16×16, batch 64) | re-measured | params |",
+             "| front | design (stage attentions) | val accuracy | images/s (deploy 16×16, batch 64"
+             + (", from the latency table" if doc["front"] and doc["front"][0].get(
+                 "latency_source") == "table" else "") + ") | re-measured whole | params |",
              "|---|---|---|---|---|---|"]
     again = {e["number"]: e for e in ((doc.get("remeasure") or {}).get("entries") or [])}
     for i, r in enumerate(doc["front"], 1):
@@ -71,6 +73,34 @@ def render() -> str:
                   f"{max(x['images_per_s'] for x in r['runs']):,.0f} images/s (IQR/median "
                   f"{100 * r['across_process_spread']:.0f}%): differences inside that are "
                   "ties, which is what the interleaved re-measurement reports."]
+    cost = latest("search_cost_*.json")
+    if cost is not None:
+        c = json.loads(cost.read_text())
+        rel = cost.relative_to(ROOT)
+        b, a = c["before"], c["after"]
+        lines += ["", f"Where the device time goes ([{rel.name}]({rel}), the same command "
+                  "before and after warm trials and latency tables, one after the other on "
+                  f"{c['device']['device_name']}): before, {b['trials']} trials, "
+                  f"{b['learning_share'] * 100:.0f}% of the time training and validating "
+                  f"(measurement {b['share_by_phase'].get('measure', 0) * 100:.0f}%, "
+                  f"interpreter start-up {b['share_by_phase'].get('startup', 0) * 100:.0f}%); "
+                  f"after, {a['trials']} trials ({c['trials_ratio']:.1f}×), "
+                  f"{a['learning_share'] * 100:.0f}% learning (measurement "
+                  f"{a['share_by_phase'].get('measure', 0) * 100:.0f}%, start-up "
+                  f"{a['share_by_phase'].get('startup', 0) * 100:.1f}%)."]
+    table = latest("latency_table_*.json")
+    if table is not None:
+        t = json.loads(table.read_text())
+        rel = table.relative_to(ROOT)
+        per = "; ".join(
+            f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: Kendall τ "
+            f"{r['check']['kendall_tau']:.2f} over {r['check']['designs']} designs timed whole "
+            f"(MAPE {r['check']['mape'] * 100:.0f}%), a design's composed latency varying "
+            f"{r['composed_spread_median'] * 100:.1f}% across {t['repeats']} profile runs against "
+            f"{r['whole_spread_median'] * 100:.1f}% for its whole-model measurement across "
+            f"{t['repeats']} processes (ratio {r['spread_ratio']:.2f})"
+            for r in t["per_threads"] if r.get("check"))
+        lines += ["", f"How far to trust the latency table ([{rel.name}]({rel})): {per}."]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
 

@@ -644,3 +644,37 @@ def test_slurm_script_keeps_the_password_off_command_lines(tmp_path):
     assert "s3cret" not in command and "--storage" not in command
     assert f"export ATTNDSL_STORAGE='{url}'" in text
     assert text.count("s3cret") == 1          # only in the export line
+
+
+def test_same_different_pairs_far_glyphs_and_only_their_shapes_tell_the_label():
+    from attndsl.nas.tasks import SameDifferent, _glyph_bank, _same_different_images
+    task = SameDifferent(resolution=24, glyph=4, glyphs=6, noise=0.0, train=60, val=20)
+    data = load_task(task)
+    assert data.train_x.shape == (60, 1, 24, 24) and data.classes == 2
+    assert data.train_y.float().mean() == 0.5 and data.val_y.float().mean() == 0.5
+    assert _same_data(data, load_task(task))                          # seeded
+    bank = _glyph_bank(np.random.default_rng(task.seed), task.glyphs, task.glyph)
+    assert len({g.tobytes() for g in bank}) == 6                     # distinct glyphs
+    assert len({int(g.sum()) for g in bank}) == 1                    # equal ink: no shortcut
+    images, labels = _same_different_images(np.random.default_rng(1), task, bank, 40)
+    for image, label in zip(images[:, 0], labels):
+        found = [(r, c, k) for r in range(21) for c in range(21) for k in range(6)
+                 if np.array_equal(image[r:r + 4, c:c + 4], bank[k])]
+        # noise 0: exactly the two glyphs, at least half the resolution apart
+        assert len(found) == 2 and image.sum() == 2 * bank[0].sum()
+        (r1, c1, k1), (r2, c2, k2) = found
+        assert (r1 - r2) ** 2 + (c1 - c2) ** 2 >= 12 ** 2
+        assert (k1 == k2) == bool(label)
+
+
+def test_textures_are_balanced_seeded_and_bad_settings_are_named():
+    from attndsl.nas.tasks import SameDifferent, TaskError, Textures
+    task = Textures(resolution=16, classes=6, train=60, val=30)
+    data = load_task(task)
+    assert data.train_x.shape == (60, 1, 16, 16) and data.classes == 6
+    assert sorted(torch.bincount(data.train_y).tolist()) == [10] * 6
+    assert _same_data(data, load_task(task))
+    with pytest.raises(TaskError, match="min_distance 30 .* ≤ 26"):
+        load_task(SameDifferent(resolution=24, glyph=5, min_distance=30, train=10, val=10))
+    with pytest.raises(TaskError, match="glyphs"):
+        load_task(SameDifferent(resolution=24, glyph=3, glyphs=200, train=10, val=10))

@@ -63,9 +63,14 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
     progress: True — a live display on a terminal (one line per trial otherwise);
     "lines" — one line per trial; False — silent.
     workers: worker processes on this machine (CPU); gpus: one worker per listed GPU
-    (e.g. ["0", "1"]), each with CUDA_VISIBLE_DEVICES set to it."""
-    # the worker's machinery (optuna) is imported here, not with the package: a trial's
-    # subprocess (python -m attndsl.nas.trial) imports attndsl and must stay light
+    (e.g. ["0", "1"]), each with CUDA_VISIBLE_DEVICES set to it.
+    latency: "table" (a design's latency is the sum of its parts' in a latency table,
+    latency.py) or "measured" (each trial times its whole model); default: the space's
+    deploy.latency. latency_table: a table from `attndsl profile` (this machine's, or the
+    deployment machine's: then it must hold every part of the space, or the search refuses
+    before its first trial)."""
+    # the worker's machinery (optuna) is imported here, not with the package: the trials'
+    # fork server imports attndsl and must stay light
     from .runner import (EXHAUSTED_AFTER, Objective, Options, TrialFailed, enqueue_seeds,
                          requeue_dead)
     space = space if isinstance(space, SearchSpace) else load_space(space)

@@ -165,9 +165,9 @@ def best_evidence(front: list[dict], remeasure: dict | None) -> list[dict]:
     return sorted(out, key=lambda r: -r["throughput"]["images_per_s"])
 
 
-def hypervolume_history(rows: list[dict]) -> list[tuple[float, float]]:
+def hypervolume_history(rows: list[dict], reference=(0.0, 0.0)) -> list[tuple[float, float]]:
     """(device-hours spent, hypervolume of the front so far) after each finished trial, in
-    the order they finished; reference point (0 accuracy, 0 images/s)."""
+    the order they finished; reference point (0 accuracy, 0 images/s) unless given."""
     finished = sorted((r for r in rows if r["completed"] is not None),
                       key=lambda r: r["completed"])
     spent, points, out = 0.0, [], []
@@ -175,7 +175,7 @@ def hypervolume_history(rows: list[dict]) -> list[tuple[float, float]]:
         spent += r["cost_s"] or 0.0
         if r["state"] == "complete" and r["accuracy"] is not None and r["images_per_s"]:
             points.append((r["accuracy"], r["images_per_s"]))
-        out.append((spent / 3600, hypervolume_2d(points)))
+        out.append((spent / 3600, hypervolume_2d(points, reference)))
     return out
 
 

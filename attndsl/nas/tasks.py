@@ -45,6 +45,35 @@ class Pathfinder(m.Component):
     seed: Int = Field(default=0, ge=0)
 
 
+class SameDifferent(m.Component):
+    """Long-range: two glyphs far apart (at least `min_distance` pixels between their
+    centres); the label says whether they are the same glyph. Every glyph has the same
+    number of lit pixels, so nothing short of comparing the two shapes tells the label —
+    a token must see both, which a window smaller than their distance cannot."""
+    kind: Literal["same_different"] = "same_different"
+    resolution: Int = Field(default=32, ge=12, le=512)
+    glyph: Int = Field(default=5, ge=3, le=16)            # glyph side, pixels
+    glyphs: Int = Field(default=8, ge=2, le=256)          # the bank the pairs are drawn from
+    min_distance: Int | None = Field(default=None, ge=1)  # default: half the resolution
+    noise: Float = Field(default=0.05, ge=0, lt=0.5)      # share of background pixels lit
+    train: Int = Field(default=4000, ge=10, le=1_000_000)
+    val: Int = Field(default=1000, ge=10, le=1_000_000)
+    seed: Int = Field(default=0, ge=0)
+
+
+class Textures(m.Component):
+    """Local: which of `classes` textures (stripes at four orientations, checks, dots,
+    blobs, crosses, …) fills the image, at a random period, phase and contrast, under
+    noise. Any 4×4-pixel neighbourhood tells the class: attention beyond it adds nothing."""
+    kind: Literal["textures"] = "textures"
+    resolution: Int = Field(default=32, ge=8, le=512)
+    classes: Int = Field(default=6, ge=2, le=8)
+    noise: Float = Field(default=0.3, ge=0, le=2)         # Gaussian, relative to contrast
+    train: Int = Field(default=3000, ge=10, le=1_000_000)
+    val: Int = Field(default=1000, ge=10, le=1_000_000)
+    seed: Int = Field(default=0, ge=0)
+
+
 class Digits(m.Component):
     kind: Literal["digits"] = "digits"
     resolution: Int = Field(default=8, ge=8, le=256)   # upsampled (bilinear) from 8×8
@@ -80,10 +109,11 @@ class PythonTask(m.Component):
     seed: Int = Field(default=0, ge=0)
 
 
-Task = Annotated[Union[Pathfinder, Digits, Folder, Npz, Cifar, PythonTask],
-                 Field(discriminator="kind")]
+Task = Annotated[Union[Pathfinder, SameDifferent, Textures, Digits, Folder, Npz, Cifar,
+                       PythonTask], Field(discriminator="kind")]
 TaskAdapter = TypeAdapter(Task)
-TASK_KINDS = ("pathfinder", "digits", "folder", "npz", "cifar", "python")
+TASK_KINDS = ("pathfinder", "same_different", "textures", "digits", "folder", "npz", "cifar",
+              "python")
 
 
 class TaskError(SpecError):
@@ -93,7 +123,7 @@ class TaskError(SpecError):
 # ---------------------------------------------------------------- loading
 # kinds whose data depend on their settings only (generated, or bundled with a library):
 # cached as the final tensors, so that a trial loads them in milliseconds
-CACHED_KINDS = ("pathfinder", "digits")
+CACHED_KINDS = ("pathfinder", "same_different", "textures", "digits")
 
 
 def load_task(task, cache_dir: Path | None = None) -> Dataset:
@@ -243,7 +273,23 @@ def _python(task: PythonTask) -> Dataset:
                     "or (x_train, y_train, x_val, y_val)", path="task.entry")
 
 
-LOADERS = {"pathfinder": _pathfinder, "digits": _digits, "folder": _folder, "npz": _npz,
+def _same_different(task: SameDifferent) -> Dataset:
+    rng = np.random.default_rng(task.seed)
+    bank = _glyph_bank(rng, task.glyphs, task.glyph)
+    x_train, y_train = _same_different_images(rng, task, bank, task.train)
+    x_val, y_val = _same_different_images(rng, task, bank, task.val)
+    return _dataset(x_train, y_train, x_val, y_val, 2, "same_different")
+
+
+def _textures(task: Textures) -> Dataset:
+    rng = np.random.default_rng(task.seed)
+    x_train, y_train = _texture_images(rng, task, task.train)
+    x_val, y_val = _texture_images(rng, task, task.val)
+    return _dataset(x_train, y_train, x_val, y_val, task.classes, "textures")
+
+
+LOADERS = {"pathfinder": _pathfinder, "same_different": _same_different,
+           "textures": _textures, "digits": _digits, "folder": _folder, "npz": _npz,
            "cifar": _cifar, "python": _python}
 
 
@@ -333,6 +379,10 @@ def task_shape(task) -> tuple[int | None, int | None, int | None]:
         return task.resolution, 1, 2
     if task.kind == "digits":
         return task.resolution, 1, 10
+    if task.kind == "same_different":
+        return task.resolution, 1, 2
+    if task.kind == "textures":
+        return task.resolution, 1, task.classes
     if task.kind == "cifar":
         return task.resolution or 32, 3, None
     if task.kind == "folder":
@@ -431,6 +481,88 @@ def _dilate(path, size):
     return mask
 
 
+# ---------------------------------------------------------------- same / different
+def _glyph_bank(rng, count: int, side: int) -> np.ndarray:
+    """`count` distinct binary glyphs of side × side with the same number of lit pixels
+    (about 40%), each touching all four borders of its box (no glyph is a shifted copy of
+    another inside the box)."""
+    lit = max(2, round(0.4 * side * side))
+    bank: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    for _attempt in range(100_000):
+        glyph = np.zeros(side * side, dtype=np.float32)
+        glyph[rng.choice(side * side, size=lit, replace=False)] = 1.0
+        glyph = glyph.reshape(side, side)
+        if not (glyph[0].any() and glyph[-1].any() and glyph[:, 0].any() and glyph[:, -1].any()):
+            continue
+        key = glyph.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        bank.append(glyph)
+        if len(bank) == count:
+            return np.stack(bank)
+    raise TaskError(f"same_different: cannot draw {count} distinct {side}×{side} glyphs; "
+                    "lower glyphs or raise glyph", path="task.glyphs")
+
+
+def _same_different_images(rng, task: SameDifferent, bank: np.ndarray, n: int):
+    size, side = task.resolution, task.glyph
+    distance = task.min_distance if task.min_distance is not None else size // 2
+    spots = np.stack(np.mgrid[0:size - side + 1, 0:size - side + 1], -1).reshape(-1, 2)
+    if distance < side * 2 ** 0.5 or distance > (size - side) * 2 ** 0.5:
+        raise TaskError(f"same_different: min_distance {distance} must keep two {side}-pixel "
+                        f"glyphs apart (≥ {int(np.ceil(side * 2 ** 0.5))}) and fit a "
+                        f"{size}×{size} image (≤ {int((size - side) * 2 ** 0.5)})",
+                        path="task.min_distance")
+    images = (rng.random((n, 1, size, size)) < task.noise).astype(np.float32)
+    labels = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        same = i % 2 == 0                 # balanced classes, shuffled below
+        a = rng.integers(len(bank))
+        b = a if same else (a + rng.integers(1, len(bank))) % len(bank)
+        while True:              # a first spot, then one far enough from it
+            r1, c1 = spots[rng.integers(len(spots))]
+            far = np.flatnonzero(((spots - (r1, c1)) ** 2).sum(1) >= distance ** 2)
+            if len(far):
+                r2, c2 = spots[rng.choice(far)]
+                break
+        for (r, c), g in (((r1, c1), a), ((r2, c2), b)):
+            # the glyph's box is cleared first: noise never changes a glyph's shape
+            images[i, 0, r:r + side, c:c + side] = bank[g]
+        labels[i] = int(same)
+    order = rng.permutation(n)
+    return images[order], labels[order]
+
+
+# ---------------------------------------------------------------- textures
+def _texture_images(rng, task: Textures, n: int):
+    size = task.resolution
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.zeros((n, 1, size, size), dtype=np.float32)
+    labels = np.arange(n) % task.classes
+    for i, label in enumerate(labels):
+        period = rng.uniform(3.0, 5.0)
+        phase = rng.uniform(0, 2 * np.pi, size=2)
+        contrast = rng.uniform(0.5, 1.0)
+        u = 2 * np.pi * rows / period + phase[0]
+        v = 2 * np.pi * cols / period + phase[1]
+        pattern = {
+            0: np.sin(u),                                  # horizontal stripes
+            1: np.sin(v),                                  # vertical stripes
+            2: np.sin((u + v) / 2 ** 0.5),                 # diagonal stripes
+            3: np.sin((u - v) / 2 ** 0.5),                 # anti-diagonal stripes
+            4: np.sign(np.sin(u)) * np.sign(np.sin(v)),    # checks
+            5: (np.cos(u) + np.cos(v)) / 2,                # dots (a lattice of blobs)
+            6: np.maximum(np.sin(u), np.sin(v)),           # crosses
+            7: np.sin(u) * np.sin(v) ** 2,                 # broken stripes
+        }[int(label)]
+        images[i, 0] = contrast * pattern + task.noise * contrast * rng.standard_normal(
+            (size, size)).astype(np.float32)
+    order = rng.permutation(n)
+    return images[order], labels[order].astype(np.int64)
+
+
 def task_fingerprint(task) -> str:
     return json.dumps(task.model_dump(), sort_keys=True)
 
@@ -441,6 +573,14 @@ def describe_task(task) -> str:
                 f"{task.distractors} distractors, {task.train} train / {task.val} val")
     if task.kind == "digits":
         return f"digits (scikit-learn, 1,797 images) at {task.resolution}×{task.resolution}"
+    if task.kind == "same_different":
+        distance = task.min_distance if task.min_distance is not None else task.resolution // 2
+        return (f"same_different {task.resolution}×{task.resolution}: two of {task.glyphs} "
+                f"{task.glyph}×{task.glyph} glyphs ≥ {distance} px apart, {task.train} train / "
+                f"{task.val} val")
+    if task.kind == "textures":
+        return (f"textures {task.resolution}×{task.resolution}: {task.classes} classes, noise "
+                f"{task.noise:g}, {task.train} train / {task.val} val")
     return f"{task.kind} {getattr(task, 'path', getattr(task, 'entry', ''))}"
 
 
