@@ -619,7 +619,8 @@ def cmd_profile(args) -> int:
     are built from (stem, each stage's blocks per attention option × heads × width × MLP
     ratio, downsampling, head), timed interleaved at the deploy setting; a design's latency
     is then the sum of its parts'. --check N verifies the table on N random designs timed
-    whole. Resumable and incremental: run it again to finish or extend a table."""
+    whole. Each part is timed in --sessions fresh processes. Resumable and incremental: run
+    it again to finish or extend a table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
         TimeRemainingColumn
 
@@ -638,7 +639,8 @@ def cmd_profile(args) -> int:
             progress.update(bar, description=escape(what[:70]), completed=done, total=total)
 
         result = profile(space, out=args.out, runs_dir=args.runs_dir, device=args.device,
-                         threads=args.threads, deploy=deploy, rounds=args.rounds,
+                         threads=args.threads, deploy=deploy, sessions=args.sessions,
+                         rounds=args.rounds,
                          seconds=args.seconds, check=args.check, max_parts=args.max_parts,
                          seed=args.seed, on_progress=on_progress,
                          say=lambda text: progress.console.print(escape(text)))
@@ -873,8 +875,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "space's deploy.batch)")
     p.add_argument("--deploy-dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--deploy-autocast", default=None, help="none | bfloat16 | float16")
-    p.add_argument("--rounds", type=_positive_int, default=15, help="interleaved rounds per "
-                   "part (default 15; a part's latency is their median)")
+    p.add_argument("--sessions", type=_positive_int, default=3, help="fresh processes every "
+                   "part is timed in (default 3; a part's latency is its fastest round in "
+                   "any of them)")
+    p.add_argument("--rounds", type=_positive_int, default=10, help="interleaved rounds per "
+                   "part and session (default 10)")
     p.add_argument("--seconds", type=float, default=0.05, help="seconds per part and round "
                    "(default 0.05)")
     p.add_argument("--check", type=int, default=0, metavar="N", help="time N random designs "

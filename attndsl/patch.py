@@ -22,7 +22,6 @@ import types
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
 
 from .codegen.module import CompiledAttention, compile as compile_spec

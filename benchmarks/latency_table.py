@@ -10,7 +10,7 @@
    the whole-model spread.
 
     python -m benchmarks.latency_table [--space examples/search_digits.yaml]
-        [--threads 1 2] [--check 30] [--repeats 5] [--whole-designs 8]
+        [--threads 1 2] [--check 30] [--repeats 5] [--whole-designs 8] [--sessions 3]
 
 Every measurement runs in a fresh process, one at a time (benchmark on a quiet machine).
 Writes benchmarks/results/latency_table_<device>_<date>.json and .md.
@@ -50,7 +50,7 @@ def spread(values: list[float]) -> float:
 
 
 def run_threads(space_path: str, threads: int, check: int, repeats: int, whole_designs: int,
-                seconds: float, rounds: int, tmp: Path) -> dict:
+                seconds: float, rounds: int, sessions: int, tmp: Path) -> dict:
     from attndsl.model.spec import backbone_to_dict
     from attndsl.nas import load_space
     from attndsl.nas.latency import LatencyTable, design_parts, pick_check_designs, space_parts
@@ -62,7 +62,7 @@ def run_threads(space_path: str, threads: int, check: int, repeats: int, whole_d
         out = tmp / f"table_{threads}t_{k}.json"
         argv = [sys.executable, "-m", "attndsl.cli", "profile", space_path, "--threads",
                 str(threads), "--out", str(out), "--no-progress", "--seed", str(k),
-                "--rounds", str(rounds), "--seconds", str(seconds)]
+                "--sessions", str(sessions), "--rounds", str(rounds), "--seconds", str(seconds)]
         if k == 0 and check:
             argv += ["--check", str(check)]
         started = time.perf_counter()
@@ -116,7 +116,9 @@ def run_threads(space_path: str, threads: int, check: int, repeats: int, whole_d
 def markdown(result: dict) -> str:
     lines = [f"# Latency table — {result['space']}", "",
              f"{result['device']['device_name']}, torch {result['device']['torch']}, "
-             f"{result['date']}. Every measurement in a fresh process, one at a time. Command: "
+             f"{result['date']}. Every profile times each part in {result.get('sessions', 1)} "
+             "fresh processes (a part's latency: its fastest round in any), one process at a "
+             "time; the check times designs whole by the same protocol. Command: "
              f"`{result['command']}`.", "",
              "| threads | designs | parts | check designs | Kendall τ | Spearman ρ | MAPE | "
              "median residual | composed spread (median over designs) | whole-model spread | "
@@ -144,7 +146,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--whole-designs", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--sessions", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=0.05)
     args = parser.parse_args(argv)
     per_threads = []
@@ -152,11 +155,12 @@ def main(argv=None) -> int:
         for threads in args.threads:
             per_threads.append(run_threads(args.space, threads, args.check, args.repeats,
                                            args.whole_designs, args.seconds, args.rounds,
-                                           Path(tmp)))
+                                           args.sessions, Path(tmp)))
     device = device_info("cpu", max(args.threads))
     stamp = time.strftime("%Y-%m-%dT%H%M")
     result = {"benchmark": "latency_table", "space": args.space, "date": stamp,
               "device": device, "dtype": "float32", "repeats": args.repeats,
+              "sessions": args.sessions, "rounds": args.rounds,
               "command": "python -m benchmarks.latency_table " + " ".join(argv or sys.argv[1:]),
               "per_threads": per_threads}
     kind = device["device_kind"].rsplit("-", 1)[0]

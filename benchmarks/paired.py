@@ -99,7 +99,7 @@ def run_case(family, stage, geo, dtype, rounds, compile=True) -> dict:
 
 
 def render(meta, rows) -> str:
-    L = [f"# Paired timing — attndsl auto vs the fastest comparison, one process", "",
+    L = ["# Paired timing — attndsl auto vs the fastest comparison, one process", "",
          f"- device: {meta['device']}; torch {meta['torch']}; threads {meta['threads']}; "
          f"date {meta['date']}; attndsl {meta['git']}; command `{meta['command']}`",
          f"- {meta['rounds']} rounds; in each, every variant is timed once (≥ {MIN_CALL_S * 1e3:.0f} ms "

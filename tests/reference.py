@@ -21,7 +21,6 @@ Common conventions
   (BOAT's clustering is done under no_grad: assignments are constants).
 """
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -33,21 +33,23 @@ deploy: {batch: 4, backend: eager}
 
 
 class FakeClock:
-    """A part's sample on a fake clock: a fixed latency per part (from its key) plus a
-    round-dependent wobble, and a count of the parts built."""
+    """A unit's samples on a fake clock: a fixed latency per unit (from its key), 10% more
+    in each later session it is built in (a slower process), and a wobble over rounds
+    (+1% a round); and a count of the units built."""
 
     def __init__(self):
         self.built: list[str] = []
 
-    def __call__(self, part, call, device, seconds):
-        self.built.append(part.key)
-        base = 0.001 * (1 + int(part.key.split("-")[1], 16) % 97)
+    def __call__(self, unit, call, device, seconds):
+        slower = 1 + 0.1 * self.built.count(unit.key)
+        self.built.append(unit.key)
+        base = self.latency_ms(unit) / 1e3 * slower
         samples = iter(base * (1 + 0.01 * k) for k in range(10_000))
         return type("Timer", (), {"sample": lambda self: next(samples)})()
 
     @staticmethod
-    def latency_ms(part) -> float:
-        return 1.0 * (1 + int(part.key.split("-")[1], 16) % 97)
+    def latency_ms(unit) -> float:
+        return 1.0 * (1 + int(unit.key.split("-")[1], 16) % 97)
 
 
 @pytest.fixture
@@ -101,17 +103,22 @@ def test_composition_is_the_sum_of_the_parts_on_a_fake_clock(space, tmp_path):
     table = L.LatencyTable.open(tmp_path / "t.json", _here(deploy))
     listed = L.space_parts(space, 8)
     clock = FakeClock()
-    L.fill(table, listed.parts, deploy, rounds=5, timer=clock)
+    L.fill(table, listed.parts, deploy, sessions=2, rounds=5, timer=clock)
     for part in listed.parts:
         entry = table.parts[part.key]
-        # median of 5 rounds of base × (1, 1.01, …, 1.04): the third
-        assert entry["latency_ms"] == pytest.approx(FakeClock.latency_ms(part) * 1.02)
-        assert entry["rounds"] == 5
+        # the fastest round of either session: the first session's first; the spread is
+        # how far the sessions' fastest rounds lie apart (the second session is 10% slower)
+        base = FakeClock.latency_ms(part)
+        assert entry["latency_ms"] == pytest.approx(base)
+        assert entry["spread_ms"] == pytest.approx(0.1 * base)
+        assert entry["session_count"] == 2 and entry["rounds"] == 10
+    assert sorted(clock.built) == sorted(2 * [p.key for p in listed.parts])
     for _, backbone in listed.designs:
         parts = L.design_parts(backbone, 8)
         composed = table.compose(parts)
-        assert composed["latency_ms"] == pytest.approx(
-            sum(FakeClock.latency_ms(p) * 1.02 for p in parts))
+        assert composed["latency_ms"] == pytest.approx(sum(FakeClock.latency_ms(p)
+                                                           for p in parts))
+        assert composed["spread"] == pytest.approx(0.1)
     # on disk, as read back
     again = L.LatencyTable.open(tmp_path / "t.json")
     assert again.parts.keys() == table.parts.keys()
@@ -125,23 +132,26 @@ def test_a_killed_profile_resumes_and_a_grown_space_measures_only_new_parts(spac
     rounds_seen = []
 
     def stop_after_two(results):
-        table.record(listed.parts, results)
+        table.record(listed.parts, "killed", results)
         table.save()
         rounds_seen.append(1)
         if len(rounds_seen) == 2:
             raise KeyboardInterrupt        # a Ctrl-C / kill after the second round
 
     with pytest.raises(KeyboardInterrupt):
-        L.measure_parts(listed.parts, deploy, rounds=6, timer=FakeClock(),
-                        on_round=stop_after_two)
+        L.measure_session(listed.parts, deploy, rounds=6, timer=FakeClock(),
+                          on_round=stop_after_two)
     saved = L.LatencyTable.open(path)
     assert {e["rounds"] for e in saved.parts.values()} == {2}
-    first_rounds = {k: list(e["rounds_ms"]) for k, e in saved.parts.items()}
-    clock = FakeClock()
-    measured = L.fill(saved, listed.parts, deploy, rounds=6, timer=clock)
+    killed = {k: list(e["sessions"]["killed"]["rounds_ms"]) for k, e in saved.parts.items()}
+    # the cut session does not count as one; what it measured stays in the table
+    assert saved.missing(listed.parts, 1, 6) == listed.parts
+    measured = L.fill(saved, listed.parts, deploy, sessions=2, rounds=6, timer=FakeClock())
     assert len(measured) == len(listed.parts)
     for key, entry in saved.parts.items():
-        assert entry["rounds"] == 6 and entry["rounds_ms"][:2] == first_rounds[key]
+        assert entry["sessions"]["killed"]["rounds_ms"] == killed[key]
+        assert len(entry["sessions"]) == 3 and entry["rounds"] == 2 + 6 + 6
+    assert not L.LatencyTable.open(path).missing(listed.parts, 2, 6)
 
     # the space grows by one option: only its parts are built and measured
     grown_path = tmp_path / "grown.yaml"
@@ -203,8 +213,12 @@ def test_the_check_times_designs_whole_against_the_composition(space, tmp_path):
     table = L.LatencyTable.open(tmp_path / "t.json", _here(deploy))
     listed = L.space_parts(space, 8)
     L.fill(table, listed.parts, deploy, rounds=2, seconds=0.005)
-    check = L.check_table(table, space, deploy, L.pick_check_designs(listed, 3), rounds=2)
+    check = L.check_table(table, space, deploy, L.pick_check_designs(listed, 3), rounds=2,
+                          seconds=0.005)
     assert check["designs"] == 3 and len(check["rows"]) == 3
+    # the designs timed whole are in the table, by the parts' protocol
+    assert len(table.designs) == 3
+    assert {e["rounds"] for e in table.designs.values()} == {2}
     assert -1 <= check["kendall_tau"] <= 1 and -1 <= check["spearman"] <= 1
     assert check["mape"] >= 0
     for row in check["rows"]:
@@ -217,17 +231,24 @@ def test_profile_command_then_search_with_the_table(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     run = subprocess.run(
         [sys.executable, "-m", "attndsl.cli", "profile", "space.yaml", "--threads", "1",
-         "--rounds", "2", "--seconds", "0.005", "--check", "3", "--no-progress",
-         "--out", "table.json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+         "--sessions", "2", "--rounds", "2", "--seconds", "0.005", "--check", "3",
+         "--no-progress", "--out", "table.json"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600)
     assert run.returncode == 0, run.stderr
     assert "6 designs bind at 8px" in run.stderr and "Kendall τ" in run.stdout
     data = json.loads((tmp_path / "table.json").read_text())
     assert data["format"] == L.TABLE_FORMAT and data["fingerprint"]["threads"] == 1
-    assert data["check"]["designs"] == 3
+    assert data["check"]["designs"] == 3 and len(data["designs"]) == 3
+    # every part and design timed in two sessions, each a process of its own
+    for entry in [*data["parts"].values(), *data["designs"].values()]:
+        assert entry["session_count"] == 2 and entry["rounds"] == 4
+    assert len({session["pid"] for e in data["parts"].values()
+                for session in e["sessions"].values()}) == 2
     # run again: nothing to measure
     again = subprocess.run(
         [sys.executable, "-m", "attndsl.cli", "profile", "space.yaml", "--threads", "1",
-         "--rounds", "2", "--no-progress", "--out", "table.json"], cwd=tmp_path,
+         "--sessions", "2", "--rounds", "2", "--no-progress", "--out", "table.json"],
+        cwd=tmp_path,
         capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "(0 measured now)" in again.stdout
     # a table with a part missing, said to be another machine's: refused before a trial
@@ -242,3 +263,33 @@ def test_profile_command_then_search_with_the_table(tmp_path):
     assert "lacks 1 part(s)" in refused.stderr and "attndsl profile" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "attndsl-runs" / "tiny").exists()     # nothing opened or spent
+
+
+def test_a_failed_session_is_one_clear_error_and_keeps_the_table(space, tmp_path):
+    """A profiling session is a process of its own: when it dies, the error says which
+    table and what the process said, and what the table held is still there."""
+    deploy = space.file.deploy
+    path = tmp_path / "t.json"
+    table = L.LatencyTable.open(path, _here(deploy))
+    listed = L.space_parts(space, 8)
+    L.fill(table, listed.parts[:2], deploy, rounds=2, timer=FakeClock())
+    broken = L.Part("block", json.dumps({"dim": 8}), "a block with no attention given")
+    with pytest.raises(L.LatencyTableError) as failed:
+        L.fill(table, [broken], deploy, isolate=True, rounds=2)
+    text = str(failed.value)
+    assert "profiling session" in text and str(path) in text and "KeyError" in text
+    assert L.LatencyTable.open(path).parts.keys() == {p.key for p in listed.parts[:2]}
+
+
+def test_an_older_table_is_refused_by_name_and_a_search_cache_begins_anew(space, tmp_path):
+    deploy = space.file.deploy
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "attndsl-latency-table/1", "fingerprint": {},
+                               "parts": {}}))
+    with pytest.raises(L.LatencyTableError, match="older attndsl .*profile it again"):
+        L.LatencyTable.open(old)
+    cached = L.default_table_path(tmp_path, _here(deploy))
+    cached.parent.mkdir(parents=True)
+    cached.write_text(old.read_text())
+    info = L.search_table(space, deploy, runs_dir=tmp_path)
+    assert info["path"] == str(cached)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import attndsl
-from attndsl.codegen.passes import PIPELINE, pass_names, run_passes
+from attndsl.codegen.passes import PIPELINE, pass_names
 from zoo_helpers import ZOO, build, inputs
 
 

@@ -3,7 +3,6 @@ names, structure and call conventions (timm itself can't be installed on these m
 its torchvision dependency has no CPU build), patched with zoo specs."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import attndsl

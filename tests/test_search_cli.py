@@ -34,6 +34,21 @@ def space(tmp_path):
     return path
 
 
+def _states(result) -> list[str]:
+    return [r["state"] for r in result.trials]
+
+
+def _failures(result) -> str:
+    """What went wrong in a run's failed trials: reasons, messages and their logs' tails."""
+    out = []
+    for r in result.trials:
+        if r["state"] == "failed":
+            log = result.run_dir / "logs" / f"trial_{int(r['number']):04d}.log"
+            tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            out.append(f"trial {r['number']}: {r['reason']}: {r['message']}\n{tail}")
+    return "\n".join(out)
+
+
 def run_cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -83,7 +98,7 @@ def test_timeout_constraint_and_changed_space(tmp_path, space):
     result = attndsl.search(space, "1trials", runs_dir=runs, study="slow", trial_timeout=0.5,
                             progress=False, remeasure=False)
     (row,) = result.trials
-    assert (row["state"], row["reason"]) == ("failed", "timeout")
+    assert (row["state"], row["reason"]) == ("failed", "timeout"), _failures(result)
     assert "trial budget is spent" in result.stop_reason
     # a constraint refuses candidates after measuring them: never trained
     tight = tmp_path / "tight.yaml"
@@ -118,7 +133,7 @@ def test_sqlite_storage_with_heartbeats(tmp_path, space):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     result = attndsl.search(space, "2trials", runs_dir=tmp_path / "runs", storage=url,
                             progress=False, remeasure=False)
-    assert [r["state"] for r in result.trials] == ["complete", "complete"]
+    assert _states(result) == ["complete", "complete"], _failures(result)
     summary = attndsl.report(result.run_dir, storage=url)
     assert summary["counts"] == {"complete": 2}
 
@@ -171,7 +186,7 @@ def test_a_one_trial_search_logs_its_trial_and_plots_its_point(tmp_path, space, 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     result = attndsl.search(space, "1trials", runs_dir=tmp_path, progress=False,
                             remeasure=False)
-    assert [r["state"] for r in result.trials] == ["complete"]
+    assert _states(result) == ["complete"], _failures(result)
     log = (result.run_dir / "logs" / "trial_0000.log").read_text()
     for step in ("trial process", "measured: images_per_s=", "worker: go on", "epoch: epoch=1",
                  "rung: epoch=1", "done: accuracy="):

@@ -674,7 +674,7 @@ def test_textures_are_balanced_seeded_and_bad_settings_are_named():
     assert data.train_x.shape == (60, 1, 16, 16) and data.classes == 6
     assert sorted(torch.bincount(data.train_y).tolist()) == [10] * 6
     assert _same_data(data, load_task(task))
-    with pytest.raises(TaskError, match="min_distance 30 .* ≤ 26"):
+    with pytest.raises(TaskError, match=r"min_distance 30 .*\(≤ 26\)"):
         load_task(SameDifferent(resolution=24, glyph=5, min_distance=30, train=10, val=10))
     with pytest.raises(TaskError, match="glyphs"):
         load_task(SameDifferent(resolution=24, glyph=3, glyphs=200, train=10, val=10))

@@ -93,6 +93,13 @@ def search(space, budget=None, *, runs_dir="attndsl-runs", study: str | None = N
         storage = storage or os.environ.get(STORAGE_ENV)   # from the supervisor
         watch_supervisor()
     check_storage_for_workers(storage, n_workers)
+    import torch
+
+    from .measure import default_device
+    if threads is None and default_device(device).type == "cpu":
+        # the trials, their latency table and the re-measurement all run at one thread
+        # count: this process's (which the user may have set), not each new process's own
+        threads = torch.get_num_threads()
     options = Options(budget=the_budget, runs_dir=Path(runs_dir), study=study, storage=storage,
                       sampler=sampler, seed=seed, seed_zoo=seed_zoo, prune=prune, deploy=deploy,
                       trial_timeout=trial_timeout, threads=threads, device=device,

@@ -19,12 +19,18 @@ one machine at one deploy setting (the fingerprint); `attndsl profile` fills it 
 it: N random designs timed whole, interleaved, against their composed estimates (Kendall τ,
 Spearman ρ, MAPE, the median residual = what composition misses).
 
-Measurement protocol (`measure_parts`): every part is built and warmed up (the compile is
-timed apart), then timed over R rounds; each round times every part once, in a new random
-order, with torch's blocked_autorange (CPU) or CUDA events (GPU), so drift of the machine
-falls on all parts alike. A part's latency is the median of its rounds, its spread the IQR.
-The table is written after every round: a killed profile resumes where it stopped, and a
-profile of a grown space measures only the new parts.
+Measurement protocol: a part is timed in S sessions (3 for `attndsl profile`), each a fresh
+process: it builds and warms up every part (the compile is timed apart), then times them
+over R rounds, each round every part once, in a new random order, so that drift of the
+machine falls on all parts alike. A sample is n back-to-back calls (n set once per part,
+about 50 ms). A part's latency is its fastest round in any session: on a shared or busy
+machine load, page faults and a slow state of one process (on this project's 2-core VM a
+process keeps a speed state that differs from another's by up to ±30% for small parts)
+only ever add time, so the minimum over sessions is what is repeatable — the median of
+one process is not. The spread is how far apart the sessions' minima lie. The check times
+whole designs by the same protocol, so composed and whole latency are comparable.
+The table is written after every round: a killed profile resumes where it stopped (at the
+session it was in), and a profile of a grown space measures only the new parts.
 """
 from __future__ import annotations
 
@@ -46,8 +52,9 @@ from ..errors import AttndslError, SpecError
 from ..model.spec import Backbone, Stage, canonical_hash
 from ..spec.io import spec_to_dict
 
-TABLE_FORMAT = "attndsl-latency-table/1"
-DEFAULT_ROUNDS = 15          # rounds per part: the median of 15 interleaved samples
+TABLE_FORMAT = "attndsl-latency-table/2"
+DEFAULT_ROUNDS = 10          # rounds per part and session
+DEFAULT_SESSIONS = 3         # fresh processes a profile times every part in
 DEFAULT_PART_SECONDS = 0.05  # blocked_autorange's min_run_time per part and round
 MAX_DESIGNS = 20_000         # designs enumerated to list a space's parts
 MAX_PARTS = 256              # more distinct parts than this: profiled lazily
@@ -78,6 +85,9 @@ class Part:
     @property
     def settings(self) -> dict:
         return json.loads(self.config)
+
+    def build(self, deploy, device) -> tuple[nn.Module, torch.Tensor]:
+        return build_part(self, deploy, device)
 
 
 def _part(kind: str, label: str, **config) -> Part:
@@ -211,46 +221,80 @@ def build_part(part: Part, deploy, device) -> tuple[nn.Module, torch.Tensor]:
     return module, x
 
 
+# ---------------------------------------------------------------- what is timed
+@dataclass(frozen=True)
+class WholeDesign:
+    """A design built and timed whole (the check), by the protocol its parts are timed by."""
+    backbone: Backbone
+    name: str
+    resolution: int
+
+    @property
+    def key(self) -> str:
+        return f"design-{canonical_hash(self.backbone)}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}, whole"
+
+    def build(self, deploy, device) -> tuple[nn.Module, torch.Tensor]:
+        from .measure import _deployed
+        return _deployed(self.backbone, deploy, self.resolution, device)
+
+
+def _unit_to_json(unit) -> dict:
+    if isinstance(unit, Part):
+        return {"part": {"kind": unit.kind, "config": unit.config, "label": unit.label}}
+    from ..model.spec import backbone_to_dict
+    return {"design": {"backbone": backbone_to_dict(unit.backbone), "name": unit.name,
+                       "resolution": unit.resolution}}
+
+
+def _unit_from_json(data: dict):
+    if "part" in data:
+        return Part(**data["part"])
+    from ..model.spec import load_backbone
+    d = data["design"]
+    return WholeDesign(load_backbone(d["backbone"]), d["name"], d["resolution"])
+
+
+def _section(unit) -> str:
+    # where a table keeps a unit's entry: parts are composed, designs only checked against
+    return "parts" if isinstance(unit, Part) else "designs"
+
+
 # ---------------------------------------------------------------- measuring
-def measure_parts(parts: list[Part], deploy, *, device=None, rounds: int = DEFAULT_ROUNDS,
-                  seconds: float = DEFAULT_PART_SECONDS, seed: int = 0,
-                  done: dict | None = None,
-                  on_round: Callable[[dict], None] | None = None,
-                  on_progress: Callable[[str, int, int], None] | None = None,
-                  timer: Callable | None = None) -> dict:
-    """Time `parts` interleaved over `rounds` rounds (see the module's docstring); `done`:
-    rounds already recorded per part key (a resumed profile adds the rest). Returns
-    {key: {"rounds_ms": [...], "compile_s": s}}; `on_round(results)` after every round.
-    `timer(part, call, device, seconds)`: what samples a part (default: PartTimer; the
-    tests give a fake clock)."""
+def measure_session(units: list, deploy, *, device=None, rounds: int = DEFAULT_ROUNDS,
+                    seconds: float = DEFAULT_PART_SECONDS, seed: int = 0,
+                    on_round: Callable[[dict], None] | None = None,
+                    on_progress: Callable[[str, int, int], None] | None = None,
+                    timer: Callable | None = None) -> dict:
+    """One session (see the module's docstring): build and warm up every unit (parts or
+    whole designs; the compile is timed apart), then time them over `rounds` rounds, each
+    round every unit once in a new random order. Returns {key: {"rounds_ms": [...],
+    "compile_s": s}}; `on_round(results)` after every round. `timer(unit, call, device,
+    seconds)` samples a unit (default: PartTimer; the tests give a fake clock)."""
     from .measure import _autocast, _sync, default_device
     device = default_device(device)
-    results = {p.key: {"rounds_ms": list((done or {}).get(p.key, {}).get("rounds_ms", [])),
-                       "compile_s": (done or {}).get(p.key, {}).get("compile_s")}
-               for p in parts}
-    todo = [p for p in parts if len(results[p.key]["rounds_ms"]) < rounds]
+    results = {u.key: {"rounds_ms": [], "compile_s": None} for u in units}
     calls = {}
     with torch.no_grad(), _autocast(deploy, device):
-        for i, part in enumerate(todo):
+        for i, unit in enumerate(units):
             if on_progress:
-                on_progress(f"building {part.label}", i, len(todo))
+                on_progress(f"building {unit.label}", i, len(units))
             started = time.perf_counter()
-            module, x = build_part(part, deploy, device)
+            module, x = unit.build(deploy, device)
             module(x)                 # compiles (auto / inductor)
             _sync(device)
-            if results[part.key]["compile_s"] is None:
-                results[part.key]["compile_s"] = time.perf_counter() - started
-            calls[part.key] = (timer or PartTimer)(part, lambda m=module, t=x: m(t), device,
+            results[unit.key]["compile_s"] = time.perf_counter() - started
+            calls[unit.key] = (timer or PartTimer)(unit, lambda m=module, t=x: m(t), device,
                                                    seconds)
         rng = random.Random(seed)
-        order = list(todo)
+        order = list(units)
         for r in range(rounds):
-            pending = [p for p in order if len(results[p.key]["rounds_ms"]) < rounds]
-            if not pending:
-                break
-            rng.shuffle(pending)
-            for part in pending:
-                results[part.key]["rounds_ms"].append(calls[part.key].sample() * 1e3)
+            rng.shuffle(order)
+            for unit in order:
+                results[unit.key]["rounds_ms"].append(calls[unit.key].sample() * 1e3)
             if on_progress:
                 on_progress(f"round {r + 1} of {rounds}", r + 1, rounds)
             if on_round:
@@ -262,9 +306,9 @@ class PartTimer:
     """Seconds per call of one part: `n` back-to-back calls between two clock readings (or
     two CUDA events around the replays of a captured CUDA graph), with `n` set once so that
     a sample lasts about `seconds`. torch's blocked_autorange calibrates anew on every call,
-    which costs more than the sample itself at a table's 20 parts × 15 rounds."""
+    which costs more than the sample itself at a table's 20 parts × 10 rounds."""
 
-    def __init__(self, part: Part, call, device, seconds: float):
+    def __init__(self, unit, call, device, seconds: float):
         self.device, self.call = device, call
         if device.type == "cuda":
             self.call = _graphed(call)
@@ -315,11 +359,25 @@ def _graphed(call):
         return call
 
 
-def summarize(rounds_ms: list[float]) -> dict:
+def summarize(sessions: dict) -> dict:
+    """An entry's figures from its sessions' rounds: the latency is the fastest round of
+    any session (what the machine can do; load, page faults and a slow state of the
+    process only ever add time), the spread how far apart the sessions' fastest rounds
+    are (max − min), or with one session the IQR of its rounds."""
     from .measure import spread_of
-    median = statistics.median(rounds_ms)
-    return {"latency_ms": median, "iqr_ms": spread_of(rounds_ms) * median,
-            "rounds": len(rounds_ms)}
+    best = [min(s["rounds_ms"]) for s in sessions.values() if s.get("rounds_ms")]
+    latency = min(best)
+    if len(best) >= 2:
+        spread_ms = max(best) - latency
+    else:
+        rounds = next(s["rounds_ms"] for s in sessions.values() if s.get("rounds_ms"))
+        spread_ms = spread_of(rounds) * statistics.median(rounds)
+    return {"latency_ms": latency, "spread_ms": spread_ms, "session_count": len(best),
+            "rounds": sum(len(s["rounds_ms"]) for s in sessions.values())}
+
+
+def new_session_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 # ---------------------------------------------------------------- the table
@@ -353,32 +411,46 @@ def describe_fingerprint(print_: dict) -> str:
 
 
 class LatencyTable:
-    """A table on disk: {"format", "fingerprint", "parts": {key: entry}, "check"}. Every
-    write merges with what is on disk under a lock (several workers may add parts) and
-    replaces the file atomically (a reader never sees half of one)."""
+    """A table on disk: {"format", "fingerprint", "parts": {key: entry}, "designs": {key:
+    entry} (designs timed whole by the check), "check"}; an entry holds its sessions'
+    rounds and the figures summarize() draws from them. Every write merges with what is on
+    disk under a lock (several workers may add parts; their sessions add up) and replaces
+    the file atomically (a reader never sees half of one)."""
 
     def __init__(self, path, data: dict):
         self.path, self.data = Path(path), data
 
     @classmethod
-    def open(cls, path, fingerprint: dict | None = None) -> "LatencyTable":
-        """Read `path`; a missing file is a new table for `fingerprint`."""
+    def open(cls, path, fingerprint: dict | None = None, *,
+             replace_outdated: bool = False) -> "LatencyTable":
+        """Read `path`; a missing file is a new table for `fingerprint`. A table of an older
+        format is refused, or with `replace_outdated` (a search's own cached table) begun
+        anew."""
         path = Path(path)
         if not path.exists():
             if fingerprint is None:
                 raise LatencyTableError(f"latency table {path}: no such file (attndsl profile "
                                         "SPACE.yaml --out TABLE.json makes one)")
             return cls(path, {"format": TABLE_FORMAT, "fingerprint": fingerprint, "parts": {},
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                              "designs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise LatencyTableError(f"latency table {path}: not readable as JSON ({exc}); "
                                     "remove it and profile again") from None
-        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
-            raise LatencyTableError(f"latency table {path}: not an attndsl latency table "
-                                    f"(format {data.get('format') if isinstance(data, dict) else None!r}"
-                                    f", expected {TABLE_FORMAT!r})")
+        found = data.get("format") if isinstance(data, dict) else None
+        if found != TABLE_FORMAT:
+            older = isinstance(found, str) and found.startswith(TABLE_FORMAT.rsplit("/", 1)[0])
+            if older and replace_outdated and fingerprint is not None:
+                return cls(path, {"format": TABLE_FORMAT, "fingerprint": fingerprint,
+                                  "parts": {}, "designs": {},
+                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            raise LatencyTableError(
+                f"latency table {path}: " + (
+                    f"made by an older attndsl (format {found!r}, this one reads "
+                    f"{TABLE_FORMAT!r}); profile it again" if older else
+                    f"not an attndsl latency table (format {found!r}, expected "
+                    f"{TABLE_FORMAT!r})"))
         return cls(path, data)
 
     @property
@@ -389,28 +461,44 @@ class LatencyTable:
     def parts(self) -> dict:
         return self.data.setdefault("parts", {})
 
-    def complete(self, key: str, rounds: int = 1) -> bool:
-        entry = self.parts.get(key)
-        return entry is not None and len(entry.get("rounds_ms", [])) >= rounds
+    @property
+    def designs(self) -> dict:
+        return self.data.setdefault("designs", {})
 
-    def missing(self, parts, rounds: int = 1) -> list[Part]:
+    def entry(self, unit) -> dict | None:
+        return self.data.setdefault(_section(unit), {}).get(unit.key)
+
+    def full_sessions(self, unit, rounds: int = 1) -> int:
+        entry = self.entry(unit)
+        return 0 if entry is None else sum(
+            len(s.get("rounds_ms", [])) >= rounds for s in entry.get("sessions", {}).values())
+
+    def missing(self, units, sessions: int = 1, rounds: int = 1) -> list:
+        """The distinct units with fewer than `sessions` sessions of `rounds` rounds."""
         seen, out = set(), []
-        for p in parts:
-            if p.key not in seen and not self.complete(p.key, rounds):
-                seen.add(p.key)
-                out.append(p)
+        for u in units:
+            if u.key not in seen and self.full_sessions(u, rounds) < sessions:
+                seen.add(u.key)
+                out.append(u)
         return out
 
-    def record(self, parts: list[Part], results: dict) -> None:
-        for p in parts:
-            r = results.get(p.key)
-            if r and r["rounds_ms"]:
-                self.parts[p.key] = {"kind": p.kind, "label": p.label,
-                                     "config": p.settings, **summarize(r["rounds_ms"]),
-                                     "rounds_ms": r["rounds_ms"], "compile_s": r["compile_s"]}
+    def record(self, units: list, session: str, results: dict) -> None:
+        """Add (or extend) session `session`'s rounds of `units`."""
+        for u in units:
+            r = results.get(u.key)
+            if not r or not r["rounds_ms"]:
+                continue
+            entry = self.data.setdefault(_section(u), {}).setdefault(
+                u.key, {"label": u.label, "sessions": {}})
+            if isinstance(u, Part):
+                entry.update(kind=u.kind, config=u.settings)
+            entry["sessions"][session] = {"rounds_ms": list(r["rounds_ms"]),
+                                          "compile_s": r["compile_s"], "pid": os.getpid()}
+            entry.update(summarize(entry["sessions"]))
 
     def save(self) -> None:
-        """Merge into the file on disk (the entry with more rounds wins) and write."""
+        """Merge into the file on disk (every session of either; of one session, the longer
+        record) and write."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -419,28 +507,45 @@ class LatencyTable:
                     disk = json.loads(self.path.read_text())
                 except (OSError, ValueError):
                     disk = {}
-                for key, entry in (disk.get("parts") or {}).items():
-                    mine = self.parts.get(key)
-                    if mine is None or len(mine.get("rounds_ms", [])) < len(entry.get("rounds_ms", [])):
-                        self.parts[key] = entry
-                if "check" in disk and "check" not in self.data:
-                    self.data["check"] = disk["check"]
+                if disk.get("format") == TABLE_FORMAT:
+                    self._merge(disk)
             self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             tmp.replace(self.path)
 
+    def _merge(self, disk: dict) -> None:
+        for section in ("parts", "designs"):
+            mine = self.data.setdefault(section, {})
+            for key, theirs in (disk.get(section) or {}).items():
+                entry = mine.setdefault(key, theirs)
+                if entry is theirs:
+                    continue
+                for sid, session in theirs.get("sessions", {}).items():
+                    have = entry["sessions"].get(sid)
+                    if have is None or len(have["rounds_ms"]) < len(session["rounds_ms"]):
+                        entry["sessions"][sid] = session
+                entry.update(summarize(entry["sessions"]))
+        if "check" in disk and "check" not in self.data:
+            self.data["check"] = disk["check"]
+
+    def reload(self) -> None:
+        """Take in what other processes (a profile's sessions, other workers) wrote."""
+        if self.path.exists():
+            self._merge(json.loads(self.path.read_text()))
+
     def compose(self, parts: list[Part]) -> dict:
-        """A design's latency: the sum of its parts' (each occurrence counted). The spread
-        is the sum of the parts' IQRs over the sum (a conservative bound: IQRs of
-        independent parts add up to at most that)."""
+        """A design's latency: the sum of its parts' (each occurrence counted). Its spread
+        is the sum of the parts' spreads over the sum (the parts' spreads can add up to at
+        most that)."""
         absent = [p for p in parts if p.key not in self.parts]
         if absent:
             raise LatencyTableError(f"latency table {self.path}: {len(absent)} part(s) of the "
                                     f"design are not in it: {absent[0].label}")
         total = sum(self.parts[p.key]["latency_ms"] for p in parts)
-        iqr = sum(self.parts[p.key]["iqr_ms"] for p in parts)
-        return {"latency_ms": total, "iqr_ms": iqr, "spread": iqr / total if total else 0.0}
+        spread = sum(self.parts[p.key]["spread_ms"] for p in parts)
+        return {"latency_ms": total, "spread_ms": spread,
+                "spread": spread / total if total else 0.0}
 
     def mismatch(self, print_: dict) -> list[str]:
         """The deploy settings this table was measured at that differ from `print_`'s."""
@@ -451,23 +556,106 @@ class LatencyTable:
         return all(self.fingerprint.get(k) == print_.get(k) for k in MACHINE_KEYS)
 
 
-def fill(table: LatencyTable, parts: list[Part], deploy, *, device=None,
-         rounds: int = DEFAULT_ROUNDS, seconds: float = DEFAULT_PART_SECONDS, seed: int = 0,
-         on_progress=None, timer=None) -> list[Part]:
-    """Measure the parts the table lacks (or has fewer rounds of) and save after every
-    round; returns the parts measured."""
-    todo = table.missing(parts, rounds)
-    if not todo:
-        return []
-    done = {p.key: table.parts[p.key] for p in todo if p.key in table.parts}
+def fill(table: LatencyTable, units: list, deploy, *, sessions: int = 1,
+         isolate: bool = False, device=None, rounds: int = DEFAULT_ROUNDS,
+         seconds: float = DEFAULT_PART_SECONDS, seed: int = 0, on_progress=None,
+         timer=None) -> list:
+    """Measure what the table lacks until every unit (part or whole design) has `sessions`
+    sessions of `rounds` rounds, one session at a time — each in a fresh process with
+    `isolate` (a profile: a process's own speed state is one of the things a table must
+    not inherit), else in this one (a trial's lazy parts). The table is saved after every
+    round. Returns the units measured."""
+    measured: dict = {}
+    for s in range(sessions):
+        todo = table.missing(units, s + 1, rounds)
+        if not todo:
+            continue
+        for u in todo:
+            measured.setdefault(u.key, u)
+        session = new_session_id()
+        say = on_progress
+        if on_progress and sessions > 1:
+            def say(what, done, total, s=s):
+                on_progress(f"session {s + 1} of {sessions}: {what}", done, total)
+        if isolate:
+            _session_in_a_process(table, todo, deploy, session, device=device, rounds=rounds,
+                                  seconds=seconds, seed=seed + s, on_progress=say)
+            table.reload()
+            continue
+
+        def save(results, todo=todo, session=session):
+            table.record(todo, session, results)
+            table.save()
+
+        measure_session(todo, deploy, device=device, rounds=rounds, seconds=seconds,
+                        seed=seed + s, on_round=save, on_progress=say, timer=timer)
+    return list(measured.values())
+
+
+def _session_in_a_process(table: LatencyTable, units: list, deploy, session: str, *, device,
+                          rounds: int, seconds: float, seed: int, on_progress) -> None:
+    """One session in a fresh interpreter (`python -m attndsl.nas.latency JOB.json`), at
+    this process's thread count, writing its rounds to the table as it goes."""
+    import subprocess
+    import sys
+    import tempfile
+    from .measure import default_device
+    job = {"table": str(table.path), "fingerprint": table.fingerprint, "session": session,
+           "deploy": deploy.model_dump(), "device": str(default_device(device)),
+           "threads": torch.get_num_threads(), "rounds": rounds, "seconds": seconds,
+           "seed": seed, "units": [_unit_to_json(u) for u in units]}
+    table.save()      # the session process merges into the file: it must hold what we hold
+    with tempfile.TemporaryDirectory(prefix="attndsl-profile-") as tmp:
+        job_file, err_file = Path(tmp) / "job.json", Path(tmp) / "stderr.txt"
+        job_file.write_text(json.dumps(job))
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
+                                                          env.get("PYTHONPATH")]))
+        with open(err_file, "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "attndsl.nas.latency",
+                                     str(job_file)], stdout=subprocess.PIPE, stderr=err,
+                                    text=True, env=env)
+            try:
+                for line in proc.stdout:
+                    if on_progress and line.startswith("{"):
+                        event = json.loads(line)
+                        on_progress(event["what"], event["done"], event["total"])
+                code = proc.wait()
+            except BaseException:      # Ctrl-C: the session stops with us
+                proc.kill()
+                proc.wait()
+                raise
+        if code != 0:
+            tail = err_file.read_text()[-1500:].strip()
+            raise LatencyTableError(f"a profiling session (a process of its own) failed with "
+                                    f"exit code {code} while timing {len(units)} part(s) for "
+                                    f"{table.path}; what it said:\n{tail}")
+
+
+def main(argv=None) -> int:
+    """`python -m attndsl.nas.latency JOB.json`: one profiling session (fill's `isolate`)."""
+    import sys
+    from attndsl.nas import latency as this          # not __main__'s copy of the classes
+    from attndsl.nas.space import Deploy
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    torch.set_num_threads(job["threads"])
+    table = this.LatencyTable.open(job["table"], job["fingerprint"])
+    units = [this._unit_from_json(u) for u in job["units"]]
 
     def save(results):
-        table.record(todo, results)
+        table.record(units, job["session"], results)
         table.save()
 
-    measure_parts(todo, deploy, device=device, rounds=rounds, seconds=seconds, seed=seed,
-                  done=done, on_round=save, on_progress=on_progress, timer=timer)
-    return todo
+    def progress(what, done, total):
+        print(json.dumps({"what": what, "done": done, "total": total}), flush=True)
+
+    this.measure_session(units, Deploy.model_validate(job["deploy"]),
+                         device=torch.device(job["device"]), rounds=job["rounds"],
+                         seconds=job["seconds"], seed=job["seed"], on_round=save,
+                         on_progress=progress)
+    return 0
 
 
 # ---------------------------------------------------------------- a space's designs
@@ -585,22 +773,24 @@ def _sampled_assignments(space, n: int, seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------- the check
 def check_table(table: LatencyTable, space, deploy, designs: list[tuple[dict, Backbone]], *,
-                device=None, rounds: int = 5, seconds: float | None = None,
-                seed: int = 0, on_progress=None) -> dict:
-    """Time `designs` whole (interleaved, `rounds` rounds, as the front's re-measurement
-    does) and compare with their composed latency: Kendall τ, Spearman ρ, MAPE and the
-    median residual (whole − composed: what composition misses). Recorded in the table."""
+                device=None, sessions: int = 1, isolate: bool = False,
+                rounds: int = DEFAULT_ROUNDS, seconds: float = DEFAULT_PART_SECONDS,
+                seed: int = 0, on_progress=None, timer=None) -> dict:
+    """Time `designs` whole by the parts' protocol (`sessions` sessions of `rounds`
+    rounds) and compare with their composed latency: Kendall τ, Spearman ρ, MAPE and the
+    median residual (whole − composed: what composition misses). Recorded in the table;
+    resumable like the parts (the designs' sessions are in it)."""
     from scipy.stats import kendalltau, spearmanr
 
-    from .measure import measure_interleaved
     from .runner import design_name
     resolution = deploy.resolution or designs[0][1].image_size
+    units = [WholeDesign(b, design_name(0, space, params).removeprefix("t0_"), resolution)
+             for params, b in designs]
     composed = [table.compose(design_parts(b, resolution))["latency_ms"] for _, b in designs]
-    if on_progress:
-        on_progress(f"timing {len(designs)} designs whole", 0, len(designs))
-    whole = measure_interleaved([b for _, b in designs], deploy, device=device, rounds=rounds,
-                                min_run_time=seconds or deploy.measure_seconds, seed=seed)
-    whole_ms = [deploy.batch / w["images_per_s"] * 1e3 for w in whole]
+    fill(table, units, deploy, sessions=sessions, isolate=isolate, device=device,
+         rounds=rounds, seconds=seconds, seed=seed, on_progress=on_progress, timer=timer)
+    entries = [table.designs[u.key] for u in units]
+    whole_ms = [e["latency_ms"] for e in entries]
     tau = kendalltau(composed, whole_ms).statistic
     rho = spearmanr(composed, whole_ms).statistic
     errors = [abs(c - w) / w for c, w in zip(composed, whole_ms)]
@@ -609,11 +799,11 @@ def check_table(table: LatencyTable, space, deploy, designs: list[tuple[dict, Ba
         "designs": len(designs), "kendall_tau": _finite(tau), "spearman": _finite(rho),
         "mape": statistics.fmean(errors), "median_residual_ms": statistics.median(residual),
         "median_residual": statistics.median(r / w for r, w in zip(residual, whole_ms)),
-        "rounds": rounds, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "rows": [{"name": design_name(0, space, params).removeprefix("t0_"),
-                  "hash": canonical_hash(b), "composed_ms": c, "whole_ms": w,
-                  "whole_spread": r["spread"]}
-                 for (params, b), c, w, r in zip(designs, composed, whole_ms, whole)],
+        "sessions": min(e["session_count"] for e in entries), "rounds": rounds,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "rows": [{"name": u.name, "hash": canonical_hash(u.backbone), "composed_ms": c,
+                  "whole_ms": w, "whole_spread": e["spread_ms"] / w}
+                 for u, c, w, e in zip(units, composed, whole_ms, entries)],
     }
     table.data["check"] = check
     table.save()
@@ -642,9 +832,10 @@ def pick_check_designs(parts: SpaceParts, n: int, seed: int = 0) -> list[tuple[d
     return designs[:n]
 
 
-__all__ = ["LatencyTable", "LatencyTableError", "Part", "SpaceParts", "check_table",
-           "default_table_path", "describe_check", "design_parts", "enumerate_designs",
-           "fill", "measure_parts", "pick_check_designs", "space_parts", "table_fingerprint"]
+__all__ = ["LatencyTable", "LatencyTableError", "Part", "SpaceParts", "WholeDesign",
+           "check_table", "default_table_path", "describe_check", "design_parts",
+           "enumerate_designs", "fill", "measure_session", "pick_check_designs", "profile",
+           "space_parts", "table_fingerprint"]
 
 
 # ---------------------------------------------------------------- attndsl profile
@@ -659,14 +850,15 @@ class ProfileResult:
 
 
 def profile(space, *, out=None, runs_dir="attndsl-runs", device=None, threads=None,
-            deploy=None, rounds: int = DEFAULT_ROUNDS, seconds: float = DEFAULT_PART_SECONDS,
-            check: int = 0, check_rounds: int = 5, max_parts: int = MAX_PARTS, seed: int = 0,
-            on_progress=None, say=print, timer=None) -> ProfileResult:
+            deploy=None, sessions: int = DEFAULT_SESSIONS, rounds: int = DEFAULT_ROUNDS,
+            seconds: float = DEFAULT_PART_SECONDS, check: int = 0, max_parts: int = MAX_PARTS,
+            seed: int = 0, on_progress=None, say=print, timer=None) -> ProfileResult:
     """Measure the latency table of `space` at its deploy setting on this machine (see the
     module's docstring), then with `check` > 0 verify it on that many random designs timed
     whole. `out`: the table file (default: the one a search under `runs_dir` with the same
-    fingerprint uses). Resumable and incremental: parts already in the table with `rounds`
-    rounds are not measured again."""
+    fingerprint uses). Every session runs in a fresh process (in this one when the tests
+    give a fake `timer`). Resumable and incremental: parts already in the table with
+    `sessions` sessions of `rounds` rounds are not measured again."""
     from .measure import default_device
     from .space import SearchSpace, load_space
     space = space if isinstance(space, SearchSpace) else load_space(space)
@@ -701,23 +893,23 @@ def profile(space, *, out=None, runs_dir="attndsl-runs", device=None, threads=No
     scope = (f"{len(parts.designs)} designs" if parts.exhaustive else
              f"{len(parts.designs)} sampled designs (the space has too many to list)")
     say(f"{space.name}: {scope} bind at {resolution}px, with {len(parts.parts)} distinct "
-        f"parts; {len(table.missing(wanted, rounds))} to measure on {describe_fingerprint(print_)}"
+        f"parts; {len(table.missing(wanted, sessions, rounds))} to measure on "
+        f"{describe_fingerprint(print_)}, in {sessions} session(s) of {rounds} rounds"
         + (f"; {deferred} more are measured lazily, as the search meets them (--max-parts "
            f"{max_parts})" if deferred else ""))
-    measured = fill(table, wanted, deploy, device=device, rounds=rounds, seconds=seconds,
-                    seed=seed, on_progress=on_progress, timer=timer)
+    timing = dict(sessions=sessions, isolate=timer is None, device=device, rounds=rounds,
+                  seconds=seconds, seed=seed, on_progress=on_progress, timer=timer)
+    measured = fill(table, wanted, deploy, **timing)
     result = None
     if check:
         chosen = pick_check_designs(parts, check, seed)
         # a design of the check whose parts were deferred: its parts now
         fill(table, [p for _, b in chosen for p in design_parts(b, resolution)], deploy,
-             device=device, rounds=rounds, seconds=seconds, seed=seed, on_progress=on_progress,
-             timer=timer)
+             **timing)
         if len(chosen) < check:
             say(f"the space has {len(chosen)} distinct designs that bind: the check times all "
                 "of them")
-        result = check_table(table, space, deploy, chosen, device=device, rounds=check_rounds,
-                             seed=seed, on_progress=on_progress)
+        result = check_table(table, space, deploy, chosen, **timing)
     table.save()
     return ProfileResult(path, table, parts, measured, deferred, result)
 
@@ -738,7 +930,7 @@ def search_table(space, deploy, *, table=None, runs_dir="attndsl-runs", device=N
     here = table_fingerprint(device, deploy, resolution, threads or torch.get_num_threads())
     if table is None:
         path = default_table_path(runs_dir, here)
-        opened = LatencyTable.open(path, here)
+        opened = LatencyTable.open(path, here, replace_outdated=True)   # a cache of ours
         foreign = False
     else:
         path = Path(table).resolve()
@@ -798,7 +990,8 @@ def table_measure(backbone: Backbone, deploy, info: dict, *, device=None, lock=N
     resolution = deploy.resolution or backbone.image_size
     parts = design_parts(backbone, resolution)
     started = time.perf_counter()
-    table = LatencyTable.open(info["path"], info["fingerprint"])
+    table = LatencyTable.open(info["path"], info["fingerprint"],
+                              replace_outdated=not info.get("foreign"))
     missing = table.missing(parts)
     if missing and info.get("foreign"):
         raise LatencyTableError(f"the latency table {info['path']} (another machine's) lacks "
@@ -810,8 +1003,8 @@ def table_measure(backbone: Backbone, deploy, info: dict, *, device=None, lock=N
             raise LatencyTableError(f"this trial runs on {describe_fingerprint(here)}, not on "
                                     f"the table's {describe_fingerprint(table.fingerprint)}")
         with lock.exclusive() if lock else contextlib.nullcontext():
-            table = LatencyTable.open(info["path"], info["fingerprint"])  # another's parts
-            fill(table, parts, deploy, device=device)
+            table.reload()     # parts another worker measured meanwhile are not redone
+            fill(table, parts, deploy, device=device)   # one session, in this process
     measured_s = time.perf_counter() - started
     composed = table.compose(parts)
     eager = BackboneNet(backbone, image_size=resolution, backend="eager",
@@ -819,7 +1012,7 @@ def table_measure(backbone: Backbone, deploy, info: dict, *, device=None, lock=N
     latency_s = composed["latency_ms"] / 1e3
     return {
         "images_per_s": deploy.batch / latency_s, "latency_ms": composed["latency_ms"],
-        "spread": composed["spread"], "iqr_ms": composed["iqr_ms"],
+        "spread": composed["spread"], "iqr_ms": composed["spread_ms"],
         "samples": min(table.parts[p.key]["rounds"] for p in parts), "attempts": 1,
         "noisy": composed["spread"] > NOISY_SPREAD, "compile_s": measured_s,
         "params": count_parameters(eager), "flops": count_flops(backbone, net=eager),
@@ -828,3 +1021,7 @@ def table_measure(backbone: Backbone, deploy, info: dict, *, device=None, lock=N
         "latency_source": "table", "parts": len(parts), "parts_measured": len(missing),
         "cached": not missing,
     }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
