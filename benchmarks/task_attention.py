@@ -1,0 +1,251 @@
+"""Does the attention choice matter where a task is built for it? Zoo seeds per task, equal budget.
+
+Per generated task, the zoo seeds (global vit_mhsa, window swin_wmsa, neighbourhood nat, a
+PVT-like pooled spec, HiLo, dilated dinat) are trained in one backbone template at equal
+budget (same epochs, lr, batch size) over several seeds; their final validation accuracy
+and throughput are compared with the issue's criteria:
+
+- same_different (long-range: two glyphs ≥ half the image apart, same or not): the best of
+  global/pooled/dilated must beat the best of window/neighbourhood by more than the largest
+  seed spread (max − min) of those designs;
+- textures (local: any 4×4 patch tells the class): the best window/neighbourhood design
+  must reach global's mean accuracy within global's seed spread, at higher images/s.
+
+    python -m benchmarks.task_attention [--tasks same_different textures] [--seeds 3]
+        [--epochs 10] [--threads 1] [--train N --val N] [--late none] [--out DIR]
+
+Template (patch 2: 16×16 tokens at 32×32 px, then 8×8): stage 0 is [MLP-only block, block
+with the design's attention], both MLPs with LITv2's 3×3 depthwise conv (local shape
+features come before the attention, so a global token can compare glyphs, not raw pixels);
+stage 1 has no attention (`--late`). A global late stage would let every design compare
+the glyphs after downsampling, measuring that stage rather than the choice; `--late
+vit_mhsa` gives the quick-start's shape for comparison. Seeds vary the initialisation and
+the batch order; the task's data stay fixed (task seed 0). Throughput: attndsl.nas.measure
+(batch 64, `--throughput` backend, auto by default), once per design and task. Designs
+interleave within a seed, so machine drift falls on all alike. Writes
+benchmarks/results/task_attention_<device>_<date>.json and .md (the JSON after every seed).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.suite import RESULTS, device_info, save_result
+
+# the PVT-like pooled spec of examples/search_digits.yaml
+POOLED = {"name": "pooled", "heads": 2, "projections": {"layout": "q_kv"},
+          "parameterization": {"kind": "additive", "terms": ["query_key"]},
+          "normalization": {"kind": "softmax"},
+          "application": {"kind": "pooled", "op": "avg", "ratio": 2}}
+DESIGNS = {"vit_mhsa": ("global", "vit_mhsa"), "swin_wmsa": ("window", "swin_wmsa"),
+           "nat": ("neighbourhood", "nat"), "pooled": ("pooled", POOLED),
+           "hilo": ("hilo", "hilo"), "dinat": ("dilated", "dinat")}
+LONG, LOCAL = ("global", "pooled", "dilated"), ("window", "neighbourhood")
+# settings beyond the task's defaults: digits are 8×8, too small for 7×7 windows at patch 2
+TASK_SETTINGS = {"same_different": {}, "textures": {}, "digits": {"resolution": 32}}
+
+
+# one template for every design: only stage 0's second block's attention differs
+TEMPLATE = {"patch": 2, "stages": [
+    {"depth": 2, "dim": 32, "heads": 2, "mlp_ratio": 2, "ffn_dwconv": True,
+     "attention": ["none", "DESIGN"]},
+    {"depth": 1, "dim": 64, "heads": 4, "mlp_ratio": 2, "attention": "LATE"}]}
+
+
+def backbone_for(name: str, attention, data, late: str):
+    from attndsl.model.spec import load_backbone
+    first, second = TEMPLATE["stages"]
+    return load_backbone({
+        "name": f"task_attention_{name}", "image_size": data.image_size,
+        "in_channels": data.channels, "classes": data.classes, "patch": TEMPLATE["patch"],
+        "stages": [{**first, "attention": ["none", attention]}, {**second, "attention": late}]})
+
+
+def load(kind: str, args):
+    from attndsl.nas.tasks import TaskAdapter, load_task
+    settings = {"kind": kind, **TASK_SETTINGS.get(kind, {})}
+    for key in ("train", "val"):
+        if kind != "digits" and getattr(args, key) is not None:   # digits has no sizes
+            settings[key] = getattr(args, key)
+    task = TaskAdapter.validate_python(settings)
+    return task, load_task(task, cache_dir=None)
+
+
+def summary(accuracies: list[float]) -> dict:
+    if not accuracies:
+        return {"mean": None, "min": None, "max": None, "std": None}
+    return {"mean": statistics.mean(accuracies), "min": min(accuracies),
+            "max": max(accuracies),
+            "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
+
+
+def verdict(kind: str, designs: dict) -> str | None:
+    done = {n: d for n, d in designs.items() if d.get("mean") is not None}
+
+    def of(kinds):
+        return [(n, d) for n, d in done.items() if d["kind"] in kinds]
+    if kind == "same_different":
+        far, near = of(LONG), of(LOCAL)
+        if not far or not near:
+            return "Long-range: no verdict (a group has no trained design)."
+        (fn, fd), (nn_, nd) = (max(g, key=lambda x: x[1]["mean"]) for g in (far, near))
+        margin = fd["mean"] - nd["mean"]
+        spread = max(d["max"] - d["min"] for _, d in far + near)
+        worst = min(d["mean"] for _, d in far) - nd["mean"]
+        return (f"**Long-range: {'PASS' if margin > spread else 'FAIL'}** — best of "
+                f"global/pooled/dilated ({fn} {fd['mean']:.3f}) − best of window/neighbourhood "
+                f"({nn_} {nd['mean']:.3f}) = {margin:+.3f} "
+                f"{'>' if margin > spread else '≤'} {spread:.3f}, the largest seed spread "
+                f"(max − min) of those designs. (Worst of global/pooled/dilated − best "
+                f"window/neighbourhood: {worst:+.3f}.)")
+    if kind == "textures":
+        near = of(LOCAL)
+        if "vit_mhsa" not in done or not near:
+            return "Local: no verdict (global or every local design is missing)."
+        g = done["vit_mhsa"]
+        name, best = max(near, key=lambda x: x[1]["mean"])
+        spread = g["max"] - g["min"]
+        matches = best["mean"] >= g["mean"] - spread
+        faster = (best.get("images_per_s") or 0) > (g.get("images_per_s") or float("inf"))
+        return (f"**Local: {'PASS' if matches and faster else 'FAIL'}** — best local design "
+                f"{name}: mean {best['mean']:.3f} vs global {g['mean']:.3f} "
+                f"({'within' if matches else 'below'} global's seed spread {spread:.3f}); "
+                f"{best.get('images_per_s') or 0:.0f} vs {g.get('images_per_s') or 0:.0f} "
+                f"images/s ({'faster' if faster else 'not faster'}).")
+    return None
+
+
+def markdown(result: dict) -> str:
+    dev, t = result["device"], result["training"]
+    lines = [f"# Attention choice per task — {dev['device_name']}", "",
+             (f"torch {dev['torch']}, {result['threads']} thread(s), {result['dtype']}, "
+              f"{result['date']}. Every design: {t['epochs']} epochs, batch {t['batch_size']}, "
+              f"AdamW lr {t['lr']:g}, seeds {result['seeds']}; template "
+              f"`{result['template']}` (DESIGN: the row's attention). "
+              f"Throughput: batch {result['deploy']['batch']}, backend "
+              f"{result['deploy']['backend']}. Command: `{result['command']}`."), ""]
+    for task in result["tasks"].values():
+        lines += [f"## {task['describe']}", "",
+                  "| design | kind | mean acc | min–max over seeds | images/s | params |",
+                  "|---|---|---|---|---|---|"]
+        for name, d in task["designs"].items():
+            if d.get("mean") is None:
+                why = d.get("skipped") or f"{len(d.get('errors', []))} seed(s) diverged"
+                lines.append(f"| {name} | {d['kind']} | – | {why} | – | – |")
+                continue
+            noisy = " (noisy)" if d.get("noisy") else ""
+            lines.append(f"| {name} | {d['kind']} | {d['mean']:.3f} | {d['min']:.3f}–"
+                         f"{d['max']:.3f} | {d['images_per_s']:.0f}{noisy} | "
+                         f"{d['params']:,} |")
+        if task.get("verdict"):
+            lines += ["", task["verdict"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["same_different", "textures"],
+                        choices=sorted(TASK_SETTINGS))
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train", type=int, default=None, help="training images per task")
+    parser.add_argument("--val", type=int, default=None, help="validation images per task")
+    parser.add_argument("--late", default="none",
+                        help="attention of stage 1 for every design: none or a zoo name")
+    parser.add_argument("--throughput", choices=["auto", "eager", "inductor"], default="auto")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from attndsl.errors import SpecError
+    from attndsl.model.net import BackboneNet, bind_stages, count_parameters
+    from attndsl.model.train import NonFiniteLoss, Training, train, training_backend
+    from attndsl.nas.measure import default_device, measure
+    from attndsl.nas.space import Deploy
+    from attndsl.nas.tasks import describe_task
+    torch.set_num_threads(args.threads)
+    device = default_device()
+    deploy = Deploy(backend=args.throughput)
+    base = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "warmup_epochs": 1}     # one budget for every design
+    info = device_info(device.type, args.threads)
+    stamp = time.strftime("%Y-%m-%dT%H%M")
+    result = {"benchmark": "task_attention", "date": stamp, "device": info,
+              "torch": torch.__version__, "threads": args.threads, "dtype": "float32",
+              "command": "python -m benchmarks.task_attention " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
+              "template": {**TEMPLATE, "late": args.late},
+              "training": Training(**base).model_dump(exclude={"seed"}),
+              "seeds": list(range(args.seeds)), "deploy": deploy.model_dump(), "tasks": {}}
+    kind = info["device_kind"].rsplit("-", 1)[0] if device.type == "cpu" else info["device_kind"]
+    stem = f"task_attention_{kind}_{stamp}"
+
+    # data, backbones and throughput first: one measurement per design and task
+    data, backbones = {}, {}
+    for task_kind in args.tasks:
+        task, data[task_kind] = load(task_kind, args)
+        entry = result["tasks"][task_kind] = {"task": task.model_dump(),
+                                              "describe": describe_task(task), "designs": {}}
+        for name in args.designs:
+            design_kind, attention = DESIGNS[name]
+            row = entry["designs"][name] = {"kind": design_kind, "seeds": [],
+                                            "accuracies": [], "train_s": []}
+            try:
+                backbone = backbone_for(name, attention, data[task_kind], args.late)
+                bind_stages(backbone)
+            except SpecError as exc:     # a design that cannot bind at the grid: reported
+                row["skipped"] = f"does not bind: {exc.detail}"[:300]
+                print(f"{task_kind} {name}: {row['skipped']}", flush=True)
+                continue
+            backbones[task_kind, name] = backbone
+            m = measure(backbone, deploy, device=device, cache_dir=None,
+                        min_run_time=deploy.measure_seconds)
+            row.update(images_per_s=m["images_per_s"], params=m["params"],
+                       latency_ms=m["latency_ms"], spread=m["spread"], noisy=m["noisy"],
+                       compile_s=m["compile_s"])
+            print(f"{task_kind} {name}: {m['images_per_s']:.0f} images/s", flush=True)
+
+    # seed-major: every design of every task trains once per seed before the next seed
+    for seed in range(args.seeds):
+        for task_kind in args.tasks:
+            for name in args.designs:
+                if (task_kind, name) not in backbones:
+                    continue
+                row = result["tasks"][task_kind]["designs"][name]
+                config = Training(**base, seed=seed)       # the batch order
+                torch.manual_seed(seed)                    # the initialisation
+                model = BackboneNet(backbones[task_kind, name],
+                                    backend=training_backend(config, device), device=device)
+                row["params"] = count_parameters(model)
+                started = time.perf_counter()
+                try:
+                    accuracy = train(model, data[task_kind], config, device=device)
+                except NonFiniteLoss as exc:   # a diverged run is a result, not a crash
+                    row.setdefault("errors", []).append(f"seed {seed}: {exc}")
+                    print(f"seed {seed} {task_kind} {name}: {exc}", flush=True)
+                    continue
+                row["train_s"].append(time.perf_counter() - started)
+                row["seeds"].append(seed)
+                row["accuracies"].append(accuracy)
+                row.update(summary(row["accuracies"]))
+                print(f"seed {seed} {task_kind} {name}: accuracy {accuracy:.3f} in "
+                      f"{row['train_s'][-1]:.0f} s", flush=True)
+        for task_kind, entry in result["tasks"].items():
+            entry["verdict"] = verdict(task_kind, entry["designs"])
+        save_result(args.out, stem, result)   # a killed run keeps its finished seeds
+    (args.out / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
