@@ -112,7 +112,7 @@ def verdict(kind: str, designs: dict) -> str | None:
         faster = (best.get("images_per_s") or 0) > (g.get("images_per_s") or float("inf"))
         return (f"**Local: {'PASS' if matches and faster else 'FAIL'}** — best local design "
                 f"{name}: mean {best['mean']:.3f} vs global {g['mean']:.3f} "
-                f"({'within' if matches else 'below'} global's seed spread {spread:.3f}); "
+                f"({'≥' if matches else '<'} global's mean − its seed spread {spread:.3f}); "
                 f"{best.get('images_per_s') or 0:.0f} vs {g.get('images_per_s') or 0:.0f} "
                 f"images/s ({'faster' if faster else 'not faster'}).")
     return None
