@@ -431,8 +431,7 @@ class LatencyTable:
             if fingerprint is None:
                 raise LatencyTableError(f"latency table {path}: no such file (attndsl profile "
                                         "SPACE.yaml --out TABLE.json makes one)")
-            return cls(path, {"format": TABLE_FORMAT, "fingerprint": fingerprint, "parts": {},
-                              "designs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            return cls.new(path, fingerprint)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -442,9 +441,7 @@ class LatencyTable:
         if found != TABLE_FORMAT:
             older = isinstance(found, str) and found.startswith(TABLE_FORMAT.rsplit("/", 1)[0])
             if older and replace_outdated and fingerprint is not None:
-                return cls(path, {"format": TABLE_FORMAT, "fingerprint": fingerprint,
-                                  "parts": {}, "designs": {},
-                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                return cls.new(path, fingerprint)
             raise LatencyTableError(
                 f"latency table {path}: " + (
                     f"made by an older attndsl (format {found!r}, this one reads "
@@ -452,6 +449,11 @@ class LatencyTable:
                     f"not an attndsl latency table (format {found!r}, expected "
                     f"{TABLE_FORMAT!r})"))
         return cls(path, data)
+
+    @classmethod
+    def new(cls, path, fingerprint: dict) -> "LatencyTable":
+        return cls(Path(path), {"format": TABLE_FORMAT, "fingerprint": fingerprint, "parts": {},
+                                "designs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     @property
     def fingerprint(self) -> dict:
@@ -466,7 +468,7 @@ class LatencyTable:
         return self.data.setdefault("designs", {})
 
     def entry(self, unit) -> dict | None:
-        return self.data.setdefault(_section(unit), {}).get(unit.key)
+        return self.data.get(_section(unit), {}).get(unit.key)
 
     def full_sessions(self, unit, rounds: int = 1) -> int:
         entry = self.entry(unit)

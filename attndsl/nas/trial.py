@@ -36,8 +36,8 @@ import traceback
 PREFIX = "@@attndsl "
 # what the fork server imports once, so that a forked trial starts with it loaded (first:
 # trial_server, which keeps multiprocessing from running the user's script in each trial)
-PRELOAD = ["attndsl.nas.trial_server", "torch", "attndsl.model.net", "attndsl.model.train", "attndsl.nas.latency",
-           "attndsl.nas.measure", "attndsl.nas.tasks", "attndsl.nas.trial"]
+PRELOAD = ["attndsl.nas.trial_server", "torch", "attndsl.model.net", "attndsl.model.train",
+           "attndsl.nas.latency", "attndsl.nas.measure", "attndsl.nas.tasks", "attndsl.nas.trial"]
 PHASES = ("startup", "measure", "data", "build", "train", "eval", "save")
 
 
