@@ -5,22 +5,25 @@ PVT-like pooled spec, HiLo, dilated dinat) are trained in one backbone template 
 budget (same epochs, lr, batch size) over several seeds; their final validation accuracy
 and throughput are compared with the issue's criteria:
 
-- same_different (long-range: two glyphs ≥ half the image apart, same or not): the best of
-  global/pooled/dilated must beat the best of window/neighbourhood by more than the largest
-  seed spread (max − min) of those designs;
-- textures (local: any 4×4 patch tells the class): the best window/neighbourhood design
+- texture_pair (long-range: two texture strips at the edges of a 56×56 image, 40 px apart,
+  same class or not; same_different, with glyphs, is the other long-range option): the best
+  of global/pooled/dilated must beat the best of window/neighbourhood by more than the
+  largest seed spread (max − min) of those designs;
+- textures (local: any small neighbourhood tells the class): the best window/neighbourhood design
   must reach global's mean accuracy within global's seed spread, at higher images/s.
 
-    python -m benchmarks.task_attention [--tasks same_different textures] [--seeds 3]
-        [--epochs 10] [--threads 1] [--train N --val N] [--late none] [--out DIR]
+    python -m benchmarks.task_attention [--tasks texture_pair textures] [--seeds 3]
+        [--epochs 10] [--threads 1] [--train N --val N] [--first-blocks none DESIGN]
+        [--late none|DESIGN|ZOO_NAME] [--set TASK.FIELD=VALUE ...] [--out DIR]
 
-Template (patch 2: 16×16 tokens at 32×32 px, then 8×8): stage 0 is [MLP-only block, block
-with the design's attention], both MLPs with LITv2's 3×3 depthwise conv (local shape
-features come before the attention, so a global token can compare glyphs, not raw pixels);
-stage 1 has no attention (`--late`). A global late stage would let every design compare
-the glyphs after downsampling, measuring that stage rather than the choice; `--late
-vit_mhsa` gives the quick-start's shape for comparison. Seeds vary the initialisation and
-the batch order; the task's data stay fixed (task seed 0). Throughput: attndsl.nas.measure
+Template (patch 2): stage 0 has two blocks at dim 32 whose MLPs have LITv2's 3×3 depthwise
+conv, stage 1 one block at dim 64. Where the row's attention (DESIGN) sits is the task's
+(TASKS; `--first-blocks`, `--late` override it): for the long-range tasks it is the
+network's only attention, stage 1's, after two attention-free blocks that build features —
+one layer, so that stacked local layers cannot add up to a global reach; for textures it is
+stage 0's second block, at the 21×21 grid where windows are much cheaper than global
+attention. Seeds vary the initialisation and the batch order; the task's data stay fixed
+(task seed 0). Throughput: attndsl.nas.measure
 (batch 64, `--throughput` backend, auto by default), once per design and task. Designs
 interleave within a seed, so machine drift falls on all alike. Writes
 benchmarks/results/task_attention_<device>_<date>.json and .md (the JSON after every seed).
@@ -45,8 +48,26 @@ DESIGNS = {"vit_mhsa": ("global", "vit_mhsa"), "swin_wmsa": ("window", "swin_wms
            "nat": ("neighbourhood", "nat"), "pooled": ("pooled", POOLED),
            "hilo": ("hilo", "hilo"), "dinat": ("dilated", "dinat")}
 LONG, LOCAL = ("global", "pooled", "dilated"), ("window", "neighbourhood")
-# settings beyond the task's defaults: digits are 8×8, too small for 7×7 windows at patch 2
-TASK_SETTINGS = {"same_different": {}, "textures": {}, "digits": {"resolution": 32}}
+LONG_RANGE_TASKS = ("texture_pair", "same_different")
+# Per task: its settings beyond the task's defaults, and where the row's attention sits in
+# the template (DESIGN: in stage 0's blocks, or `late`: stage 1's one block).
+TASKS = {
+    # long-range: the row's attention is the only attention, in stage 1 (14×14 tokens of
+    # 4 px) after two attention-free blocks that build texture features. The 40-px gap
+    # between the strips is more than a 7×7 window there can hold, and more than a 7×7
+    # neighbourhood plus stage 0's depthwise convolutions reach (a token's receptive field
+    # spans at most 36 px).
+    "texture_pair": {"task": {}, "first_blocks": ["none", "none"], "late": "DESIGN"},
+    # the same placement for glyph pairs (no design leaves chance on this CPU: see the task)
+    "same_different": {"task": {"resolution": 56, "min_distance": 40},
+                       "first_blocks": ["none", "none"], "late": "DESIGN"},
+    # local: the row's attention at stage 0's 21×21 tokens (three 7×7 windows a side),
+    # where global attention costs 9× a window's; noise 1.5 so that it is not solved at once
+    "textures": {"task": {"resolution": 42, "noise": 1.5, "classes": 8},
+                 "first_blocks": ["none", "DESIGN"], "late": "none"},
+    # digits are 8×8, too small for 7×7 windows at patch 2
+    "digits": {"task": {"resolution": 32}, "first_blocks": ["none", "DESIGN"], "late": "none"},
+}
 
 
 # one template for every design: only stage 0's second block's attention differs
@@ -56,20 +77,22 @@ TEMPLATE = {"patch": 2, "stages": [
     {"depth": 1, "dim": 64, "heads": 4, "mlp_ratio": 2, "attention": "LATE"}]}
 
 
-def backbone_for(name: str, attention, data, late: str, first_blocks=("none", "DESIGN")):
+def backbone_for(name: str, attention, data, late: str, first_blocks=("none", "DESIGN"),
+                 patch: int = TEMPLATE["patch"]):
+    """The template with DESIGN (in stage 0's blocks or as `late`) set to `attention`."""
     from attndsl.model.spec import load_backbone
     first, second = TEMPLATE["stages"]
     return load_backbone({
         "name": f"task_attention_{name}", "image_size": data.image_size,
-        "in_channels": data.channels, "classes": data.classes, "patch": TEMPLATE["patch"],
+        "in_channels": data.channels, "classes": data.classes, "patch": patch,
         "stages": [{**first, "depth": len(first_blocks),
                     "attention": [attention if b == "DESIGN" else b for b in first_blocks]},
-                   {**second, "attention": late}]})
+                   {**second, "attention": attention if late == "DESIGN" else late}]})
 
 
 def load(kind: str, args):
     from attndsl.nas.tasks import TaskAdapter, load_task
-    settings = {"kind": kind, **TASK_SETTINGS.get(kind, {})}
+    settings = {"kind": kind, **TASKS[kind]["task"]}
     for item in args.set or []:      # --set same_different.glyphs=2: a task's own setting
         name, _, value = item.partition("=")
         task_kind, _, field = name.partition(".")
@@ -99,7 +122,7 @@ def verdict(kind: str, designs: dict) -> str | None:
 
     def of(kinds):
         return [(n, d) for n, d in done.items() if d["kind"] in kinds]
-    if kind == "same_different":
+    if kind in LONG_RANGE_TASKS:
         far, near = of(LONG), of(LOCAL)
         if not far or not near:
             return "Long-range: no verdict (a group has no trained design)."
@@ -145,6 +168,7 @@ def markdown(result: dict) -> str:
               f"{result['deploy']['backend']}. Command: `{result['command']}`."), ""]
     for task in result["tasks"].values():
         lines += [f"## {task['describe']}", "",
+                  f"Stage 0's blocks: {task['first_blocks']}; stage 1: {task['late']}.", "",
                   "| design | kind | mean acc | min–max over seeds | images/s | params |",
                   "|---|---|---|---|---|---|"]
         for name, d in task["designs"].items():
@@ -164,8 +188,8 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["same_different", "textures"],
-                        choices=sorted(TASK_SETTINGS))
+    parser.add_argument("--tasks", nargs="+", default=["texture_pair", "textures"],
+                        choices=sorted(TASKS))
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
@@ -174,10 +198,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train", type=int, default=None, help="training images per task")
     parser.add_argument("--val", type=int, default=None, help="validation images per task")
-    parser.add_argument("--first-blocks", nargs="+", default=["none", "DESIGN"],
-                        help="stage 0's blocks: DESIGN (the row's attention) or a zoo name")
-    parser.add_argument("--late", default="none",
-                        help="attention of stage 1 for every design: none or a zoo name")
+    parser.add_argument("--first-blocks", nargs="+", default=None,
+                        help="stage 0's blocks: DESIGN (the row's attention), none or a zoo "
+                             "name (default: the task's, see TASKS)")
+    parser.add_argument("--late", default=None,
+                        help="attention of stage 1: none, a zoo name, or DESIGN (the row's; "
+                             "default: the task's)")
+    parser.add_argument("--patch", type=int, default=TEMPLATE["patch"],
+                        help="patch size of the stem (the template's default: 2)")
     parser.add_argument("--throughput", choices=["auto", "eager", "inductor"], default="auto")
     parser.add_argument("--set", nargs="*", metavar="TASK.FIELD=VALUE",
                         help="a task setting, e.g. same_different.glyphs=2 textures.noise=1.0")
@@ -203,7 +231,7 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "threads": args.threads, "dtype": "float32",
               "command": "python -m benchmarks.task_attention " + " ".join(
                   sys.argv[1:] if argv is None else argv),
-              "template": {**TEMPLATE, "first_blocks": args.first_blocks, "late": args.late},
+              "template": {**TEMPLATE, "patch": args.patch},
               "training": Training(**base).model_dump(exclude={"seed"}),
               "seeds": list(range(args.seeds)), "deploy": deploy.model_dump(), "tasks": {}}
     kind = info["device_kind"].rsplit("-", 1)[0] if device.type == "cpu" else info["device_kind"]
@@ -213,15 +241,18 @@ def main(argv=None) -> int:
     data, backbones = {}, {}
     for task_kind in args.tasks:
         task, data[task_kind] = load(task_kind, args)
+        placed = {key: getattr(args, key) or TASKS[task_kind][key]
+                  for key in ("first_blocks", "late")}
         entry = result["tasks"][task_kind] = {"task": task.model_dump(),
-                                              "describe": describe_task(task), "designs": {}}
+                                              "describe": describe_task(task), **placed,
+                                              "designs": {}}
         for name in args.designs:
             design_kind, attention = DESIGNS[name]
             row = entry["designs"][name] = {"kind": design_kind, "seeds": [],
                                             "accuracies": [], "train_s": []}
             try:
-                backbone = backbone_for(name, attention, data[task_kind], args.late,
-                                        args.first_blocks)
+                backbone = backbone_for(name, attention, data[task_kind], placed["late"],
+                                        placed["first_blocks"], args.patch)
                 bind_stages(backbone)
             except SpecError as exc:     # a design that cannot bind at the grid: reported
                 row["skipped"] = f"does not bind: {exc.detail}"[:300]

@@ -667,6 +667,28 @@ def test_same_different_pairs_far_glyphs_and_only_their_shapes_tell_the_label():
         assert (k1 == k2) == bool(label)
 
 
+def test_texture_pair_puts_two_strips_far_apart_and_only_their_classes_tell_the_label():
+    from attndsl.nas.tasks import TaskError, TexturePair, _texture_pair_images
+    task = TexturePair(resolution=20, strip=4, classes=2, noise=0.0, train=40, val=20)
+    data = load_task(task)
+    assert data.train_x.shape == (40, 1, 20, 20) and data.classes == 2
+    assert data.train_y.float().mean() == 0.5 and data.val_y.float().mean() == 0.5
+    assert _same_data(data, load_task(task))                          # seeded
+    images, labels = _texture_pair_images(np.random.default_rng(1), task, 40)
+    assert not images[:, :, :, 4:16].any()                           # the gap is empty
+
+    def horizontal(strip):      # class 0: stripes constant along each row; class 1 along columns
+        along_rows, along_cols = np.ptp(strip, axis=1).max(), np.ptp(strip, axis=0).max()
+        assert min(along_rows, along_cols) < 1e-6 < max(along_rows, along_cols)
+        return along_rows < 1e-6
+    classes = [(horizontal(im[0, :, :4]), horizontal(im[0, :, 16:])) for im in images]
+    assert all((left == right) == bool(y) for (left, right), y in zip(classes, labels))
+    assert {left for left, _ in classes} == {True, False}             # both classes occur
+    with pytest.raises(TaskError, match=r"strip must be at most 9") as info:
+        load_task(TexturePair(resolution=20, strip=10, train=10, val=10))
+    assert info.value.path == "task.strip"
+
+
 def test_textures_are_balanced_seeded_and_bad_settings_are_named():
     from attndsl.nas.tasks import SameDifferent, TaskError, Textures
     task = Textures(resolution=16, classes=6, train=60, val=30)
