@@ -186,6 +186,40 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """One result from runs of the same command over different seeds (`--first-seed`): the
+    first run's throughput, every run's seeds, the summaries and verdicts recomputed."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    result = runs[0]
+    for other in runs[1:]:
+        if other["training"] != result["training"] or other["template"] != result["template"]:
+            raise SystemExit(f"{other['date']}: other training settings or template than "
+                             f"{result['date']}; only seeds of one setting can be merged")
+        result["seeds"] = sorted(set(result["seeds"]) | set(other["seeds"]))
+        for task_kind, entry in other["tasks"].items():
+            mine = result["tasks"].setdefault(task_kind, entry)
+            if mine is entry:
+                continue
+            for name, row in entry["designs"].items():
+                have = mine["designs"].setdefault(name, row)
+                if have is row:
+                    continue
+                for key in ("seeds", "accuracies", "train_s"):
+                    have[key] = have.get(key, []) + row.get(key, [])
+                have.setdefault("errors", []).extend(row.get("errors", []))
+    for task_kind, entry in result["tasks"].items():
+        for row in entry["designs"].values():
+            row.update(summary(row.get("accuracies", [])))
+        entry["verdict"] = verdict(task_kind, entry["designs"])
+    result["merged_from"] = [str(p) for p in paths]
+    result["command"] += " (merged: " + ", ".join(r["command"] for r in runs[1:]) + ")"
+    stem = Path(paths[0]).stem + "_merged"
+    save_result(out, stem, result)
+    (out / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["texture_pair", "textures"],
@@ -210,7 +244,14 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", metavar="TASK.FIELD=VALUE",
                         help="a task setting, e.g. same_different.glyphs=2 textures.noise=1.0")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST … FIRST+SEEDS−1: split a long run over processes")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="RESULT.json",
+                        help="combine the seeds of runs of the same settings into one result")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
     import torch
 
@@ -233,7 +274,7 @@ def main(argv=None) -> int:
                   sys.argv[1:] if argv is None else argv),
               "template": {**TEMPLATE, "patch": args.patch},
               "training": Training(**base).model_dump(exclude={"seed"}),
-              "seeds": list(range(args.seeds)), "deploy": deploy.model_dump(), "tasks": {}}
+              "seeds": seeds, "deploy": deploy.model_dump(), "tasks": {}}
     kind = info["device_kind"].rsplit("-", 1)[0] if device.type == "cpu" else info["device_kind"]
     stem = f"task_attention_{kind}_{stamp}"
 
@@ -267,7 +308,7 @@ def main(argv=None) -> int:
             print(f"{task_kind} {name}: {m['images_per_s']:.0f} images/s", flush=True)
 
     # seed-major: every design of every task trains once per seed before the next seed
-    for seed in range(args.seeds):
+    for seed in seeds:
         for task_kind in args.tasks:
             for name in args.designs:
                 if (task_kind, name) not in backbones:

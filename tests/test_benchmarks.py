@@ -267,3 +267,52 @@ def test_gpu_check_dry_run_writes_results_and_evidence(tmp_path):
     assert set(evidence["forms"]["sliding+terms"]["engines_ms"]) == {"sdpa", "flex", "explicit"}
     md = next(tmp_path.glob("gpu_*_dry-run.md")).read_text()
     assert "| nat | eager | float32 | flex |" in md and "auto/best" in md
+
+
+def _task_run(seeds: list[int], accuracies: dict[str, list[float]]) -> dict:
+    from benchmarks.task_attention import DESIGNS, summary
+    designs = {name: {"kind": DESIGNS[name][0], "seeds": list(seeds), "accuracies": accs,
+                      "train_s": [1.0] * len(accs), "images_per_s": 100.0, "params": 10,
+                      **summary(accs)} for name, accs in accuracies.items()}
+    return {"date": f"s{seeds[0]}", "command": "c", "seeds": list(seeds),
+            "training": {"epochs": 1, "batch_size": 64, "lr": 3e-3}, "template": {"patch": 2},
+            "device": {"device_name": "cpu", "torch": "x"}, "threads": 1, "dtype": "float32",
+            "deploy": {"batch": 64, "backend": "auto"},
+            "tasks": {"texture_pair": {"describe": "t", "first_blocks": ["none", "none"],
+                                       "late": "DESIGN", "designs": designs}}}
+
+
+def test_task_attention_long_range_verdict_needs_three_seeds_a_learnt_task_and_a_margin():
+    from benchmarks.task_attention import summary, verdict
+
+    def designs(far: list[float], near: list[float]) -> dict:
+        return {"vit_mhsa": {"kind": "global", "seeds": [0, 1, 2][:len(far)], **summary(far)},
+                "swin_wmsa": {"kind": "window", "seeds": [0, 1, 2][:len(near)],
+                              **summary(near)}}
+    assert verdict("texture_pair", designs([0.9, 0.88], [0.5, 0.5])).startswith("No verdict")
+    assert "PASS" in verdict("texture_pair", designs([0.9, 0.88, 0.92], [0.5, 0.48, 0.51]))
+    # a margin inside the seed spread, or every design at chance, is no pass
+    assert "FAIL" in verdict("texture_pair", designs([0.9, 0.6, 0.7], [0.55, 0.5, 0.65]))
+    chance = verdict("texture_pair", designs([0.52, 0.49, 0.51], [0.5, 0.48, 0.51]))
+    assert "FAIL" in chance and "no design learned" in chance
+
+
+def test_task_attention_merge_pools_the_seeds_of_split_runs(tmp_path):
+    from benchmarks.task_attention import merge
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_task_run([0, 1], {"vit_mhsa": [0.9, 0.88],
+                                                "swin_wmsa": [0.5, 0.49]})))
+    b.write_text(json.dumps(_task_run([2], {"vit_mhsa": [0.92], "swin_wmsa": [0.51]})))
+    assert merge([a, b], tmp_path) == 0
+    merged = json.loads((tmp_path / "a_merged.json").read_text())
+    assert merged["seeds"] == [0, 1, 2]
+    vit = merged["tasks"]["texture_pair"]["designs"]["vit_mhsa"]
+    assert vit["accuracies"] == [0.9, 0.88, 0.92] and vit["min"] == 0.88
+    assert "PASS" in merged["tasks"]["texture_pair"]["verdict"]
+    assert "PASS" in (tmp_path / "a_merged.md").read_text()
+    other = _task_run([2], {"vit_mhsa": [0.9]})
+    other["training"]["epochs"] = 2
+    b.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other training settings"):
+        merge([a, b], tmp_path)
