@@ -106,8 +106,35 @@ def render() -> str:
                   "Targets: τ ≥ 0.9 (the search ranks designs as whole-model timing would) and a "
                   "ratio ≤ 0.25 (the table repeats four times better than timing each design "
                   "whole)."]
+    tasks = task_results()
+    if tasks:
+        lines += ["", "Where the attention choice matters (`python -m benchmarks.task_attention`: "
+                  "the zoo's designs in one template, equal budget, 3 seeds; mean validation "
+                  "accuracy at images/s): " + "; ".join(
+                      f"{entry['describe'].split(':')[0]} ([{rel.name}]({rel})): "
+                      + ", ".join(f"{name} {d['mean']:.3f} at {d['images_per_s']:,.0f}"
+                                  for name, d in
+                                  entry["designs"].items() if d.get("mean") is not None)
+                      + f" — {_verdict_word(entry['verdict'])}"
+                      for rel, entry in tasks) + "."]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
+
+
+def task_results() -> list[tuple[Path, dict]]:
+    """Per task, the newest task_attention result with a verdict (a merged run of split
+    seeds sorts after its parts)."""
+    newest: dict[str, tuple[Path, dict]] = {}
+    for path in sorted(RESULTS.glob("task_attention_*.json")):
+        for kind, entry in json.loads(path.read_text())["tasks"].items():
+            if entry.get("verdict") and not entry["verdict"].startswith("No verdict"):
+                newest[kind] = (path.relative_to(ROOT), entry)
+    return [newest[k] for k in sorted(newest)]
+
+
+def _verdict_word(verdict: str) -> str:
+    head = verdict.split("—")[0].replace("*", "").strip()     # "Long-range: PASS"
+    return head[0].lower() + head[1:]
 
 
 def rewrite(text: str, block: str) -> str:
