@@ -112,11 +112,13 @@ def render() -> str:
                   "the zoo's designs in one template, equal budget, 3 seeds; mean validation "
                   "accuracy at images/s): " + "; ".join(
                       f"{entry['describe'].split(':')[0]} ([{rel.name}]({rel})): "
-                      + ", ".join(f"{name} {d['mean']:.3f} at {d['images_per_s']:,.0f}"
+                      + ", ".join(f"{name} {d['mean']:.3f} at "
+                                  f"{'~' if d.get('noisy') else ''}{d['images_per_s']:,.0f}"
                                   for name, d in
                                   entry["designs"].items() if d.get("mean") is not None)
                       + f" — {_verdict_word(entry['verdict'])}"
-                      for rel, entry in tasks) + "."]
+                      for rel, entry in tasks)
+                  + ". (~: a throughput the measurement itself flagged as noisy.)"]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
 
