@@ -206,7 +206,8 @@ def merge(paths: list[Path], out: Path) -> int:
                     continue
                 for key in ("seeds", "accuracies", "train_s"):
                     have[key] = have.get(key, []) + row.get(key, [])
-                have.setdefault("errors", []).extend(row.get("errors", []))
+                if row.get("errors"):
+                    have.setdefault("errors", []).extend(row["errors"])
     for task_kind, entry in result["tasks"].items():
         for row in entry["designs"].values():
             row.update(summary(row.get("accuracies", [])))

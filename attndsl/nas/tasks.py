@@ -294,31 +294,31 @@ def _python(task: PythonTask) -> Dataset:
                     "or (x_train, y_train, x_val, y_val)", path="task.entry")
 
 
+def _generated(task, make_images, classes: int, rng=None) -> Dataset:
+    """A generated task's split: training images, then validation images, from one seeded
+    stream (`make_images(rng, n)` → (images, labels))."""
+    rng = rng if rng is not None else np.random.default_rng(task.seed)
+    x_train, y_train = make_images(rng, task.train)
+    x_val, y_val = make_images(rng, task.val)
+    return _dataset(x_train, y_train, x_val, y_val, classes, task.kind)
+
+
 def _same_different(task: SameDifferent) -> Dataset:
     rng = np.random.default_rng(task.seed)
-    bank = _glyph_bank(rng, task.glyphs, task.glyph)
-    x_train, y_train = _same_different_images(rng, task, bank, task.train)
-    x_val, y_val = _same_different_images(rng, task, bank, task.val)
-    return _dataset(x_train, y_train, x_val, y_val, 2, "same_different")
+    bank = _glyph_bank(rng, task.glyphs, task.glyph)    # drawn first, from the images' stream
+    return _generated(task, lambda r, n: _same_different_images(r, task, bank, n), 2, rng)
 
 
 def _texture_pair(task: TexturePair) -> Dataset:
-    rng = np.random.default_rng(task.seed)
-    x_train, y_train = _texture_pair_images(rng, task, task.train)
-    x_val, y_val = _texture_pair_images(rng, task, task.val)
-    return _dataset(x_train, y_train, x_val, y_val, 2, "texture_pair")
+    return _generated(task, lambda rng, n: _texture_pair_images(rng, task, n), 2)
 
 
 def _textures(task: Textures) -> Dataset:
-    rng = np.random.default_rng(task.seed)
-    x_train, y_train = _texture_images(rng, task, task.train)
-    x_val, y_val = _texture_images(rng, task, task.val)
-    return _dataset(x_train, y_train, x_val, y_val, task.classes, "textures")
-
+    return _generated(task, lambda rng, n: _texture_images(rng, task, n), task.classes)
 
 LOADERS = {"pathfinder": _pathfinder, "same_different": _same_different,
-           "texture_pair": _texture_pair, "textures": _textures, "digits": _digits, "folder": _folder, "npz": _npz,
-           "cifar": _cifar, "python": _python}
+           "texture_pair": _texture_pair, "textures": _textures, "digits": _digits,
+           "folder": _folder, "npz": _npz, "cifar": _cifar, "python": _python}
 
 
 # ---------------------------------------------------------------- helpers
@@ -566,16 +566,21 @@ def _same_different_images(rng, task: SameDifferent, bank: np.ndarray, n: int):
 # ---------------------------------------------------------------- textures
 def _texture_images(rng, task: Textures, n: int):
     images = np.zeros((n, 1, task.resolution, task.resolution), dtype=np.float32)
+    grid = _pixel_grid(task.resolution)
     labels = np.arange(n) % task.classes
     for i, label in enumerate(labels):
-        images[i, 0] = _texture(rng, int(label), task.resolution, task.noise)
+        images[i, 0] = _texture(rng, int(label), grid, task.noise)
     order = rng.permutation(n)
     return images[order], labels[order].astype(np.int64)
 
 
-def _texture(rng, label: int, size: int, noise: float) -> np.ndarray:
-    """One size×size texture of class `label`, at a random period, phase and contrast."""
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+def _pixel_grid(size: int) -> np.ndarray:
+    return np.mgrid[0:size, 0:size].astype(np.float32)      # (rows, cols), made once per task
+
+
+def _texture(rng, label: int, grid: np.ndarray, noise: float) -> np.ndarray:
+    """One texture of class `label` over `grid`, at a random period, phase and contrast."""
+    rows, cols = grid
     period = rng.uniform(3.0, 5.0)
     phase = rng.uniform(0, 2 * np.pi, size=2)
     contrast = rng.uniform(0.5, 1.0)
@@ -592,7 +597,7 @@ def _texture(rng, label: int, size: int, noise: float) -> np.ndarray:
         7: np.sin(u) * np.sin(v) ** 2,                 # broken stripes
     }[label]
     return contrast * pattern + noise * contrast * rng.standard_normal(
-        (size, size)).astype(np.float32)
+        rows.shape).astype(np.float32)
 
 
 def _texture_pair_images(rng, task: TexturePair, n: int):
@@ -603,13 +608,14 @@ def _texture_pair_images(rng, task: TexturePair, n: int):
                         path="task.strip")
     images = np.zeros((n, 1, size, size), dtype=np.float32)
     labels = np.zeros(n, dtype=np.int64)
+    grid = _pixel_grid(size)
     for i in range(n):
         same = i % 2 == 0                 # balanced classes, shuffled below
         a = int(rng.integers(task.classes))
         b = a if same else int((a + rng.integers(1, task.classes)) % task.classes)
         # each strip its own texture draw: same class, not the same pixels
-        images[i, 0, :, :strip] = _texture(rng, a, size, task.noise)[:, :strip]
-        images[i, 0, :, size - strip:] = _texture(rng, b, size, task.noise)[:, size - strip:]
+        images[i, 0, :, :strip] = _texture(rng, a, grid, task.noise)[:, :strip]
+        images[i, 0, :, size - strip:] = _texture(rng, b, grid, task.noise)[:, size - strip:]
         labels[i] = int(same)
     order = rng.permutation(n)
     return images[order], labels[order]
