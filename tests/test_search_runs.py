@@ -295,7 +295,9 @@ def test_four_workers_one_killed_is_restarted_and_its_trial_retried(workdir):
     counted = [t for t in trials if not t.user_attrs.get("requeued")]
     assert 10 <= len(counted) <= 10 + 3               # one trial over at most per extra worker
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert len({t.user_attrs.get("pid") for t in trials}) >= 5   # 4 workers + the restart
+    # the retry ran in a live worker (which one, a survivor or the restarted one, is a race:
+    # the restart may find every remaining trial already taken, so no pid count is asserted)
+    assert retry[0].user_attrs["pid"] != worker_pid
     front = json.loads((workdir / "runs" / "ci" / "front.json").read_text())
     assert front["spent_device_s"] == pytest.approx(sum(t.user_attrs.get("cost_s", 0) for t in trials))
     per_worker = front["spend"]["per_worker"]
