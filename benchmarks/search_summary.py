@@ -106,6 +106,9 @@ def render() -> str:
                   "Targets: τ ≥ 0.9 (the search ranks designs as whole-model timing would) and a "
                   "ratio ≤ 0.25 (the table repeats four times better than timing each design "
                   "whole)."]
+    quality = latest("search_quality_*.json")
+    if quality is not None:
+        lines += ["", search_quality_paragraph(quality)]
     tasks = task_results()
     if tasks:
         lines += ["", "Where the attention choice matters (`python -m benchmarks.task_attention`: "
@@ -121,6 +124,38 @@ def render() -> str:
                   + ". (~: a throughput the measurement itself flagged as noisy.)"]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
+
+
+def search_quality_paragraph(path: Path) -> str:
+    """Does the search beat random sampling: each arm's final hypervolume and its difference
+    from random search's, with the bootstrap interval, and what the interval says."""
+    q = json.loads(path.read_text())
+    rel = path.relative_to(ROOT)
+    arms = q["arms"]
+    random = arms.get("random")
+    parts = []
+    for name, arm in arms.items():
+        line = (f"{name.replace('_', ' ')} {arm['median_hv']:,.0f} "
+                f"[IQR {arm['iqr_hv'][0]:,.0f}–{arm['iqr_hv'][1]:,.0f}]")
+        diff = arm.get("vs_random")
+        if diff:
+            low, high = diff["ci95"]
+            line += (f" ({diff['difference']:+,.0f} vs random, 95% CI [{low:+,.0f}, "
+                     f"{high:+,.0f}]: " + ("better" if low > 0 else "worse" if high < 0
+                                          else "not distinguishable") + ")")
+        parts.append(line)
+    default = arms.get("default", {}).get("vs_random")
+    verdict = ("the default search beats random search: the interval excludes 0"
+               if default and default["ci95"][0] > 0 else
+               "the default search is not shown to beat random search here")
+    return (f"Does the search beat random sampling? ([{rel.name}]({rel}): "
+            f"`{q['command']}`; {q['space']}, {q['budget']} of device time per run, "
+            f"{len(q['seeds'])} seeds per arm, runs in parallel: {q.get('parallel', 1)}, threads "
+            f"per run: {q.get('threads', 1)}, throughput from one latency table; median final "
+            "hypervolume over seeds, reference point (chance accuracy, 0 images/s)): "
+            + "; ".join(parts) + f" — {verdict}"
+            + ("" if random else " (no random arm in this run)")
+            + f". [Hypervolume against device time]({rel.with_suffix('.png')}).")
 
 
 def task_results() -> list[tuple[Path, dict]]:
