@@ -120,14 +120,16 @@ def markdown(result: dict) -> str:
              "fresh processes (a part's latency: its fastest round in any), one process at a "
              "time; the check times designs whole by the same protocol. Command: "
              f"`{result['command']}`.", "",
-             "| threads | designs | parts | check designs | Kendall τ | Spearman ρ | MAPE | "
-             "median residual | composed spread (median over designs) | whole-model spread | "
-             "ratio |", "|" + "---|" * 11]
+             "| threads | designs | parts | check designs | Kendall τ | whole vs itself τ | "
+             "Spearman ρ | MAPE | median residual | composed spread (median over designs) | "
+             "whole-model spread | ratio |", "|" + "---|" * 12]
     for r in result["per_threads"]:
         c = r["check"] or {}
         lines.append(
             f"| {r['threads']} | {r['designs']} | {r['parts']} | {c.get('designs', '–')} | "
-            f"{c.get('kendall_tau', float('nan')):.3f} | {c.get('spearman', float('nan')):.3f} | "
+            f"{c.get('kendall_tau', float('nan')):.3f} | "
+            + (f"{c['whole_repeat_tau']:.3f}" if c.get("whole_repeat_tau") is not None else "–")
+            + f" | {c.get('spearman', float('nan')):.3f} | "
             f"{c.get('mape', float('nan')) * 100:.1f}% | "
             f"{c.get('median_residual', float('nan')) * 100:+.1f}% | "
             f"{r['composed_spread_median'] * 100:.2f}% | {r['whole_spread_median'] * 100:.2f}% | "
@@ -135,7 +137,10 @@ def markdown(result: dict) -> str:
     lines += ["", "Spread: IQR / median of a design's latency across independent processes "
               f"({result['repeats']} profile runs for the composed latency; {result['repeats']} "
               "fresh processes timing the whole model with the search's `measured` protocol), "
-              "median over the sampled designs. Targets: τ ≥ 0.9 over ≥ 30 designs; ratio ≤ 0.25."]
+              "median over the sampled designs. Targets: τ ≥ 0.9 over ≥ 30 designs; ratio ≤ 0.25. "
+              "Whole vs itself: the check's designs timed whole in one session against another, "
+              "median τ over session pairs — the ceiling of the check's τ (composition can't "
+              "agree with whole-model timing better than that timing agrees with itself)."]
     return "\n".join(lines) + "\n"
 
 

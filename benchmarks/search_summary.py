@@ -95,7 +95,10 @@ def render() -> str:
         per = "; ".join(
             f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: Kendall τ "
             f"{r['check']['kendall_tau']:.2f} over {r['check']['designs']} designs timed whole "
-            f"(MAPE {r['check']['mape'] * 100:.0f}%; whole models run a median "
+            + (f"(which agrees with itself across sessions at τ "
+               f"{r['check']['whole_repeat_tau']:.2f}) "
+               if r["check"].get("whole_repeat_tau") is not None else "")
+            + f"(MAPE {r['check']['mape'] * 100:.0f}%; whole models run a median "
             f"{r['check']['median_residual'] * 100:.0f}% slower than their parts' sum: what "
             f"composition misses), a design's composed latency varying "
             f"{r['composed_spread_median'] * 100:.1f}% across {t['repeats']} profile runs against "

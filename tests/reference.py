@@ -272,7 +272,6 @@ def unified_local(
 
     if application == "sliding":
         offsets = sliding_offsets(K)
-        T = len(offsets)
         pad = K // 2
         kp = _pad_hw(k, pad) if need_k else None
         vp = _pad_hw(v, pad)

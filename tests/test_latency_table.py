@@ -227,6 +227,35 @@ def test_the_check_times_designs_whole_against_the_composition(space, tmp_path):
     assert "Kendall τ" in L.describe_check(check)
 
 
+class ReversingClock(FakeClock):
+    """FakeClock's latencies in a unit's first session; their reciprocals in its second, so
+    whole-model timing ranks the designs in one session the reverse of the other."""
+
+    def __call__(self, unit, call, device, seconds):
+        first = unit.key not in self.built
+        self.built.append(unit.key)
+        base = (self.latency_ms(unit) if first else 100.0 / self.latency_ms(unit)) / 1e3
+        return type("Timer", (), {"sample": lambda self: base})()
+
+
+@pytest.mark.parametrize("clock, ceiling", [(FakeClock, 1.0), (ReversingClock, -1.0)])
+def test_the_check_reports_how_well_whole_timing_agrees_with_itself(space, tmp_path, clock,
+                                                                     ceiling):
+    deploy = space.file.deploy
+    table = L.LatencyTable.open(tmp_path / "t.json", _here(deploy))
+    listed = L.space_parts(space, 8)
+    designs = L.pick_check_designs(listed, 3)
+    L.fill(table, listed.parts, deploy, rounds=2, timer=FakeClock())
+    timer = clock()
+    once = L.check_table(table, space, deploy, designs, sessions=1, rounds=2, timer=timer)
+    assert once["whole_repeat_tau"] is None          # one session: nothing to compare
+    # a second session for each design (the check resumes: the first is kept)
+    check = L.check_table(table, space, deploy, designs, sessions=2, rounds=2, timer=timer)
+    assert check["sessions"] == 2
+    assert check["whole_repeat_tau"] == pytest.approx(ceiling)
+    assert f"agrees with itself across sessions at τ {ceiling:.3f}" in L.describe_check(check)
+
+
 def test_profile_command_then_search_with_the_table(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     run = subprocess.run(

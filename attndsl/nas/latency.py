@@ -799,6 +799,7 @@ def check_table(table: LatencyTable, space, deploy, designs: list[tuple[dict, Ba
     residual = [w - c for c, w in zip(composed, whole_ms)]
     check = {
         "designs": len(designs), "kendall_tau": _finite(tau), "spearman": _finite(rho),
+        "whole_repeat_tau": _session_agreement(entries),
         "mape": statistics.fmean(errors), "median_residual_ms": statistics.median(residual),
         "median_residual": statistics.median(r / w for r, w in zip(residual, whole_ms)),
         "sessions": min(e["session_count"] for e in entries), "rounds": rounds,
@@ -810,6 +811,21 @@ def check_table(table: LatencyTable, space, deploy, designs: list[tuple[dict, Ba
     table.data["check"] = check
     table.save()
     return check
+
+
+def _session_agreement(entries: list[dict]) -> float | None:
+    """Kendall τ of whole-model timing with itself: the designs' fastest rounds in one
+    session against another's, median over the session pairs that timed every design.
+    The ceiling of the check's τ — composition can't rank designs more consistently with
+    whole-model timing than that timing ranks them with itself. None with one session."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+    shared = set.intersection(*(set(e["sessions"]) for e in entries)) if entries else set()
+    best = {s: [min(e["sessions"][s]["rounds_ms"]) for e in entries] for s in sorted(shared)
+            if all(e["sessions"][s].get("rounds_ms") for e in entries)}
+    taus = [_finite(kendalltau(best[a], best[b]).statistic) for a, b in combinations(best, 2)]
+    return statistics.median(taus) if taus else None
 
 
 def _finite(value) -> float:
@@ -824,7 +840,10 @@ def describe_check(check: dict | None) -> str:
     return (f"checked on {check['designs']} designs timed whole: Kendall τ "
             f"{check['kendall_tau']:.3f}, Spearman ρ {check['spearman']:.3f}, MAPE "
             f"{check['mape'] * 100:.1f}%, median residual {check['median_residual_ms']:+.2f} ms "
-            f"({check['median_residual'] * 100:+.1f}%)")
+            f"({check['median_residual'] * 100:+.1f}%)"
+            + (f"; whole-model timing agrees with itself across sessions at τ "
+               f"{check['whole_repeat_tau']:.3f} (the ceiling)"
+               if check.get("whole_repeat_tau") is not None else ""))
 
 
 def pick_check_designs(parts: SpaceParts, n: int, seed: int = 0) -> list[tuple[dict, Backbone]]:
