@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,33 @@ def bootstrap_difference(a: list[float], b: list[float], seed: int = 0) -> dict:
             "ci95": [diffs[int(0.025 * BOOTSTRAP)], diffs[int(0.975 * BOOTSTRAP) - 1]]}
 
 
+def summarize(arms: dict, horizon_h: float) -> None:
+    """Per arm, from its seeds' hypervolume curves: the final hypervolume (median, IQR),
+    the mean hypervolume over the budget (the area under the curve / the budget: how soon
+    the front gets good, which the final value misses once every arm reaches the task's
+    ceiling), the device-minutes to reach 99% of the best final hypervolume of any run, and
+    each arm's difference from random search in the first two, with bootstrap intervals."""
+    best = max(c[-1] for arm in arms.values() for c in arm["hv_curves"])
+    step_min = horizon_h * 60 / GRID
+    for arm in arms.values():
+        curves = arm["hv_curves"]
+        arm["final_hv"] = [c[-1] for c in curves]
+        arm["median_hv"], arm["iqr_hv"] = statistics.median(arm["final_hv"]), iqr(arm["final_hv"])
+        arm["mean_hv"] = [statistics.fmean(c) for c in curves]
+        arm["median_mean_hv"] = statistics.median(arm["mean_hv"])
+        arm["minutes_to_99"] = [next(((k + 1) * step_min for k, v in enumerate(c)
+                                      if v >= 0.99 * best), None) for c in curves]
+        reached = [m for m in arm["minutes_to_99"] if m is not None]
+        arm["median_minutes_to_99"] = statistics.median(reached) if len(reached) * 2 > \
+            len(curves) else None      # None: most seeds never got there
+    if "random" in arms:
+        for name, arm in arms.items():
+            if name != "random":
+                arm["vs_random"] = bootstrap_difference(arm["final_hv"], arms["random"]["final_hv"])
+                arm["mean_vs_random"] = bootstrap_difference(arm["mean_hv"],
+                                                             arms["random"]["mean_hv"])
+
+
 def iqr(values: list[float]) -> list[float]:
     if len(values) < 2:
         return [values[0], values[0]] if values else [0.0, 0.0]
@@ -92,18 +120,28 @@ def markdown(result: dict) -> str:
              f"{result['seeds']}, throughput from one latency table "
              f"({result['table']}); hypervolume reference (accuracy {result['reference'][0]:g}, "
              "0 images/s).", "",
-             "| arm | command line | final hypervolume, median [IQR] | trials, median | "
-             "− random: difference [95% CI] |", "|---|---|---|---|---|"]
+             "| arm | command line | final hypervolume, median [IQR] | − random [95% CI] | "
+             "mean hypervolume over the budget | − random [95% CI] | minutes to 99% of the "
+             "best | trials, median |", "|---|---|---|---|---|---|---|---|"]
+
+    def versus(diff):
+        return (f"{diff['difference']:+,.0f} [{diff['ci95'][0]:+,.0f}, {diff['ci95'][1]:+,.0f}]"
+                if diff else "–")
     for name, arm in result["arms"].items():
-        diff = arm.get("vs_random")
+        to99 = arm.get("median_minutes_to_99")
         lines.append(
             f"| {name} | `{' '.join(ARMS[name]) or '(defaults)'}` | "
             f"{arm['median_hv']:,.0f} [{arm['iqr_hv'][0]:,.0f}–{arm['iqr_hv'][1]:,.0f}] | "
-            f"{statistics.median(arm['trials']):.0f} | "
-            + (f"{diff['difference']:+,.0f} [{diff['ci95'][0]:+,.0f}, {diff['ci95'][1]:+,.0f}]"
-               if diff else "–") + " |")
+            f"{versus(arm.get('vs_random'))} | {arm['median_mean_hv']:,.0f} | "
+            f"{versus(arm.get('mean_vs_random'))} | "
+            + (f"{to99:.2f}" if to99 is not None else "not reached") + " | "
+            f"{statistics.median(arm['trials']):.0f} |")
     lines += ["", "An interval that excludes 0 is a difference the seeds support; one that "
-              "contains 0 is not (yet) evidence either way."]
+              "contains 0 is not (yet) evidence either way. Mean hypervolume over the budget: "
+              "the area under a run's hypervolume-against-device-time curve divided by the "
+              "budget (how soon its front got good); minutes to 99%: the device-minutes until "
+              "the run's hypervolume reached 99% of the best final hypervolume of any run "
+              "(median over the seeds that got there; 'not reached' when most did not)."]
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +177,18 @@ def main(argv=None) -> int:
     parser.add_argument("--table", type=Path, default=None, help="a latency table for the "
                         "space (default: profiled now, at --threads)")
     parser.add_argument("--work", type=Path, default=Path("runs/search_quality"))
+    parser.add_argument("--reanalyze", type=Path, metavar="RESULT.json", help="recompute a "
+                        "committed result's summaries from its curves and rewrite its .md and "
+                        ".png (nothing is run)")
     args = parser.parse_args(argv)
+    if args.reanalyze:
+        result = json.loads(args.reanalyze.read_text())
+        summarize(result["arms"], result["horizon_h"])
+        args.reanalyze.write_text(json.dumps(result, indent=1))
+        args.reanalyze.with_suffix(".md").write_text(markdown(result))
+        plot(result, args.reanalyze.with_suffix(".png"))
+        print(markdown(result))
+        return 0
     from attndsl.nas import load_space, parse_budget
     from attndsl.nas.tasks import task_shape
     space = load_space(args.space)
@@ -182,14 +231,9 @@ def main(argv=None) -> int:
             run_dir = args.work / "runs" / f"{arm}_s{seed}"
             curves.append(curve(run_dir, reference, horizon_h))
             trials.append(len(open_run(run_dir).get_trials(deepcopy=False)))
-        final = [c[-1] for c in curves]
-        arms[arm] = {"seeds": list(range(args.seeds)), "final_hv": final, "hv_curves": curves,
-                     "median_hv": statistics.median(final), "iqr_hv": iqr(final),
+        arms[arm] = {"seeds": list(range(args.seeds)), "hv_curves": curves,
                      "trials": trials, "command": ARMS[arm]}
-    if "random" in arms:
-        for name, arm in arms.items():
-            if name != "random":
-                arm["vs_random"] = bootstrap_difference(arm["final_hv"], arms["random"]["final_hv"])
+    summarize(arms, horizon_h)
     device = device_info("cpu", args.threads)
     stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M")
     result = {"benchmark": "search_quality", "space": args.space, "budget": args.budget,

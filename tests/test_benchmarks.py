@@ -316,3 +316,23 @@ def test_task_attention_merge_pools_the_seeds_of_split_runs(tmp_path):
     b.write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="other training settings"):
         merge([a, b], tmp_path)
+
+
+def test_search_quality_summaries_from_the_curves():
+    """The final and mean-over-the-budget hypervolumes, the minutes to 99% of the best
+    front, and the bootstrap differences from random search, on hand-made curves."""
+    from benchmarks.search_quality import GRID, summarize
+    fast = [100.0] * GRID                              # at the ceiling from the first point
+    slow = [50.0] * (GRID // 2) + [100.0] * (GRID - GRID // 2)
+    never = [50.0] * GRID
+    arms = {"default": {"hv_curves": [fast, fast, slow]},
+            "random": {"hv_curves": [slow, never, never]}}
+    summarize(arms, horizon_h=5 / 60)                  # 5 minutes: 0.25 min a grid step
+    d, r = arms["default"], arms["random"]
+    assert d["final_hv"] == [100.0, 100.0, 100.0] and d["median_hv"] == 100.0
+    assert d["mean_hv"] == [100.0, 100.0, 75.0] and d["median_mean_hv"] == 100.0
+    assert d["minutes_to_99"] == [0.25, 0.25, 2.75] and d["median_minutes_to_99"] == 0.25
+    assert r["minutes_to_99"] == [2.75, None, None] and r["median_minutes_to_99"] is None
+    assert d["vs_random"]["difference"] == 50.0 and d["mean_vs_random"]["difference"] == 50.0
+    low, high = d["mean_vs_random"]["ci95"]
+    assert low <= 50.0 <= high and "vs_random" not in r
