@@ -273,3 +273,34 @@ def test_cpu_inductor_limits_are_refused_not_raised_from_torch():
     m = attndsl.compile("nat", dim=48, resolution=(14, 14), dtype=torch.float64,
                         backend="eager", attention="flex")      # eager takes both
     assert m.attention_engine == "flex"
+
+
+@pytest.mark.parametrize("spec, grid", [("nat", (9, 11)), ("dinat", (14, 15)),
+                                        ("unified_lsa_rp_sliding_softmax", (8, 8))])
+def test_eager_cpu_sliding_runs_dense_at_few_tokens_exactly(spec, grid):
+    """autoplan's eager_sliding rule: at ≤ DENSE_SLIDING_TOKENS tokens an eager graph on the
+    CPU runs sliding softmax attention as dense masked attention; forward and gradients
+    equal the gather form's (attention='explicit') in float64."""
+    from attndsl.codegen.autoplan import DENSE_SLIDING_TOKENS, decide
+    plan = attndsl.bind(attndsl.load_spec(spec), 32, grid, heads=2)
+    for training in (False, True):
+        choice = decide(plan, "eager", training=training).branches[0]
+        assert choice.engine == "flex" and "dense masked" in choice.reason
+    assert decide(plan, "inductor").branches[0].engine != "flex"
+    big = attndsl.bind(attndsl.load_spec("nat"), 32, (21, 20), heads=2)
+    assert 21 * 20 > DENSE_SLIDING_TOKENS and decide(big, "eager").branches[0].engine == "eager"
+    torch.manual_seed(0)
+    dense = attndsl.compile(spec, dim=32, heads=2, resolution=grid, backend="eager").double()
+    gather = attndsl.compile(spec, dim=32, heads=2, resolution=grid, backend="eager",
+                             attention="explicit").double()
+    gather.load_state_dict(dense.state_dict())
+    x = torch.randn(2, *grid, 32, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for m in (dense, gather):
+        y = m(x)
+        grads = torch.autograd.grad(y.square().sum(), [x, *m.parameters()])
+        outs.append((y, grads))
+    (y1, g1), (y2, g2) = outs
+    assert (y1 - y2).abs().max() <= 1e-10 * y2.abs().max()
+    for a, b in zip(g1, g2):
+        assert (a - b).abs().max() <= 1e-9 * b.abs().max().clamp_min(1e-12)

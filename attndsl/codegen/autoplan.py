@@ -50,6 +50,12 @@ EVIDENCE = {
                      "the compiled reference 340 ms",
     "static_filter": "7×7 depthwise filter, stage 1: gathered neighbourhoods × table 435 ms, "
                      "depthwise conv2d 8.7 ms, attndsl's conv form 9.2 ms",
+    "eager_sliding": "NAT / DiNAT training step (forward + backward) in an eager graph, "
+                     "batch 64, C=64, 2 heads, 1 thread, float32, gather form vs dense "
+                     "masked: 8×8 352 vs 20 ms (17.9×), 14×14 1007 vs 108 ms (9.5×), 16×16 "
+                     "4.8×, 20×20 3.2×, 28×28 2.3×; inference 20× to 1.6× "
+                     "(benchmarks/results/eager_sliding_cpu-intel-r-xeon-r-processor-1t_"
+                     "2026-12-07T1758.md)",
     "compile_windows": "stage 1: twins_lsa attndsl (compiled) 51 ms vs hand SDPA 66 ms; "
                        "swin_wmsa 49 vs 59; hilo 120–130 vs 123: compiling fuses the "
                        "partitions, pads and bias adds around the SDPA call",
@@ -60,6 +66,12 @@ EVIDENCE = {
                 "(stage 2) explicit softmax·V 30.96 ms vs SDPA 33.90; 49 keys (stage 1) "
                 "45.53 vs 48.02",
 }
+
+# up to this many tokens, an eager graph on the CPU runs sliding softmax attention densely
+# with a mask (EVIDENCE["eager_sliding"]); beyond, the gather form (memory ∝ tokens² too)
+# (dense still wins 2.3× at 784 tokens, but its scores are batch × heads × tokens² floats:
+# 400 keeps them under ~1 GB at batch 128 with 8 heads)
+DENSE_SLIDING_TOKENS = 400
 
 # below this many keys per query, a compiled graph keeps pooled / soft-selected attention
 # explicit (inductor fuses softmax·V) instead of calling SDPA (EVIDENCE["few_keys"])
@@ -188,6 +200,15 @@ def choose(bp: BranchPlan, compiled: bool = False, training: bool = False, *,
             "not measured yet for this kind"
         return BranchChoice(bp.name, "sdpa", f"softmax attention over {app} keys → "
                             f"F.scaled_dot_product_attention ({measured})")
+    if softmax_qk and app == "sliding" and not compiled and device_kind(device) == "cpu":
+        tokens = bp.geometry.blocks[0] * bp.geometry.blocks[1]      # one block per query
+        if tokens <= DENSE_SLIDING_TOKENS and flex_refusal(bp, training, device=device,
+                                                           dtype=dtype) is None:
+            return BranchChoice(bp.name, "flex", f"sliding softmax attention over {tokens} "
+                                "tokens in an eager graph on the CPU → dense masked attention "
+                                "(FlexAttention's definition: the neighbourhood as a mask, the "
+                                "terms as a score_mod; N² work in a few matmuls) "
+                                f"({EVIDENCE['eager_sliding']})")
     if softmax_qk and app == "sliding":
         measured = "fusion_sliding_terms" if per_sample else "gather_sliding"
         return BranchChoice(bp.name, graph, "sliding softmax attention → window views "
@@ -335,7 +356,7 @@ def decide(plan: Plan, backend: str, *, training: bool = False,
         conv_dtype = torch.float32        # EVIDENCE["cpu_low_precision_conv"]
     branches = tuple(choose(bp, compiled, training, device=device, dtype=dtype,
                             attention=attention) for bp in plan.branches)
-    if training and device_kind(device) == "cpu" and any(c.engine == "flex" for c in branches):
+    if attention == "flex" and training and device_kind(device) == "cpu":
         warnings.warn(f"attention='flex' on the CPU: torch {torch.__version__} has no "
                       "FlexAttention backward there, so gradients go through its definition "
                       "evaluated densely (memory ∝ queries × keys); train with "

@@ -227,10 +227,11 @@ def dense_flex_attention(q, k, v, score_mod=None, block_mask=None, scale=None):
 
 
 def _kernel(q, k, v, bias):
-    """torch's FlexAttention, or — where it has no backward (the CPU) and a gradient is
-    wanted — its dense definition (autoplan warns when it lowers such a training graph)."""
-    if KERNEL is torch_flex_attention and q.device.type == "cpu" and torch.is_grad_enabled() \
-            and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
+    """torch's FlexAttention where it is compiled (inductor fuses it into one kernel), and
+    its dense definition when it runs eagerly on the CPU: torch's own eager FlexAttention is
+    an unfused reference (with a warning) and has no CPU backward."""
+    if KERNEL is torch_flex_attention and q.device.type == "cpu" \
+            and not torch.compiler.is_compiling():
         return dense_flex_attention
     return KERNEL
 
