@@ -74,7 +74,7 @@ def cmd_validate(args) -> int:
     """Validate spec files, backbones and search spaces; a spec is also bound (the rules
     that need a width and a grid: heads dividing the width, windows against the grid,
     memory) at --dim/--resolution, or at the defaults, which the output names."""
-    from .spec import bind, load_spec
+    from .lang import bind, load_spec
     failed = 0
     defaults = args.dim is None and args.resolution is None
     dim = DEFAULT_DIM if args.dim is None else args.dim
@@ -122,7 +122,7 @@ def cmd_validate(args) -> int:
 def cmd_show(args) -> int:
     """Show what a spec lowers to: the plan, the generated forward, the graph, the params
     (for a backbone file: its stages, grids, attention, parameters and FLOPs)."""
-    from .spec import dump_spec
+    from .lang import dump_spec
     if yaml_kind(args.spec) == "backbone":
         return _show_backbone(args.spec)
     module = _build(args)
@@ -185,7 +185,7 @@ def cmd_zoo(args) -> int:
     """List the zoo's specs, one line each: the name, what it is (the description up to
     its first colon or semicolon) and the paper's authors; --long for the whole
     descriptions and papers, --json for machines."""
-    from .spec import load_spec
+    from .lang import load_spec
     from .zoo import zoo_paths
     if args.json:
         rows = [{"name": (s := load_spec(p)).name, "path": str(p), "description": s.description,
@@ -249,14 +249,14 @@ def _authors(paper: str) -> str:
 
 def cmd_schema(args) -> int:
     """Print the JSON Schema of specs (for editor validation and completion)."""
-    from .spec.io import spec_json_schema
+    from .lang.io import spec_json_schema
     print(json.dumps(spec_json_schema(), indent=1))
     return 0
 
 
 def yaml_kind(path) -> str:
     """'space', 'backbone' or 'spec': what a YAML file (or zoo name) describes."""
-    from .spec.io import is_yaml_path
+    from .lang.io import is_yaml_path
     p = Path(str(path))
     if not is_yaml_path(str(path)) or not p.is_file():
         return "spec"

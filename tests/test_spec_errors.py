@@ -679,7 +679,7 @@ def test_reserved_branch_names_cover_the_module_attributes():
     root: every public attribute of those must be a refused branch name."""
     import torch
     from attndsl.codegen.lower import GraphRoot
-    from attndsl.spec.models import check_branch_name
+    from attndsl.lang.models import check_branch_name
     m = attndsl.compile("hilo", dim=48, resolution=(14, 14), backend="eager")
     from attndsl.codegen.autoplan import decide
     root = GraphRoot(m.plan, m._param_modules(), torch.float32, torch.device("cpu"), False,

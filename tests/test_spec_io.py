@@ -16,8 +16,8 @@ import yaml
 import attndsl
 from attndsl import SpecError, dump_spec, load_spec
 from attndsl.cli import main as cli_main
-from attndsl.spec import models as m
-from attndsl.spec.io import spec_to_dict
+from attndsl.lang import models as m
+from attndsl.lang.io import spec_to_dict
 
 ZOO = attndsl.zoo_paths()
 ZOO_IDS = [p.stem for p in ZOO]
@@ -412,3 +412,14 @@ def test_cli_zoo_json_lists_every_spec(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == attndsl.zoo_names()
     assert all(Path(r["path"]).exists() for r in rows)
+
+
+def test_a_spec_pickled_under_the_old_package_name_still_loads():
+    """The language package was attndsl.spec; a model pickled then names that path."""
+    import pickle
+
+    import attndsl
+    spec = attndsl.load_spec("nat")
+    old = pickle.dumps(spec).replace(b"attndsl.lang.models", b"attndsl.spec.models")
+    assert b"attndsl.spec.models" in old
+    assert pickle.loads(old) == spec

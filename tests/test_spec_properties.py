@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import attndsl
 from attndsl import Spec, SpecError, bind, dump_spec, load_spec
-from attndsl.spec import models as m
-from attndsl.spec.io import spec_to_dict
+from attndsl.lang import models as m
+from attndsl.lang.io import spec_to_dict
 
 EXAMPLES = int(os.environ.get("ATTNDSL_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

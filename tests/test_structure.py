@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 import attndsl
 from attndsl.applications import KINDS, Geometry
-from attndsl.codegen.autoplan import BranchChoice, Engines, decide
+from attndsl.codegen.autoplan import decide
+from attndsl.codegen.engines import BranchChoice, Engines
 from attndsl.codegen.lower import lower
 from attndsl.codegen.passes import ENGINES, PIPELINE, PROLOGUE
 from attndsl.codegen.rules import PROVENANCE
@@ -32,7 +33,7 @@ def test_every_kind_is_one_registered_module():
         assert kind.doc and kind.model.__doc__, name
         assert kind.model.__module__ == module.__name__     # its spec component lives there
     # the spec's application axis is exactly the registered kinds
-    from attndsl.spec import models as m
+    from attndsl.lang import models as m
     assert set(m.APPLICATION_MODELS) == {k.model for k in KINDS.values()}
 
 
@@ -54,7 +55,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..spec.component import Component, Int
+from ..lang.component import Component, Int
 from .base import ApplicationKind, Geometry, Selection, register, split_heads
 
 
@@ -140,7 +141,7 @@ def test_engines_are_decided_once_and_followed():
     torch.testing.assert_close(gm(x), gm2(x), rtol=1e-5, atol=1e-6)
     # training with attention dropout: decided off SDPA (its masks differ)
     spec = attndsl.load_spec("vit_mhsa").model_copy()
-    spec_dict = attndsl.spec.spec_to_dict(spec)
+    spec_dict = attndsl.lang.spec_to_dict(spec)
     spec_dict["dropout"] = {"attention": 0.1}
     plan = attndsl.bind(attndsl.load_spec(spec_dict), 48, (4, 4), heads=3)
     choice = decide(plan, "eager", training=True).of("attn")
@@ -224,6 +225,61 @@ def test_the_package_never_imports_the_benchmarks():
     for path in (ROOT / "attndsl").rglob("*.py"):
         text = path.read_text()
         assert "from benchmarks" not in text and "import benchmarks" not in text, path
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each attndsl module → the attndsl modules it imports (at the top or inside a
+    function alike), read from the source: `from . import x` names the module x, not its
+    package."""
+    import ast
+    root = ROOT / "attndsl"
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(p): p for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] \
+                    if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                named = {f"{target}.{a.name}" for a in node.names} & modules.keys()
+                found |= named if len(named) == len(node.names) else named | {target}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {t for t in found if t in modules and t != name}
+    return graph
+
+
+def test_the_layers_import_downwards_only():
+    """lang → applications / terms → codegen → model → nas, cli: a lower layer never
+    imports a higher one, and no two modules of the compiler import each other."""
+    graph = _module_imports()
+    for name, targets in graph.items():
+        if name.startswith(("attndsl.codegen", "attndsl.lang", "attndsl.applications",
+                            "attndsl.terms")):
+            assert not {t for t in targets if t.startswith(("attndsl.model", "attndsl.nas"))}, name
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for t in graph.get(todo.pop(), ()):
+                if t == goal:
+                    return True
+                if t not in seen and t.count(".") > 1:      # not through a package's __init__
+                    seen.add(t)
+                    todo.append(t)
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets
+                      if a.startswith(("attndsl.codegen.", "attndsl.lang.", "attndsl.model."))
+                      and reaches(b, a)})
+    assert not circles, circles
 
 
 def test_docs_list_every_kind():

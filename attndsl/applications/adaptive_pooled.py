@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import SpecError
-from ..spec.component import Component, Float, Int
+from ..lang.component import Component, Float, Int
 from .base import (ApplicationKind, Geometry, PooledKeysSelection, Selection, norm_and_activation,
                    register, require_q_kv, to_nchw, to_nhwc)
 

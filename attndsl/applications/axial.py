@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from ..spec.component import Component
+from ..lang.component import Component
 from .base import ApplicationKind, Geometry, Selection, register
 
 

@@ -79,7 +79,7 @@ class Where:
     """What a kind's bind-time checks may read: the branch spec, its spec path prefix
     (for error messages), the token grid it sees, and the model width."""
 
-    branch: Any                 # spec.models.Branch
+    branch: Any                 # lang.models.Branch
     path: str                   # "" or "branches[i]."
     grid: tuple[int, int]
     dim: int

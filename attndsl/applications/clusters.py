@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..errors import SpecError
-from ..spec.component import Component, Float, Int
+from ..lang.component import Component, Float, Int
 from .base import ApplicationKind, Geometry, Selection, merge_heads, register, split_heads
 
 

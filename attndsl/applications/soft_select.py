@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..spec.component import Component, Int
+from ..lang.component import Component, Int
 from .base import ApplicationKind, Geometry, Selection, register, table_parameter
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..errors import SpecError
-from ..spec.component import Component, Int
+from ..lang.component import Component, Int
 from .base import ApplicationKind, Geometry, Selection, fits_grid, pair_offsets, register
 
 

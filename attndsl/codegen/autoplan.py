@@ -10,16 +10,17 @@ evidence (a benchmark and figures measured on that device); `attndsl show --plan
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import ArgumentError
-from ..spec import models as m
-from ..spec.bind import BranchPlan, Plan
+from ..lang import models as m
+from ..lang.bind import BranchPlan, Plan
 from ..terms import term_of
 from . import evidence
+from .engines import BranchChoice, Engines
 from .evidence import device_kind
+from .flex import BLOCK_SIZE, TokenRelation, token_relation
 from .rules import static_filter_branch
 
 # Evidence: benchmarks/results/cpu-amd-epyc-1t_2026-11-21T0822_float32.md (this CPU,
@@ -100,13 +101,6 @@ def fused_attention_allowed(bp: BranchPlan, compiled: bool = False) -> str | Non
     return None
 
 
-@dataclass(frozen=True)
-class BranchChoice:
-    branch: str
-    engine: str        # "sdpa", "flex", "conv", "linear", "inductor" or "eager"
-    reason: str
-
-
 # what `attention=` may ask for softmax-attention branches: autoplan's rules, SDPA's fused
 # kernel, FlexAttention, or the explicit softmax·V (fused by inductor when compiled)
 ATTENTION = ("auto", "sdpa", "flex", "explicit")
@@ -130,7 +124,6 @@ def per_sample_bias(b) -> bool:
 def flex_refusal(bp: BranchPlan, training: bool = False, *, compiled: bool = False,
                  device="cpu", dtype: torch.dtype = torch.float32) -> str | None:
     """None when FlexAttention can run this branch's softmax attention, else why not."""
-    from .flex import TokenRelation, token_relation
     b = bp.spec
     if training and b.dropout.attention > 0:
         return "attention dropout is active (FlexAttention draws no dropout)"
@@ -261,7 +254,6 @@ def _asked(bp: BranchPlan, attention: str, graph: str, training: bool,
 
 
 def _tiles(bp: BranchPlan) -> str:
-    from .flex import BLOCK_SIZE, token_relation
     relation = token_relation(bp)
     visited, total = relation.tiles_visited
     order = "row-major" if relation.order is None else f"{bp.kind.name}-block"
@@ -319,25 +311,6 @@ def wants_inductor(plan: Plan, attention: str = "auto") -> bool:
         return True
     return not all(choose(bp).engine == "sdpa" and bp.spec.application.kind
                    in ("global", "soft_select") for bp in plan.branches)   # GEMM-bound
-
-
-@dataclass(frozen=True)
-class Engines:
-    """The engine decisions for one lowered graph, made once by `decide`.
-
-    compiled   the graph runs under inductor (rules may pick forms that only pay off once
-               fused, and the module compiles it);
-    branches   each branch's BranchChoice ("sdpa": the SDPA pass fuses its softmax
-               attention; "conv": a static filter lowered as a depthwise conv);
-    conv_dtype the dtype the depthwise / grouped convs run in (None: the graph's own).
-    """
-
-    compiled: bool
-    branches: tuple[BranchChoice, ...]
-    conv_dtype: torch.dtype | None = None
-
-    def of(self, branch: str) -> BranchChoice:
-        return next(c for c in self.branches if c.branch == branch)
 
 
 def decide(plan: Plan, backend: str, *, training: bool = False,

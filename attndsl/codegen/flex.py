@@ -46,7 +46,9 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from torch.nn.attention.flex_attention import flex_attention as torch_flex_attention
 
 from ..applications.base import split_heads
-from ..spec.bind import BranchPlan
+from ..lang.bind import BranchPlan
+from .engines import BranchChoice, Engines
+from .rules import Ctx
 
 # masked logits at or below this are Swin's −100 (or −inf): e^−100 ≈ 4e−44 of a weight,
 # below float64's resolution, so leaving the pair out of the key set changes nothing
@@ -85,8 +87,6 @@ class TokenRelation:
 def _probe_ctx(bp: BranchPlan):
     """A rule context that runs the Selection eagerly on the CPU: constants come back as
     tensors, and no engine picks a compiled-only form."""
-    from .autoplan import BranchChoice, Engines
-    from .rules import Ctx
     engines = Engines(compiled=False, branches=(BranchChoice(bp.name, "eager", "probe"),))
     return Ctx(root=None, bp=bp, params=None, dtype=torch.float64,
                device=torch.device("cpu"), training=False, tracer=None, engines=engines)

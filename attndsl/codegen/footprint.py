@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SpecError
-from ..spec.bind import Plan
+from ..lang.bind import Plan
 from .autoplan import choose
 from .params import spec_parameters
 
@@ -106,7 +106,7 @@ def check_footprint(plan: Plan, device=None, dtype: torch.dtype = torch.float32,
         return
     top = needs[0]
     largest = "; ".join(f"{n.path}: {n.what} = {gib(n.bytes)}" for n in needs[:3])
-    from ..spec.io import locate     # the YAML line of the field, when it is known
+    from ..lang.io import locate     # the YAML line of the field, when it is known
     raise locate(plan.spec, SpecError(
         f"spec '{plan.spec.name}' at dim {plan.dim}, grid {plan.resolution[0]}x"
         f"{plan.resolution[1]} needs about {gib(total)} for its parameters and "

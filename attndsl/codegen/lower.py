@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LoweringError
-from ..spec import models as m
-from ..spec.bind import Plan
+from ..lang import models as m
+from ..lang.bind import Plan
 from . import rules as R
-from .autoplan import Engines, decide, per_sample_bias
+from .autoplan import decide, per_sample_bias
+from .engines import Engines
 from .flex import block_mask_tensors, token_relation
 from .passes import ATTENTION_CORE, ENGINES, FLEX_CORE, AttentionCore, FlexCore, run_passes
 

@@ -15,9 +15,9 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ArgumentError, AttndslError, ShapeError
-from ..spec import arguments
-from ..spec.bind import Plan, bind
-from ..spec.io import SpecLike, dump_spec, load_spec, load_spec_text
+from ..lang import arguments
+from ..lang.bind import Plan, bind
+from ..lang.io import SpecLike, dump_spec, load_spec, load_spec_text
 from .autoplan import ATTENTION, decide, explain
 from .footprint import check_footprint
 from .lower import lower
@@ -460,11 +460,18 @@ def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,
 
 def load(path: str | os.PathLike, *, backend: str | None = None,
          map_location=None) -> CompiledAttention:
-    """Load a module written by `CompiledAttention.save` / `attndsl compile --out`."""
-    blob = _read_module_file(path, map_location)
-    if blob.get("format") == BACKBONE_FORMAT:       # a whole backbone (attndsl compile BACKBONE)
-        from ..model.net import load_model_blob
-        return load_model_blob(blob, path, backend=backend)
+    """Load one attention module written by `CompiledAttention.save` / `attndsl compile
+    --out`. `attndsl.load` also takes a whole backbone's file; this layer, below the
+    backbone, refuses one by name."""
+    blob = read_module_file(path, map_location)
+    if blob.get("format") == BACKBONE_FORMAT:
+        raise AttndslError(f"{path} holds a whole backbone (attndsl compile BACKBONE), not one "
+                           "attention module: load it with attndsl.load")
+    return load_module_blob(blob, path, backend=backend)
+
+
+def load_module_blob(blob: dict, path, *, backend: str | None = None) -> CompiledAttention:
+    """The attention module of a file `read_module_file` read."""
     missing = sorted({"spec", "dim", "resolution", "state_dict"} - set(blob))
     if missing:
         raise AttndslError(f"{path} is an attndsl module file without {missing}: it was cut "
@@ -501,7 +508,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None,
     return module
 
 
-def _read_module_file(path, map_location) -> dict:
+def read_module_file(path, map_location) -> dict:
     """torch.load's many failure modes (missing, a folder, empty, cut short, not a torch
     file) as one AttndslError that says what the file is not."""
     if not isinstance(path, (str, os.PathLike)):

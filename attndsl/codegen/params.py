@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..applications.base import table_parameter
-from ..spec import models as m
-from ..spec.bind import BranchPlan, Plan
+from ..lang import models as m
+from ..lang.bind import BranchPlan, Plan
 from ..terms import term_of
 
 PROJECTION_WIDTHS = {
@@ -139,8 +139,8 @@ def spec_parameters(plan: Plan) -> dict[str, nn.Module]:
 def zoo_parameter_tables(dim: int = 96, resolution=(56, 56)) -> str:
     """docs/parameters.md's "Every zoo spec" section: each zoo spec's parameter names and
     shapes at dim 96, 56×56 (a test keeps the document in sync)."""
-    from ..spec.bind import bind
-    from ..spec.io import load_spec
+    from ..lang.bind import bind
+    from ..lang.io import load_spec
     from ..zoo import zoo_names
     parts = [f"## Every zoo spec (dim {dim}, {resolution[0]}×{resolution[1]})"]
     for name in zoo_names():

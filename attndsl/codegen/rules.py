@@ -22,8 +22,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..applications.base import Selection, to_nchw, to_nhwc
-from ..spec import models as m
-from ..spec.bind import BranchPlan
+from ..lang import models as m
+from ..lang.bind import BranchPlan
 from ..terms import term_of
 
 KEY_AXIS = 4

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..codegen.module import (BACKBONE_FORMAT, CompiledAttention, load_module_blob,
+                              read_module_file)
 from ..codegen.module import compile as compile_attention
 from ..errors import SpecError
-from ..spec.bind import bind
+from ..lang.bind import bind
 from .spec import Backbone, BackboneLike, Stage, dump_backbone, load_backbone
 
 
@@ -132,7 +134,7 @@ class BackboneNet(nn.Module):
         import json
         import os
 
-        from ..codegen.module import BACKBONE_FORMAT, check_output_path
+        from ..codegen.module import check_output_path
         path = check_output_path(path, "model file")
         backend = next((m.backend for m in self.modules() if hasattr(m, "plan")), "auto")
         blob = {"format": BACKBONE_FORMAT, "backbone": dump_backbone(self.spec),
@@ -223,8 +225,17 @@ def read_meta(path) -> dict:
     the model; {} when it has none."""
     import json
 
-    from ..codegen.module import _read_module_file
-    return json.loads(_read_module_file(path, "cpu").get("meta") or "{}")
+    return json.loads(read_module_file(path, "cpu").get("meta") or "{}")
+
+
+def load(path, *, backend: str | None = None, map_location=None) -> BackboneNet | CompiledAttention:
+    """Load any module file attndsl writes: a whole backbone (`BackboneNet.save`, a search's
+    pareto/NN_….pt, `attndsl compile BACKBONE --out`) or one attention module
+    (`CompiledAttention.save`, `attndsl compile SPEC --out`)."""
+    blob = read_module_file(path, map_location)
+    if blob.get("format") == BACKBONE_FORMAT:
+        return load_model_blob(blob, path, backend=backend)
+    return load_module_blob(blob, path, backend=backend)
 
 
 def load_model_blob(blob: dict, path, *, backend: str | None = None) -> BackboneNet:

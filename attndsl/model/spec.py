@@ -30,8 +30,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
-from ..spec import models as m
-from ..spec.io import (MAX_SPEC_BYTES, _dotted, _line_of, _parse_yaml, _read_text_file,
+from ..lang import models as m
+from ..lang.io import (MAX_SPEC_BYTES, _dotted, _line_of, _parse_yaml, _read_text_file,
                        is_bare_word, is_yaml_path, not_a_yaml_file,
                        _validate as _validate_spec, _value_at, spec_to_dict)
 
@@ -236,7 +236,7 @@ def _prefix_paths(detail: str, outer: str) -> str:
 def _zoo_spec(name: str) -> m.Spec:
     """A zoo spec, read once per process (a space's validation resolves each zoo option once
     per leaf value it checks; Specs are frozen, so sharing one is safe)."""
-    from ..spec.io import load_spec
+    from ..lang.io import load_spec
     return load_spec(name)
 
 

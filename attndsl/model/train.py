@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..spec import models as m
+from ..lang import models as m
 
 
 class Training(m.Component):

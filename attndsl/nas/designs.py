@@ -72,7 +72,7 @@ def _is_file(path) -> bool:
 def _model(model_or_path) -> BackboneNet:
     if isinstance(model_or_path, torch.nn.Module):
         return model_or_path
-    from ..codegen.module import load
+    from ..model.net import load
     model = load(model_or_path)
     if not isinstance(model, BackboneNet):
         raise AttndslError(f"{model_or_path} holds one attention module, not a model: "

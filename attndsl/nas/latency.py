@@ -50,7 +50,7 @@ from torch import nn
 
 from ..errors import AttndslError, SpecError
 from ..model.spec import Backbone, Stage, canonical_hash
-from ..spec.io import spec_to_dict
+from ..lang.io import spec_to_dict
 
 TABLE_FORMAT = "attndsl-latency-table/2"
 DEFAULT_ROUNDS = 10          # rounds per part and session

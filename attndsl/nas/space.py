@@ -35,8 +35,8 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import SpecError
 from ..model.spec import (Backbone, model_error, read_yaml_source, validate_backbone)
 from ..model.train import Training
-from ..spec import models as m
-from ..spec.io import _TAGGED, _dotted, _line_of, _parse_yaml
+from ..lang import models as m
+from ..lang.io import _TAGGED, _dotted, _line_of, _parse_yaml
 from .tasks import Task, task_shape
 
 Int, Float = m.Int, m.Float

@@ -30,7 +30,7 @@ from pydantic import Field, TypeAdapter
 
 from ..errors import SpecError
 from ..model.train import Dataset
-from ..spec import models as m
+from ..lang import models as m
 
 Int, Float = m.Int, m.Float
 

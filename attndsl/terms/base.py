@@ -21,7 +21,7 @@ class TermWhere:
     """What a term's bind-time check may read."""
 
     term: Any          # the term's spec component
-    branch: Any        # spec.models.Branch
+    branch: Any        # lang.models.Branch
     path: str          # spec path of the parameterization, e.g. "branches[1].parameterization"
     kind: Any          # the application's ApplicationKind
     geometry: Any      # the application's Geometry

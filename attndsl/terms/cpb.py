@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..spec.component import Component, Float, Int
+from ..lang.component import Component, Float, Int
 from .base import LogitTerm, offset_coordinates, per_head_bias, register
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from ..spec.component import Component, Int
+from ..lang.component import Component, Int
 from .base import LogitTerm, offset_coordinates, per_head_bias, register
 
 

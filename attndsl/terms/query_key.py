@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ..applications.base import table_parameter
-from ..spec.component import Component
+from ..lang.component import Component
 from ..errors import SpecError
 from .base import LogitTerm, TermWhere, query_dot_table, register
 

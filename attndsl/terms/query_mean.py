@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..spec.component import Component
+from ..lang.component import Component
 from ..errors import SpecError
 from .base import LogitTerm, TermWhere, register
 

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from ..applications.base import table_parameter
-from ..spec.component import Component
+from ..lang.component import Component
 from .base import LogitTerm, register
 
 

@@ -22,7 +22,7 @@ branches           heads split across several such descriptions, outputs concate
 
 A single-branch spec may write the branch axes at the top level; they are then read as the
 one branch named ``attn``. Cross-field rules that need the model width, the resolution or
-the head count are checked in :mod:`attndsl.spec.bind`.
+the head count are checked in :mod:`attndsl.lang.bind`.
 """
 from __future__ import annotations
 
