@@ -125,6 +125,81 @@ def test_a_new_kind_is_one_new_file(tmp_path):
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
 
 
+A_NORMALIZATION = textwrap.dedent('''
+    """square — w² / Σ_j w² (a test's normalization)."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from ..errors import SpecError
+    from ..lang.component import Component, Float
+    from .base import KEY_AXIS, NormalizationKind, register
+
+
+    class Square(Component):
+        kind: Literal["square"] = "square"
+        eps: Float = Field(default=1e-9, gt=0)
+
+
+    @register
+    class SquareNormalization(NormalizationKind):
+        model = Square
+        doc = "w² / (Σ_j w² + eps)"
+
+        def check(self, where):
+            if where.branch.application.kind != "global":
+                raise SpecError("square wants global keys", path=where.path)
+
+        def lower(self, ctx, norm, w):
+            return w * w / ((w * w).sum(KEY_AXIS, keepdim=True) + norm.eps)
+''')
+
+
+def test_a_new_normalization_is_one_new_file(tmp_path):
+    """Copy the package, add one module to attndsl/normalizations/, and the normalization
+    validates (its field bounds, its bind-time check) and computes what it says, checked
+    against a hand computation, with no other file touched."""
+    shutil.copytree(ROOT / "attndsl", tmp_path / "attndsl",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "attndsl" / "normalizations" / "square.py").write_text(A_NORMALIZATION)
+    script = textwrap.dedent('''
+        import torch, attndsl
+        assert attndsl.__file__.startswith(%r)
+        spec = """
+        name: squared
+        heads: 2
+        parameterization: {kind: additive, terms: [query_key]}
+        normalization: {kind: square}
+        application: {kind: global}
+        """
+        torch.manual_seed(0)
+        m = attndsl.compile(spec, dim=8, resolution=(3, 4), backend="eager").double()
+        x = torch.randn(2, 3, 4, 8, dtype=torch.float64)
+        q, k, v = m.attn.qkv(x).split(8, -1)
+        heads = lambda t: t.reshape(2, -1, 2, 4).transpose(1, 2)
+        w = heads(q) @ heads(k).transpose(-1, -2) / 2.0
+        y = (w * w / ((w * w).sum(-1, keepdim=True) + 1e-9)) @ heads(v)
+        y = m.attn.proj(y.transpose(1, 2).reshape(2, 3, 4, 8))
+        assert torch.allclose(m(x), y, atol=1e-12), float((m(x) - y).abs().max())
+        for bad, where in (("{kind: square, eps: 0}", "normalization.eps"),):
+            try:
+                attndsl.load_spec(spec.replace("{kind: square}", bad))
+                raise SystemExit("accepted " + bad)
+            except attndsl.SpecError as e:
+                assert where in str(e), e
+        try:
+            attndsl.compile(spec.replace("{kind: global}", "{kind: window, size: 2}"), dim=8,
+                            resolution=(4, 4))
+            raise SystemExit("bound square over windows")
+        except attndsl.SpecError as e:
+            assert "square wants global keys" in str(e) and "normalization" in str(e), e
+        print("ok")
+    ''' % str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
 def test_engines_are_decided_once_and_followed():
     """Lowering records an SDPA core only where autoplan says so; the pass follows."""
     m = attndsl.compile("swin_wmsa", dim=48, resolution=(14, 14), heads=3, backend="eager")
@@ -287,3 +362,6 @@ def test_docs_list_every_kind():
     text = (ROOT / "docs" / "mechanisms.md").read_text()
     inside = text.split("<!-- kinds -->\n")[1].split("\n<!-- /kinds -->")[0]
     assert inside == kinds_table(), "regenerate the table in docs/mechanisms.md"
+    from attndsl.normalizations import normalizations_table
+    inside = text.split("<!-- normalizations -->\n")[1].split("\n<!-- /normalizations -->")[0]
+    assert inside == normalizations_table(), "regenerate the table in docs/mechanisms.md"

@@ -113,7 +113,7 @@ def lower_branch(ctx: R.Ctx, x):
         if mask is not None:
             bias = R.add(bias, R.mask_like(mask, per_channel and b.kernel.expand is None))
     with ctx.emitting(f"normalization: {b.normalization.kind}"):
-        weights = R.NORMALIZATIONS[b.normalization.kind](ctx, R.add(scores, bias))
+        weights = R.normalize(ctx, R.add(scores, bias))
     if R.ghost_head_splits(ctx):
         with ctx.emitting("kernel.expand: ghost_head"):
             v = None if sel.weighs_windows else sel.block_v(v_map)

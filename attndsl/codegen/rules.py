@@ -10,7 +10,7 @@ Shape legend (the "blocked" layout shared by every application):
     v blocks  (B, G, nb, Lk, d)
     logits    (B, G, nb, Lq, Lk)        standard kernel: one weight per head
               (B, G, nb, Lq, Lk, d)     depthwise kernel: one weight per channel
-The normalization axis is always dim 4 (Lk).
+The normalization axis is always dim 4 (Lk, normalizations.KEY_AXIS).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from ..applications.base import Selection, to_nchw, to_nhwc
 from ..lang import models as m
 from ..lang.bind import BranchPlan
+from ..normalizations import KEY_AXIS, normalization_of
 from ..terms import term_of
 
-KEY_AXIS = 4
 # node.meta key: the rule (and its spec axis) that emitted a node, e.g.
 # "application: window" or "normalization: softmax" (export names it when an op fails)
 PROVENANCE = "attndsl_rule"
@@ -181,54 +181,10 @@ def hadamard_logits(ctx, q_map, k_map):
 
 
 # ====================================================================== normalization
-def norm_softmax(ctx, w):
-    t = ctx.bp.spec.normalization.temperature
-    return torch.softmax(w / t if t != 1.0 else w, dim=KEY_AXIS)
-
-
-def norm_identity(ctx, w):
-    return w
-
-
-def norm_relu(ctx, w):
-    out = F.relu(w)
-    return out / ctx.key_count if ctx.bp.spec.normalization.mean else out
-
-
-def norm_layernorm(ctx, w):
-    mean = w.mean(KEY_AXIS, keepdim=True)
-    var = w.var(KEY_AXIS, keepdim=True, unbiased=False)
-    return (w - mean) / torch.sqrt(var + ctx.bp.spec.normalization.eps)
-
-
-def norm_sigmoid(ctx, w):
-    bias, n = ctx.bp.spec.normalization.bias, ctx.key_count
-    if bias == "-log n":     # a constant of the geometry, not a parameter
-        # (symbolic when the rules run for a dynamic-resolution export: kept a tensor op)
-        bias = -math.log(n) if isinstance(n, int) else -torch.log(w.new_full((), n))
-    return torch.sigmoid(w + bias) if not isinstance(bias, float) or bias else torch.sigmoid(w)
-
-
-def norm_sum(ctx, w):
-    return w / (w.sum(KEY_AXIS, keepdim=True) + ctx.bp.spec.normalization.eps)
-
-
-def norm_l1(ctx, w):
-    return w / w.abs().sum(KEY_AXIS, keepdim=True).clamp_min(ctx.bp.spec.normalization.eps)
-
-
-def norm_filter(ctx, w):
-    """DDF filter normalization: (w − mean)/(std + 1e-10) · gain / K, unbiased std."""
-    gain = ctx.bp.spec.normalization.gain
-    centred = w - w.mean(KEY_AXIS, keepdim=True)
-    return centred / (w.std(KEY_AXIS, keepdim=True) + 1e-10) * (gain / ctx.bp.window)
-
-
-NORMALIZATIONS = {
-    "softmax": norm_softmax, "identity": norm_identity, "relu": norm_relu,
-    "layernorm": norm_layernorm, "sigmoid": norm_sigmoid, "l1": norm_l1,
-    "filter_norm": norm_filter, "sum": norm_sum,
-}
+def normalize(ctx, w):
+    """The branch's normalization over the keys (attndsl/normalizations/<kind>.py)."""
+    norm = ctx.bp.spec.normalization
+    return normalization_of(norm).lower(ctx, norm, w)
 
 
 FEATURE_MAPS = {"elu_plus_one": lambda t: F.elu(t) + 1, "relu": F.relu}
@@ -330,7 +286,7 @@ def static_filter_conv(ctx, sel, v_map, bias=None):
     table = ctx.p.rel_pos.bias                                   # (G, K²)
     if bp.spec.parameterization.rel_pos_orientation == "i_minus_j":
         table = table.flip(-1)
-    weights = NORMALIZATIONS[bp.spec.normalization.kind](ctx, table[None, :, None, None])
+    weights = normalize(ctx, table[None, :, None, None])
     kernel = weights.reshape(bp.heads, 1, k, k)
     if bp.head_dim > 1:   # a head's filter serves each of its channels
         kernel = kernel.repeat_interleave(bp.head_dim, dim=0)
@@ -381,7 +337,7 @@ def mask_like(mask, per_channel: bool):
     return mask.unsqueeze(-1) if per_channel else mask
 
 
-__all__ = ["Ctx", "selection_for", "NORMALIZATIONS", "unfold_kernel",
+__all__ = ["Ctx", "selection_for", "normalize", "unfold_kernel",
            "additive_logits", "hadamard_logits", "ghost_head", "ghost_head_splits",
            "ghost_head_aggregate", "depthwise_conv", "aggregate", "dropout",
            "mask_like"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SpecError
 from ..applications import ApplicationKind, Geometry, Where, fits_grid, kind_of
+from ..normalizations import NormWhere, normalization_of
 from ..terms import TermWhere, term_of
 from . import arguments
 from . import models as m
@@ -362,10 +363,9 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
         raise SpecError(f"a depthwise kernel weighs each value channel by its own q/k channel, "
                         f"so the q/k width ({qk_dim}) must equal the value width ({width})",
                         path=f"{path}projections.qk_width")
-    if isinstance(b.normalization, m.FilterNorm) and not geo.taps:
-        raise SpecError("filter_norm divides by the kernel size K and needs keys that are a "
-                        f"K×K window or neighbourhood, got '{app.kind}'",
-                        path=f"{path}normalization")
+    normalization_of(b.normalization).check(NormWhere(   # the normalization's own rules
+        normalization=b.normalization, branch=b, path=f"{path}normalization", kind=kind,
+        geometry=geo))
     if b.extras.value_conv is not None and b.extras.value_conv.scope == "block" \
             and not kind.tiles:
         raise SpecError("a value conv with scope 'block' convolves each query block as an "

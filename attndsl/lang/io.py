@@ -416,8 +416,7 @@ _NESTED_MODEL = {
 }
 _TAGGED = {
     "parameterization": (m.Additive, m.Hadamard),
-    "normalization": (m.Softmax, m.Identity, m.Relu, m.LayerNormOverKernels, m.Sigmoid,
-                      m.L1, m.FilterNorm, m.Sum),
+    "normalization": m.NORMALIZATION_MODELS,
     "application": m.APPLICATION_MODELS,
     "positional": (m.Peg,),
     "terms": m.TERM_MODELS,

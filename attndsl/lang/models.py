@@ -144,66 +144,13 @@ Parameterization = Annotated[Union[Additive, Hadamard], Field(discriminator="kin
 
 
 # ---------------------------------------------------------------- normalization
-class Softmax(Component):
-    kind: Literal["softmax"] = "softmax"
-    # logits / temperature: below 1e-6 (1e-320 was accepted) the quotient overflows
-    temperature: Float = Field(default=1.0, ge=1e-6, le=1e6)
+# One module per kind in attndsl/normalizations/, each with its spec component; the axis is
+# the union of every registered kind (re-exported here: m.Softmax, m.Sum, …).
+from ..normalizations import models as _normalization_models          # noqa: E402
 
-
-class Identity(Component):
-    kind: Literal["identity"] = "identity"
-
-
-class Relu(Component):
-    """ReLU over the kernel axis, optionally divided by |S(i)| (the number of keys)."""
-
-    kind: Literal["relu"] = "relu"
-    mean: bool = False
-
-
-class LayerNormOverKernels(Component):
-    """(w − mean_j w) / sqrt(var_j w + eps), biased variance, no affine."""
-
-    kind: Literal["layernorm"] = "layernorm"
-    eps: Float = Field(default=1e-5, ge=1e-12, le=1.0)
-
-
-class Sigmoid(Component):
-    """sigmoid(w + b): b a constant, or "-log n" with n = |S(i)| the keys per query
-    (sigmoid attention, Ramapuram et al. 2024: b = −log n keeps the output scale as n
-    grows; a constant, not a parameter)."""
-
-    kind: Literal["sigmoid"] = "sigmoid"
-    bias: Union[Annotated[Float, Field(ge=-1e6, le=1e6)], Literal["-log n"]] = 0.0
-
-
-class Sum(Component):
-    """w / (Σ_j w + eps): linear attention's normaliser (Katharopoulos et al. 2020). With
-    only a query_key term over shared keys it runs in the associative form
-    φ(q)(φ(k)ᵀv) / (φ(q)·Σ_j φ(k_j) + eps), never building the N×N weights."""
-
-    kind: Literal["sum"] = "sum"
-    eps: Float = Field(default=1e-6, ge=0, le=1.0)
-
-
-class L1(Component):
-    """w / max(Σ_j |w_j|, eps)."""
-
-    kind: Literal["l1"] = "l1"
-    eps: Float = Field(default=1e-12, ge=1e-12, le=1.0)
-
-
-class FilterNorm(Component):
-    """(w − mean_j w) / (std_j w + 1e-10) · gain / K, unbiased std (DDF uses gain √2)."""
-
-    kind: Literal["filter_norm"] = "filter_norm"
-    gain: Float = Field(default=1.0, ge=-1e6, le=1e6)
-
-
-Normalization = Annotated[
-    Union[Softmax, Identity, Relu, LayerNormOverKernels, Sigmoid, L1, FilterNorm, Sum],
-    Field(discriminator="kind"),
-]
+NORMALIZATION_MODELS = _normalization_models()
+Normalization = Annotated[Union[NORMALIZATION_MODELS], Field(discriminator="kind")]
+globals().update({cls.__name__: cls for cls in NORMALIZATION_MODELS})   # m.Softmax, m.Sum …
 
 
 # ---------------------------------------------------------------- application (which j)
