@@ -14,7 +14,7 @@ check  every zoo spec, in --workers parallel processes: the module on CUDA — b
        same weights): ‖y − ref‖ / ‖ref‖ for the output, ∂x and every parameter's gradient.
        TF32 is off for the float32 rows. Bounds: float32 1e-4 (output) / 1e-3 (gradients),
        bfloat16 2e-2 / 5e-2.
-bench  for each family of benchmarks/baselines.py at B=64 — stage 1 56×56 C96 3 heads,
+bench  for each family of benchmarks/baselines/ at B=64 — stage 1 56×56 C96 3 heads,
        stage 2 28×28 C192 6 heads, stage 3 14×14 C384 12 heads — in bfloat16: attndsl
        with attention auto / sdpa / flex / explicit, the family's hand-picked baselines
        (SDPA, FlexAttention, NATTEN when importable, …) and torch.compile of the paper-style

@@ -8,7 +8,7 @@
 For every (dtype, stage, family) it times, in this order:
   attndsl            attndsl.compile(zoo, backend="auto")         (the thing under test)
   attndsl_inductor   backend="inductor"                            (context, not a target)
-  eager_ref          the paper-style eager reference              (benchmarks/baselines.py)
+  eager_ref          the paper-style eager reference              (benchmarks/baselines/)
   compiled_ref       torch.compile(eager_ref)
   <baselines>        the hand-picked baselines of the family (SDPA, FlexAttention, conv2d, …)
 
@@ -17,7 +17,7 @@ Each variant runs in its own worker process (isolation, peak memory, --timeout p
 variant numerically against the attndsl module at the timed shape: max|y − y_ref| /
 max|y_ref| ≤ 1e-4 in float32 (for a bfloat16 row: the same variant code run in float32,
 with the bf16-rounded weights and input, then the bf16 output must stay within 0.1 of the
-float32 module; BOAT: float64, see baselines.py) — a mismatch is recorded as an error row
+float32 module; BOAT: float64, see baselines/boat.py) — a mismatch is recorded as an error row
 and not timed.  Rows are appended to a
 JSON-lines file as they finish and the JSON + markdown are re-assembled after every row,
 so a killed run keeps what it measured.

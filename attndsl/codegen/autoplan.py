@@ -25,7 +25,8 @@ from .rules import static_filter_branch
 
 # Evidence: benchmarks/results/cpu-amd-epyc-1t_2026-11-21T0822_float32.md (this CPU,
 # 1 thread, float32; stage 1 = B=8, 56×56, C=96, 3 heads; stage 2 = B=8, 28×28, C=192,
-# 6 heads; median ms) and the earlier runs it replaces (T0629, after-na-conv-auto).
+# 6 heads; median ms), which replaced the earlier runs (T0629, after-na-conv-auto; superseded
+# result files are removed, their commands are in git history).
 EVIDENCE = {
     "sdpa_global": "ViT global, stage 1: eager reference 2127 ms, SDPA 552 ms, attndsl eager "
                    "graph with SDPA 543 ms (64% of the 92 GFLOP/s GEMM ceiling), the same "
