@@ -14,7 +14,7 @@ from .codegen import BACKENDS, PIPELINE, CompiledAttention, compile, lower
 from .convert import ConversionError, convert, layout_names
 from .errors import AttndslError, LoweringError, ShapeError, SpecError
 from .export import ExportError, export, export_onnx
-from .patch import Patched, PatchError, patch
+from .patch import Patched, PatchError, patch, spec_of
 from .lang import Plan, Spec, bind, dump_spec, load_spec
 from .zoo import zoo_names, zoo_path, zoo_paths
 from .model import build_model, load, load_backbone
@@ -42,6 +42,6 @@ __all__ = [
     "compile", "load", "load_spec", "dump_spec", "bind", "lower", "Spec", "Plan",
     "CompiledAttention", "BACKENDS", "PIPELINE", "zoo_names", "zoo_path", "zoo_paths",
     "AttndslError", "SpecError", "LoweringError", "ShapeError", "ConversionError",
-    "convert", "layout_names", "patch", "Patched", "PatchError", "export", "export_onnx", "ExportError",
+    "convert", "layout_names", "patch", "spec_of", "Patched", "PatchError", "export", "export_onnx", "ExportError",
     "search", "report", "evaluate", "train_design", "build_model", "load_backbone", "__version__",
 ]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import attndsl
-from attndsl.patch import PatchError, patch
+from attndsl.patch import ConventionError, PatchError, patch
 import layout_modules as lm
 from tiny_swin import TinySwin
 
@@ -78,9 +78,12 @@ def test_swin_window_attention_swaps_exactly_with_converted_weights():
 def test_elsa_swaps_in_with_fresh_weights_and_says_so():
     model = TinySwin()
     n_before = sum(p.numel() for p in model.parameters())
-    report = patch(model, "elsa", match="WindowAttention", backend="eager")
+    with pytest.warns(UserWarning, match="2 module.s. got the spec's fresh weights"):
+        report = patch(model, "elsa", match="WindowAttention", backend="eager",
+                       example=swin_input())
     assert [r.path for r in report] == ["blocks.0.attn", "blocks.1.attn"]
     assert all(r.weights.startswith("fresh: layout 'timm.swin'") for r in report)
+    assert all(r.resolution == (14, 14) for r in report)        # read by the probe forward
     y = model(swin_input())
     assert y.shape == (2, 10) and torch.isfinite(y).all()
     assert sum(p.numel() for p in model.parameters()) != n_before
@@ -120,7 +123,7 @@ def test_your_own_module_with_a_predicate_and_a_convention():
     assert model(torch.randn(1, 9, 9, 32)).shape == (1, 9, 9, 32)
 
 
-def test_vit_with_a_class_token_is_refused_clearly():
+def test_tokens_beyond_a_square_grid_run_when_the_spec_reads_no_position():
     class Attention(nn.Module):
         def __init__(self):
             super().__init__()
@@ -130,8 +133,21 @@ def test_vit_with_a_class_token_is_refused_clearly():
     report = patch(model, "vit_mhsa", match="Attention", backend="eager")
     assert report[0].weights == "converted from timm.vit"
     assert model(torch.randn(2, 49, 32)).shape == (2, 49, 32)
-    with pytest.raises(PatchError, match="50 tokens, not a square grid.*class_token=False"):
-        model(torch.randn(2, 50, 32))
+    # 50 tokens (a class token the model doesn't declare): global attention is the same
+    # function over any token set, so they run as one row of tokens
+    x = torch.randn(2, 50, 32)
+    attn = model[0].attn
+    q, k, v = attn.attn.qkv(x).chunk(3, -1)
+    heads = lambda t: t.reshape(2, 50, 4, 8).transpose(1, 2)
+    y = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+    want = attn.attn.proj(y.transpose(1, 2).reshape(2, 50, 32))
+    assert torch.allclose(model(x), want, atol=1e-5)
+    # a spec that reads grid positions can't: the error says why and what to do
+    local = nn.Sequential(Attention())
+    patch(local, "nat", match="Attention", backend="eager", layout=None, resolution=(7, 7))
+    with pytest.raises(ConventionError, match="50 tokens.*not a square grid.*no rule for "
+                                              "prefix tokens.*example="):
+        local(torch.randn(2, 50, 32))
 
 
 def test_no_match_lists_the_models_classes():

@@ -118,6 +118,10 @@ class ApplicationKind:
     #                                       key set can be a BlockMask built once per grid
     tiles: ClassVar[bool] = False         # blocks are rectangular tiles of the map: the rule
     #                                       has to_tiles / from_tiles (a value conv per block)
+    prefix_tokens: ClassVar[bool] = False  # class / register tokens before the grid's
+    #                                       tokens are attended like any token (ViT, DeiT:
+    #                                       every query sees them, they see every key); a
+    #                                       kind without a rule for them refuses them
 
     @property
     def name(self) -> str:

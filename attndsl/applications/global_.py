@@ -34,8 +34,9 @@ class GlobalSelection(Selection):
 @register
 class GlobalKind(ApplicationKind):
     model = Global
-    doc = "every query sees all N tokens (ViT)"
+    doc = "every query sees all N tokens (ViT); class / register tokens are tokens like the others"
     offsets = True
+    prefix_tokens = True
     value_map = True
 
     def bind(self, app, where):

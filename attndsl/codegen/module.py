@@ -23,6 +23,7 @@ from .footprint import check_footprint
 from .lower import lower
 from .passes import ENGINES, PROLOGUE, pass_names
 from .params import spec_parameters
+from ..terms import term_of
 
 SAVE_FORMAT = "attndsl-module/1"
 BACKBONE_FORMAT = "attndsl-backbone/1"   # attndsl.model.BackboneNet.save
@@ -356,14 +357,26 @@ class CompiledAttention(nn.Module):
             return self._graph_in_trace((x.shape[1], x.shape[2]))(x)
         return self._entry((x.shape[1], x.shape[2]), self.training)[1](x)
 
-    def forward_tokens(self, x: torch.Tensor, size) -> torch.Tensor:
-        """timm-style entry: x (B, N, C) with N = H·W row-major → (B, N, C)."""
+    def forward_tokens(self, x: torch.Tensor, size, prefix: int = 0) -> torch.Tensor:
+        """timm-style entry: x (B, N, C) with N = prefix + H·W (the grid row-major after
+        `prefix` class / register tokens) → (B, N, C). Prefix tokens need every branch's
+        application to have a rule for them (`global`: attended like any token) and no
+        term or extra that places tokens on the grid; the refusal says which is missing."""
         H, W = arguments.resolution(size, "size", square_ok=False)
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != H * W:
+        prefix = arguments.integer(prefix, "prefix", low=0, high=arguments.MAX_SIDE)
+        n = prefix + H * W
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != n:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ShapeError(f"forward_tokens expects (B, {H}*{W}={H * W}, {self.dim}), "
-                             f"got {shape}")
-        return self(x.reshape(x.shape[0], H, W, x.shape[2])).reshape(x.shape)
+            tokens = f"{prefix}+{H}*{W}={n}" if prefix else f"{H}*{W}={n}"
+            raise ShapeError(f"forward_tokens expects (B, {tokens}, {self.dim}), got {shape}")
+        if not prefix:
+            return self(x.reshape(x.shape[0], H, W, x.shape[2])).reshape(x.shape)
+        why = prefix_token_refusal(self.plan)
+        if why:
+            raise ShapeError(f"spec '{self.spec.name}' can't take {prefix} prefix token(s): "
+                             f"{why}")
+        # attended like any token and nothing reads grid positions: the tokens are one row
+        return self(x.reshape(x.shape[0], 1, n, x.shape[2])).reshape(x.shape)
 
     # -- keep the cache consistent -------------------------------------------------------
     def _apply(self, fn, recurse=True):
@@ -426,6 +439,27 @@ def check_output_path(path, what: str) -> Path:
         raise ArgumentError(f"cannot write the {what} {path}: folder {path.parent} does not "
                             "exist (create it first)", argument="path")
     return path
+
+
+def prefix_token_refusal(plan: Plan) -> str | None:
+    """None when class / register tokens before the grid can join every branch's keys and
+    queries as tokens like the others, else why not."""
+    if plan.spec.positional:
+        return "a positional encoding convolves the grid"
+    for bp in plan.branches:
+        b, kind = bp.spec, bp.kind
+        where = f"branch '{bp.name}'" if len(plan.branches) > 1 else "its application"
+        if not kind.prefix_tokens:
+            return (f"{where} '{kind.name}' has no rule for prefix tokens (kinds with one: "
+                    "global)")
+        terms = getattr(b.parameterization, "terms", ())
+        placed = [t.kind for t in terms if term_of(t).offsets]
+        if placed:
+            return f"its term(s) {', '.join(placed)} index grid offsets, which a prefix token lacks"
+        if b.extras.value_conv is not None or b.projections.q_conv is not None \
+                or b.kernel.size > 1:
+            return "a convolution over the grid (value_conv, q_conv or K×K keys)"
+    return None
 
 
 def compile(spec: SpecLike, dim: int, resolution, *, heads: int | None = None,

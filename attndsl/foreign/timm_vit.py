@@ -1,0 +1,64 @@
+"""timm.vit — timm's VisionTransformer `Attention` (ViT, DeiT, and every model built from
+timm's vision_transformer blocks): global multi-head attention over the class / register
+tokens and the patch grid, optional q/k LayerNorm."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .base import Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register
+
+
+@register
+class TimmVitAttention(ForeignKind):
+    name = "timm.vit"
+    classes = ("Attention",)
+    convention = "bnc"
+    doc = ("timm VisionTransformer Attention: global MHSA over the class / register tokens "
+           "and the grid, qk_norm")
+
+    def claims(self, module, parent):
+        # PVT-v2's Attention has separate q and kv linears; ViT's one qkv
+        return (type(module).__name__ == "Attention"
+                and isinstance(getattr(module, "qkv", None), nn.Linear)
+                and not hasattr(module, "kv"))
+
+    def equivalent(self, module, parent, call: Call, model) -> Equivalent:
+        if getattr(module, "gate", None) is not None:
+            raise Unsupported("its output is gated (gated=True: an elementwise sigmoid gate), "
+                              "which the language has no axis for")
+        if not isinstance(getattr(module, "norm", nn.Identity()), nn.Identity):
+            raise Unsupported("scale_norm=True (a LayerNorm of the attention output before "
+                              "the projection) is not in the language")
+        dim, heads = module.qkv.in_features, int(module.num_heads)
+        if getattr(module, "attn_dim", dim) != dim or module.proj.out_features != dim:
+            raise Unsupported(f"its attention width ({module.attn_dim}) or output width "
+                              f"({module.proj.out_features}) differs from its input width "
+                              f"({dim})")
+        projections = {"layout": "qkv", "bias": linear_bias(module.qkv),
+                       "out_bias": linear_bias(module.proj)}
+        norms = [getattr(module, a, None) for a in ("q_norm", "k_norm")]
+        if all(isinstance(n, nn.LayerNorm) for n in norms):
+            if norms[0].eps != norms[1].eps or not norms[0].elementwise_affine:
+                raise Unsupported("q_norm and k_norm differ, or have no affine parameters")
+            projections["qk_norm"] = {"kind": "layernorm", "eps": float(norms[0].eps)}
+        elif not all(isinstance(n, nn.Identity) for n in norms):
+            raise Unsupported(f"q/k norms {[type(n).__name__ for n in norms]}: only "
+                              "LayerNorm (timm's qk_norm) is in the language")
+        x = call.args[0] if call.args else call.kwargs["x"]
+        prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        n = int(x.shape[1]) - prefix
+        side = math.isqrt(max(n, 0))
+        grid = (side, side) if side * side == n else (1, n)
+        spec = {"name": "timm_vit_attention", "heads": heads, "projections": projections,
+                "parameterization": {"kind": "additive", "terms": ["query_key"]},
+                "normalization": {"kind": "softmax"}, "application": {"kind": "global"},
+                "dropout": {"attention": dropout_of(module),
+                            "projection": dropout_of(module, "proj_drop")}}
+        notes = (f"{prefix} prefix token(s) attended like the grid's",) if prefix else ()
+        return Equivalent(spec, dim, heads, grid, "timm.vit", notes)
+
+    def replacement(self, compiled, module, model):
+        from .conventions import Tokens
+        return Tokens(compiled, prefix=int(getattr(model, "num_prefix_tokens", 0) or 0))
