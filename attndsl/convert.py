@@ -309,9 +309,11 @@ register(Layout(
     _renames({"qkv": "attn.qkv", "proj": "attn.proj"}) + (
         Rule("relative_position_bias_table", "attn.rel_pos.bias",
              inward=lambda t, m: t.t(), outward=lambda t, m: t.t(), how="transposed"),),
+    # timm ≥ 1.0 keeps the index non-persistent: checked when a checkpoint has it (older
+    # timm, the official Swin), never written back (a strict load into timm would fail)
     buffers=(Buffer("relative_position_index",
                     lambda m: swin_relative_position_index(_window(m)),
-                    "Swin's i − j index of its (2ws−1)² table"),),
+                    "Swin's i − j index of its (2ws−1)² table", persistent=False),),
     check=_swin_check,
     notes="qkv rows [q; k; v], head g owning rows g·d…(g+1)·d of each (the same as attndsl); "
           "the bias table is (T, G) in timm and (G, T) here; the shift and its mask live in "

@@ -47,6 +47,8 @@ class SwinBlock(nn.Module):
     def __init__(self, dim, heads, res, ws, shift):
         super().__init__()
         self.res, self.ws, self.shift = res, ws, shift
+        # timm's names for the block's geometry (attndsl.patch reads them)
+        self.input_resolution, self.window_size, self.shift_size = res, (ws, ws), (shift, shift)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, ws)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))

@@ -35,7 +35,8 @@ class TimmWindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, dtype=dtype)
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * ws - 1) ** 2, heads, dtype=dtype))
-        self.register_buffer("relative_position_index", swin_index(ws))
+        # timm ≥ 1.0 keeps the index out of the state dict (persistent=False)
+        self.register_buffer("relative_position_index", swin_index(ws), persistent=False)
         _randomize(self, seed)
 
     def forward(self, x):

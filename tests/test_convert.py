@@ -243,17 +243,23 @@ def test_shape_mismatch_names_key_shape_and_geometry():
 
 
 def test_a_foreign_index_buffer_that_differs_is_refused():
+    """An official-Swin (or timm < 1.0) checkpoint holds the index: it is checked."""
     sd, m = _swin()
+    sd["relative_position_index"] = swin_relative_position_index(7)
+    assert set(convert(sd, "timm.swin", m)) == set(m.state_dict())
     sd["relative_position_index"] = sd["relative_position_index"].t().contiguous().flip(0)
     with pytest.raises(ConversionError, match="relative_position_index' differs from Swin's"):
         convert(sd, "timm.swin", m)
 
 
-def test_an_absent_index_buffer_is_fine():
-    """Newer timm keeps relative_position_index non-persistent."""
+def test_an_absent_index_buffer_is_fine_and_never_written_back():
+    """timm ≥ 1.0 keeps relative_position_index non-persistent: a checkpoint lacks it, and
+    the way back must not write it (a strict load into timm would fail)."""
     sd, m = _swin()
-    del sd["relative_position_index"]
-    assert set(convert(sd, "timm.swin", m)) == set(m.state_dict())
+    assert "relative_position_index" not in sd
+    m.load_state_dict(convert(sd, "timm.swin", m))
+    assert "relative_position_index" not in convert(m.state_dict(), "timm.swin", m,
+                                                     reverse=True)
 
 
 def test_layout_and_spec_must_fit():

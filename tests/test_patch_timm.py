@@ -70,3 +70,18 @@ def test_timm_vit_without_class_token():
     _same_output(model, [lambda m: attndsl.patch(m, "vit_mhsa", match="Attention",
                                                  backend="eager")],
                  torch.randn(1, 3, 224, 224))
+
+
+@pytest.mark.parametrize("name", [
+    "swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "twins_svt_small",
+    "twins_pcpvt_small", "pvt_v2_b0", "pvt_v2_b2_li", "vit_tiny_patch16_224",
+    "deit_tiny_patch16_224"])
+def test_patch_with_no_spec_swaps_every_attention_exactly(name):
+    """attndsl.patch(model): no spec, no per-model code; every attention module swapped,
+    the whole model's output unchanged in float64 (every parameter moved off its init so
+    that no branch is silent: Swin-V2's post-norms start at zero)."""
+    from benchmarks.timm_coverage import run_model
+    r = run_model(name)
+    assert r["failure"] is None and not r["left"] and not r["unrecognized"], r
+    assert r["swapped"] == r["attention_modules"] > 0
+    assert r["relative_error"] <= 1e-8, r      # Swin-V2: timm's float32 coordinate table

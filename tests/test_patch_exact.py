@@ -1,0 +1,199 @@
+"""patch(model) with no spec: each attention module of a class attndsl recognizes is
+replaced by its exact equivalent, read from the module, its block and a probe forward,
+verified before anything changes. Models written here with timm's class names, attributes
+and call conventions (timm can't be installed in CI: tests/test_patch_timm.py runs the real
+models where it can)."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+import attndsl
+from attndsl.patch import PatchError, patch, spec_of
+from tiny_swin import TinySwin
+
+
+class Attention(nn.Module):
+    """timm's VisionTransformer Attention: its attribute names, its forward signature."""
+
+    def __init__(self, dim, heads, gated=False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.attn_dim = heads, dim // heads, dim
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm, self.k_norm, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
+        self.attn_drop, self.proj_drop = nn.Dropout(0.0), nn.Dropout(0.0)
+        self.gate = nn.Linear(dim, dim) if gated else None
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        w = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+        y = (w.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x))
+        return self.proj(y)
+
+
+class TinyViT(nn.Module):
+    """A class token, a 4×4 grid of patches, two blocks (the second one's attention gated
+    when `gated_second`)."""
+
+    num_prefix_tokens = 1
+
+    def __init__(self, dim=32, heads=4, gated_second=False):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.blocks = nn.ModuleList()
+        for i in range(2):
+            block = nn.Module()
+            block.norm1 = nn.LayerNorm(dim)
+            block.attn = Attention(dim, heads, gated=gated_second and i == 1)
+            self.blocks.append(block)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        for block in self.blocks:
+            x = x + block.attn(block.norm1(x))
+        return self.head(x[:, 0])
+
+
+def _image(size=16):
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0),
+                       dtype=torch.float64)
+
+
+def test_a_swin_model_is_swapped_exactly_with_no_spec():
+    torch.manual_seed(0)
+    model = TinySwin().double()
+    img = _image(56)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [(r.path, r.status, r.weights) for r in report] == [
+        ("blocks.0.attn", "swapped", "converted from timm.swin"),
+        ("blocks.1.attn", "swapped", "converted from timm.swin")]
+    assert all(r.error <= 1e-12 and r.resolution == (14, 14) for r in report)
+    assert isinstance(model.blocks[1].attn, attndsl.CompiledAttention)
+    application = model.blocks[1].attn.spec.branches[0].application
+    assert (application.size, application.shift) == (7, 3)      # read from the block
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
+def test_class_tokens_are_attended_like_the_grid():
+    torch.manual_seed(1)
+    model = TinyViT().double()
+    img = _image()
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [r.status for r in report] == ["swapped", "swapped"]
+    assert report[0].convention == "bnc" and report[0].resolution == (4, 4)
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
+def test_all_or_nothing_and_the_reason_for_what_is_left():
+    torch.manual_seed(2)
+    model = TinyViT(gated_second=True).double()
+    img = _image()
+    pristine = copy.deepcopy(model.state_dict())
+    with pytest.raises(PatchError, match=r"(?s)1 of 2 module\(s\) can.t be swapped, so none "
+                                         r"was.*blocks\.1\.attn \(Attention\): .*gated"):
+        patch(model, example=img, backend="eager")
+    assert all(type(b.attn) is Attention for b in model.blocks)      # nothing changed
+    assert model.state_dict().keys() == pristine.keys()
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager", strict=False)
+    assert [r.status for r in report] == ["swapped", "left"]
+    assert "gated" in report[1].reason and report[1].weights == "unchanged"
+    assert type(model.blocks[1].attn) is Attention
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
+def test_a_swap_whose_output_differs_is_never_reported_converted():
+    """The block says it doesn't shift, but its _attn does: the spec read from the
+    attributes is wrong, and the probe's verification catches it."""
+    torch.manual_seed(3)
+    model = TinySwin().double()
+    model.blocks[1].shift_size = (0, 0)          # a lie: _attn still rolls by 3
+    report = patch(model, example=_image(56), backend="eager", strict=False)
+    assert report[0].status == "swapped"
+    assert report[1].status == "left" and "differs by" in report[1].reason
+    assert type(model.blocks[1].attn).__name__ == "WindowAttention"
+
+
+def test_spec_of_and_dump_to_give_specs_that_compile(tmp_path):
+    model = TinySwin().double()
+    specs = spec_of(model, example=_image(56))
+    assert set(specs) == {"blocks.0.attn", "blocks.1.attn"}
+    entry = specs["blocks.1.attn"]
+    assert (entry["dim"], entry["heads"], entry["resolution"]) == (48, 3, [14, 14])
+    assert entry["spec"]["application"]["shift"] == 3 and entry["layout"] == "timm.swin"
+    patch(model, example=_image(56), backend="eager", dump_to=tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["blocks.0.attn.yaml", "blocks.1.attn.yaml"]
+    text = (tmp_path / "blocks.1.attn.yaml").read_text()
+    assert text.startswith("# blocks.1.attn (WindowAttention)") and "dim 48, 3 heads" in text
+    spec = attndsl.load_spec(tmp_path / "blocks.1.attn.yaml")
+    m = attndsl.compile(spec, dim=48, resolution=(14, 14), backend="eager")
+    assert m(torch.randn(1, 14, 14, 48)).shape == (1, 14, 14, 48)
+    assert yaml.safe_load(text)["application"]["size"] == 7
+
+
+def test_no_example_and_no_declared_input_size_says_what_to_pass():
+    with pytest.raises(PatchError, match="pass example="):
+        patch(TinySwin())
+    with pytest.raises(PatchError, match="probe forward .* failed.*pass example="):
+        patch(TinySwin(), example=torch.randn(1, 3, 5))
+
+
+def test_a_declared_input_size_is_the_default_probe():
+    model = TinyViT().double()
+    model.pretrained_cfg = {"input_size": (3, 16, 16)}
+    report = patch(model, backend="eager")
+    assert [r.status for r in report] == ["swapped", "swapped"]
+
+
+def test_a_spec_in_place_of_a_recognized_module_takes_its_grid_from_the_probe():
+    model = TinySwin()
+    with pytest.warns(UserWarning, match="fresh weights"):
+        report = patch(model, "nat", example=_image(56).float(), backend="eager")
+    assert all(r.resolution == (14, 14) and r.weights.startswith("fresh") for r in report)
+    assert model(_image(56).float()).shape == (2, 10)
+    # geometry the spec can't take is refused before anything changes
+    model = TinySwin()
+    with pytest.raises(PatchError, match="can't take this module's geometry.*14×14 grid"):
+        patch(model, {"name": "w5", "parameterization": {"kind": "additive",
+                                                        "terms": ["query_key"]},
+                      "normalization": {"kind": "softmax"},
+                      "application": {"kind": "window", "size": 5}},
+              example=_image(56).float(), backend="eager")
+    assert all(type(b.attn).__name__ == "WindowAttention" for b in model.blocks)
+
+
+def test_prefix_tokens_reference():
+    """forward_tokens(prefix=1) of a global spec is plain attention over all tokens."""
+    m = attndsl.compile("vit_mhsa", dim=12, heads=2, resolution=(3, 3), backend="eager").double()
+    x = torch.randn(2, 10, 12, dtype=torch.float64, requires_grad=True)
+    y = m.forward_tokens(x, (3, 3), prefix=1)
+    q, k, v = m.attn.qkv(x).chunk(3, -1)
+    heads = lambda t: t.reshape(2, 10, 2, 6).transpose(1, 2)
+    want = m.attn.proj(F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+                       .transpose(1, 2).reshape(2, 10, 12))
+    assert (y - want).abs().max() <= 1e-12
+    g1, = torch.autograd.grad(y.square().sum(), x)
+    g2, = torch.autograd.grad(want.square().sum(), x)
+    assert (g1 - g2).abs().max() <= 1e-10
+    with pytest.raises(attndsl.ShapeError, match="window.*no rule for prefix tokens"):
+        attndsl.compile("swin_wmsa", dim=12, heads=2, resolution=(7, 7)).forward_tokens(
+            torch.randn(1, 50, 12), (7, 7), prefix=1)
