@@ -622,7 +622,10 @@ register(Layout(
 # ====================================================================== EfficientViT
 _BN_EPS = 1e-5         # nn.BatchNorm2d's default, which the official Conv2d_BN keeps
 _EV_HEADS = 16         # the layout's rules cover cascades of up to this many heads
-_CONV_BN = ("c.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
+
+def _conv_bn_keys(conv: str) -> tuple[str, ...]:
+    """A Conv2d + BatchNorm pair's keys: the official code names the conv `c`, timm `conv`."""
+    return (f"{conv}.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
 
 
 def _module_dtype(m):
@@ -652,9 +655,9 @@ def _fold_out(linear: bool):
     return unfold
 
 
-def _conv_bn(foreign: str, ours: str, linear: bool, how: str) -> Rule:
-    return Rule(tuple(f"{foreign}.{k}" for k in _CONV_BN), (f"{ours}.weight", f"{ours}.bias"),
-                _fold_in(linear), _fold_out(linear), how=how)
+def _conv_bn(foreign: str, ours: str, linear: bool, how: str, conv: str = "c") -> Rule:
+    return Rule(tuple(f"{foreign}.{k}" for k in _conv_bn_keys(conv)),
+                (f"{ours}.weight", f"{ours}.bias"), _fold_in(linear), _fold_out(linear), how=how)
 
 
 def _ev_heads(m) -> int:
@@ -696,29 +699,39 @@ def _efficientvit_check(module):
     return None
 
 
+def _efficientvit_rules(conv: str) -> tuple[Rule, ...]:
+    """CascadedGroupAttention's parameters; `conv` names the conv of each Conv2d + BN pair."""
+    return (tuple(r for i in range(_EV_HEADS) for r in (
+        _conv_bn(f"qkvs.{i}", f"h{i}.qkv", True,
+                 "Conv2d_BN folded (eval BatchNorm, ε 1e-5) ↔ linear + bias, rows [q; k; v]",
+                 conv),
+        _conv_bn(f"dws.{i}", f"h{i}.q_conv", False,
+                 "Conv2d_BN folded ↔ depthwise conv + bias on q", conv)))
+        + (_conv_bn("proj.1", "merge.proj", True,
+                    "Conv2d_BN folded ↔ linear + bias (proj.0 is the ReLU)", conv),)
+        + tuple(Rule("attention_biases", tuple(f"h{i}.rel_pos.bias" for i in range(n)),
+                     inward=lambda t, m: tuple(t.split(1)), outward=lambda ts, m: torch.cat(ts),
+                     how="row i ↔ head i's (1, R²) table")
+                for n in range(_EV_HEADS, 0, -1)))
+
+
+def _efficientvit_buffers(index_persistent: bool) -> tuple[Buffer, ...]:
+    return ((Buffer("attention_bias_idxs", lambda m: efficientvit_bias_index(_window(m)),
+                    "the official index abs(Δy)·R + abs(Δx) (R the window)",
+                    persistent=index_persistent),)
+            + tuple(Buffer(f"{part}.{i}.bn.num_batches_tracked", _ev_counter(i),
+                           "BatchNorm's batch counter", fixed=False)
+                    for i in range(_EV_HEADS) for part in ("qkvs", "dws"))
+            + (Buffer("proj.1.bn.num_batches_tracked", _ev_counter(None),
+                      "BatchNorm's batch counter", fixed=False),))
+
+
 register(Layout(
     "msra.efficientvit", ("efficientvit",),
     "EfficientViT (MSRA, official) CascadedGroupAttention",
     "microsoft/Cream EfficientViT/classification/model/efficientvit.py "
     "(CascadedGroupAttention in LocalWindowAttention)",
-    tuple(r for i in range(_EV_HEADS) for r in (
-        _conv_bn(f"qkvs.{i}", f"h{i}.qkv", True,
-                 "Conv2d_BN folded (eval BatchNorm, ε 1e-5) ↔ linear + bias, rows [q; k; v]"),
-        _conv_bn(f"dws.{i}", f"h{i}.q_conv", False,
-                 "Conv2d_BN folded ↔ depthwise conv + bias on q")))
-    + (_conv_bn("proj.1", "merge.proj", True,
-                "Conv2d_BN folded ↔ linear + bias (proj.0 is the ReLU)"),)
-    + tuple(Rule("attention_biases", tuple(f"h{i}.rel_pos.bias" for i in range(n)),
-                 inward=lambda t, m: tuple(t.split(1)), outward=lambda ts, m: torch.cat(ts),
-                 how="row i ↔ head i's (1, R²) table")
-            for n in range(_EV_HEADS, 0, -1)),
-    buffers=(Buffer("attention_bias_idxs", lambda m: efficientvit_bias_index(_window(m)),
-                    "the official index abs(Δy)·R + abs(Δx) (R the window)"),)
-    + tuple(Buffer(f"{part}.{i}.bn.num_batches_tracked", _ev_counter(i),
-                   "BatchNorm's batch counter", fixed=False)
-            for i in range(_EV_HEADS) for part in ("qkvs", "dws"))
-    + (Buffer("proj.1.bn.num_batches_tracked", _ev_counter(None),
-              "BatchNorm's batch counter", fixed=False),),
+    _efficientvit_rules("c"), buffers=_efficientvit_buffers(True),
     check=_efficientvit_check,
     notes="keys of CascadedGroupAttention: LocalWindowAttention's are under 'attn.', a "
           "model's under e.g. 'blocks1.0.mixer.m.attn.' (pass prefix=). Each Conv2d_BN is "
@@ -730,7 +743,17 @@ register(Layout(
           "checkpoint's c / bn tensors (folding is not invertible), nor its BN statistics "
           "for training. A map no larger than the window is one unpadded window in the "
           "official code (stage 3, 4×4 at 224 px): compile the spec with that window. "
-          "timm's efficientvit_msra renames the pairs (conv / bn): not this layout."))
+          "timm's efficientvit_msra names the pairs conv / bn: layout timm.efficientvit_msra."))
+
+register(Layout(
+    "timm.efficientvit_msra", ("efficientvit",),
+    "timm efficientvit_msra CascadedGroupAttention",
+    "timm/models/efficientvit_msra.py (CascadedGroupAttention in LocalWindowAttention)",
+    _efficientvit_rules("conv"), buffers=_efficientvit_buffers(False),
+    check=_efficientvit_check,
+    notes="msra.efficientvit's rules with timm's names (each ConvNorm's conv is `conv`); "
+          "timm keeps attention_bias_idxs non-persistent (checked when present, never "
+          "written). The same folding of the Conv2d + BatchNorm pairs (eval mode)."))
 
 
 # ====================================================================== CSWin

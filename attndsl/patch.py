@@ -20,6 +20,7 @@ The conventions a replaced module keeps (attndsl/foreign/conventions.py):
 | convention   | the replaced module is called as                    |
 |--------------|-----------------------------------------------------|
 | `bhwc`       | f(x) with x (B, H, W, C)                            |
+| `bchw`       | f(x) with x (B, C, H, W)                            |
 | `bnc_size`   | f(x, (H, W)) or f(x, H, W) with x (B, H·W, C)        |
 | `bnc`        | f(x) with x (B, P + H·W, C): P class / register tokens before the grid |
 | `swin_block` | the parent block's `_attn(x)` with x (B, H, W, C): shift, window partition and mask are the spec's business |
@@ -228,7 +229,7 @@ def _exact_swap(t: _Target, model: nn.Module, backend: str, tolerance: float) ->
         return _left(t, eq, t.kind.convention)
     try:
         attn = _compiled(eq.spec, eq.dim, eq.heads, eq.resolution, backend, t.module)
-        attn.load_state_dict(convert(t.module.state_dict(), eq.layout, attn))
+        attn.load_state_dict(convert(t.module.state_dict(), eq.layout, attn, prefix=eq.prefix))
     except (AttndslError, RuntimeError) as exc:
         return _left(t, f"{type(exc).__name__}: {exc}", t.kind.convention, eq.dim, eq.heads)
     replacement = t.kind.replacement(attn, t.module, model)
@@ -328,6 +329,8 @@ def _grid_of_call(t: _Target, convention: str):
     x = t.call.args[0]
     if convention in ("bhwc", "swin_block") and isinstance(x, torch.Tensor) and x.dim() == 4:
         return int(x.shape[1]), int(x.shape[2])
+    if convention == "bchw" and isinstance(x, torch.Tensor) and x.dim() == 4:
+        return int(x.shape[2]), int(x.shape[3])
     if convention == "bnc_size" and len(t.call.args) >= 2:
         from .foreign.base import size_argument
         try:
@@ -386,7 +389,7 @@ def patch(model: nn.Module, spec=None, *, match=None, example=None, strict: bool
     example     the probe forward's input (default: a random image at the size timm's
                 pretrained_cfg declares); it gives each module's grid and call.
     strict      all or nothing (default); False swaps what it can and reports the rest.
-    convention  how an unrecognized matched module is called (bhwc, bnc_size, bnc,
+    convention  how an unrecognized matched module is called (bhwc, bchw, bnc_size, bnc,
                 swin_block); recognized classes know theirs.
     layout      "auto" (convert the weights when the layout fits), a layout name, or None
                 (the spec's fresh weights).

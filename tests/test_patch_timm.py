@@ -75,7 +75,7 @@ def test_timm_vit_without_class_token():
 @pytest.mark.parametrize("name", [
     "swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "twins_svt_small",
     "twins_pcpvt_small", "pvt_v2_b0", "pvt_v2_b2_li", "vit_tiny_patch16_224",
-    "deit_tiny_patch16_224"])
+    "deit_tiny_patch16_224", "maxvit_nano_rw_256", "efficientvit_m0"])
 def test_patch_with_no_spec_swaps_every_attention_exactly(name):
     """attndsl.patch(model): no spec, no per-model code; every attention module swapped,
     the whole model's output unchanged in float64 (every parameter moved off its init so
@@ -85,3 +85,12 @@ def test_patch_with_no_spec_swaps_every_attention_exactly(name):
     assert r["failure"] is None and not r["left"] and not r["unrecognized"], r
     assert r["swapped"] == r["attention_modules"] > 0
     assert r["relative_error"] <= 1e-8, r      # Swin-V2: timm's float32 coordinate table
+
+
+def test_halonet_swaps_its_stride_1_attention_and_says_why_not_the_stride_2_one():
+    from benchmarks.timm_coverage import run_model
+    r = run_model("halonet26t")
+    assert r["swapped"] == 2 and r["attention_modules"] == 3 and not r["unrecognized"], r
+    assert list(r["left"]) == ["stages.3.0.self_attn"]
+    assert "stride 2" in r["left"]["stages.3.0.self_attn"]
+    assert r["relative_error"] <= 1e-12

@@ -42,6 +42,7 @@ class Equivalent:
     resolution: tuple[int, int]
     layout: str | None
     notes: tuple[str, ...] = field(default=())
+    prefix: str = ""       # where the layout's keys sit in the module's state dict
 
 
 class ForeignKind:

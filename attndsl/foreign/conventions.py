@@ -3,6 +3,7 @@
 | convention   | the replaced module is called as                                    |
 |--------------|---------------------------------------------------------------------|
 | `bhwc`       | f(x) with x (B, H, W, C): the compiled module itself                 |
+| `bchw`       | f(x) with x (B, C, H, W): channels-first maps (timm's byoanet, convs) |
 | `bnc_size`   | f(x, (H, W)) or f(x, H, W) with x (B, H·W, C)                        |
 | `bnc`        | f(x) with x (B, P + H·W, C): P class / register tokens, then a grid   |
 | `swin_block` | the parent block's `_attn(x)` with x (B, H, W, C): shift, window      |
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..errors import AttndslError
 
-CONVENTIONS = ("bhwc", "bnc_size", "bnc", "swin_block")
+CONVENTIONS = ("bhwc", "bchw", "bnc_size", "bnc", "swin_block")
 
 
 class ConventionError(AttndslError, ValueError):
@@ -79,6 +80,17 @@ class Tokens(nn.Module):
         return f"prefix={self.prefix}"
 
 
+class ChannelsFirst(nn.Module):
+    """(B, C, H, W) → the compiled module, which is channels-last."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x):
+        return self.attn(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 def _swin_block_attn(block, x):
     """Replaces timm SwinTransformerBlock._attn: the spec does shift and windows itself."""
     return block.attn(x)
@@ -98,4 +110,6 @@ def stand_in(convention: str, attn: nn.Module, **options) -> nn.Module:
         return TokensAndSize(attn)
     if convention == "bnc":
         return Tokens(attn, **options)
+    if convention == "bchw":
+        return ChannelsFirst(attn)
     return attn       # bhwc, swin_block: the compiled module is called as is
