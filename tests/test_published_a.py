@@ -592,3 +592,16 @@ def test_seeded_realistic_parameters(make):
         assert pa.abs().mean() > 0.02, n                        # nothing left near zero
     f32 = make(0).to(torch.float32)
     assert f32(rand_map(1, 4, 4, 8).float()).shape == (1, 4, 4, 8)
+
+
+def test_swin_v2_shift_is_off_when_the_map_is_no_larger_than_the_window():
+    """timm and the official Swin-V2 turn the shift off at a map ≤ the window (stage 4 of
+    every *_window8_256 model): the zoo's shifted spec then equals the unshifted one."""
+    import attndsl
+    shifted = attndsl.compile("swin_v2_swmsa", dim=24, heads=3, resolution=(7, 7),
+                              backend="eager").double()
+    plain = attndsl.compile("swin_v2_wmsa", dim=24, heads=3, resolution=(7, 7),
+                            backend="eager").double()
+    plain.load_state_dict(shifted.state_dict())
+    x = torch.randn(2, 7, 7, 24, dtype=torch.float64)
+    assert_close(shifted(x), plain(x))
