@@ -79,3 +79,12 @@ def test_gpu_runs_become_columns_beside_the_cpu_ones(tmp_path):
     assert "| family | float32 stage1 | bfloat16 cuda-sm90 stage1 |" in table
     assert "| nat | 0.70× [0.60–0.80] vs window_index | 1.00× [1.00–1.00] vs attndsl_flex |" in table
     assert "dry-run" not in table and "vit_mhsa" not in table
+
+
+def test_timm_coverage_table_is_generated_from_the_results():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.summary import rewrite
+    from benchmarks.timm_coverage import BEGIN, DOCS, END, docs_block
+    text = DOCS.read_text()
+    assert rewrite(text, docs_block(), BEGIN, END) == text, \
+        "run: python -m benchmarks.timm_coverage --docs"
