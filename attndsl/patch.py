@@ -346,7 +346,9 @@ def _layouts():
 
 
 # classes patch() replaces with a spec but can't yet read a spec from: (convention, layout)
-SPEC_ONLY = {"HiLo": ("bnc_size", "litv2.hilo")}
+# (a class named Attention that isn't timm's ViT one, as the foreign kinds read it, is
+# still called the ViT way in most models: f(x) on tokens)
+SPEC_ONLY = {"HiLo": ("bnc_size", "litv2.hilo"), "Attention": ("bnc", "timm.vit")}
 
 
 def _legacy_layout(module: nn.Module) -> str | None:

@@ -31,7 +31,7 @@ SECOND = ["eva02_tiny_patch14_224", "xcit_nano_12_p16_224", "davit_tiny", "mvitv
           "levit_128s", "efficientformer_l1", "cait_xxs24_224", "convit_tiny", "volo_d1_224",
           "efficientvit_b0", "gcvit_xxtiny", "coat_lite_tiny", "botnet26t_256",
           "hiera_tiny_224"]
-ATTENTION = re.compile(r"(Attention|Attn|HiLo|MLA)", re.I)
+ATTENTION = re.compile(r"(Attention|Attn|HiLo|MLA|GPSA|MHSA|XCA)", re.I)
 
 
 def attention_modules(model) -> list[tuple[str, str]]:
@@ -71,6 +71,9 @@ def run_model(name: str) -> dict:
             reports = attndsl.patch(model, strict=False, backend="eager", example=x)
     except attndsl.PatchError as exc:
         reports, failure = [], str(exc).splitlines()[0]
+        if failure.startswith("no attention module of a class attndsl knows"):
+            failure = ("none of its attention classes is recognized: "
+                       + ", ".join(sorted({c for _, c in attention})))
     else:
         failure = None
     patch_s = time.perf_counter() - started

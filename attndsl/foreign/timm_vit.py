@@ -19,9 +19,13 @@ class TimmVitAttention(ForeignKind):
            "and the grid, qk_norm")
 
     def claims(self, module, parent):
-        # PVT-v2's Attention has separate q and kv linears; ViT's one qkv
+        # PVT-v2's Attention has separate q and kv linears, ViT's one qkv; other models'
+        # classes named Attention (EfficientFormer, VOLO, LeViT) lack ViT's q/k norm slots
         return (type(module).__name__ == "Attention"
                 and isinstance(getattr(module, "qkv", None), nn.Linear)
+                and isinstance(getattr(module, "proj", None), nn.Linear)
+                and isinstance(getattr(module, "q_norm", None), nn.Module)
+                and isinstance(getattr(module, "k_norm", None), nn.Module)
                 and not hasattr(module, "kv"))
 
     def equivalent(self, module, parent, call: Call, model) -> Equivalent:
