@@ -4,6 +4,7 @@ the original state dict (where the layout is bitwise invertible; else the same f
 bad state dicts get errors that list what was expected."""
 import pytest
 import torch
+from torch import nn
 
 import attndsl
 from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_position_index
@@ -62,7 +63,26 @@ CASES = {
                                      "efficientvit", dict(dim=48, heads=3), (7, 7)),
     "cswin": (lambda: CSWinAttention(48, 4, 2, 14), "cswin", dict(dim=48, heads=4), (14, 14)),
 }
-PREFIX = {"msra.efficientvit": "attn."}
+PREFIX = {"msra.efficientvit": "attn.", "timm.efficientvit_msra": "attn."}
+
+
+class TimmLocalWindowAttention(LocalWindowAttention):
+    """The same module under timm's efficientvit_msra names: each Conv2d + BN pair's conv
+    is `conv` (the official code: `c`), and attention_bias_idxs is non-persistent."""
+
+    def state_dict(self, *args, **kwargs):
+        return {k.replace(".c.", ".conv."): v for k, v in super().state_dict(*args, **kwargs).items()
+                if not k.endswith("attention_bias_idxs")}
+
+    def load_state_dict(self, state, strict: bool = True, **kwargs):
+        state = {k.replace(".conv.", ".c."): v for k, v in state.items()}
+        state["attn.attention_bias_idxs"] = nn.Module.state_dict(self)["attn.attention_bias_idxs"]
+        return super().load_state_dict(state, strict=strict, **kwargs)
+
+
+CASES["timm.efficientvit_msra"] = (
+    lambda: TimmLocalWindowAttention(48, 16, 3, 1.0, 16, 7, [5] * 3), "efficientvit",
+    dict(dim=48, heads=3), (16, 16))
 
 
 def _vit_qk_norm():
@@ -152,7 +172,7 @@ def test_converted_weights_give_the_reference_output(case):
 
 
 def _conv_bn_key(k):
-    return ".c.weight" in k or ".bn." in k
+    return ".c.weight" in k or ".conv.weight" in k or ".bn." in k
 
 
 def expected_back(case, original, module):
@@ -164,7 +184,7 @@ def expected_back(case, original, module):
         rows = 2 * module.plan.branches[0].geometry.halo
         return {k: torch.cat([torch.zeros_like(v[:rows]), v[rows:]])
                 if k.startswith("pos_embed.") else v for k, v in original.items()}
-    if layout == "msra.efficientvit":
+    if layout in ("msra.efficientvit", "timm.efficientvit_msra"):
         return {k: v for k, v in original.items() if not _conv_bn_key(k)}
     return dict(original)
 

@@ -226,19 +226,23 @@ def dense_flex_attention(q, k, v, score_mod=None, block_mask=None, scale=None):
     return torch.softmax(s, dim=-1) @ v
 
 
-def _kernel(q, k, v, bias):
-    """torch's FlexAttention where it is compiled (inductor fuses it into one kernel), and
-    its dense definition when it runs eagerly on the CPU: torch's own eager FlexAttention is
-    an unfused reference (with a warning) and has no CPU backward."""
-    if KERNEL is torch_flex_attention and q.device.type == "cpu" \
-            and not torch.compiler.is_compiling():
+def _kernel(q, k, v, bias, dense: bool):
+    """torch's FlexAttention where inductor compiles the graph (it fuses it into one
+    kernel); its dense definition in an eager graph on the CPU (`dense`, decided at
+    lowering: torch's eager FlexAttention is an unfused reference with a warning and no CPU
+    backward, and a graph traced for export must not hold it), and wherever a CPU gradient
+    is wanted."""
+    if KERNEL is torch_flex_attention and q.device.type == "cpu" and (
+            dense or (torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (q, k, v, bias)))):
         return dense_flex_attention
     return KERNEL
 
 
 def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_indices,
                            full_kv_num_blocks, full_kv_indices, pad_slots=None,
-                           pad_valid=None, *, scale: float, per_sample: bool):
+                           pad_valid=None, *, scale: float, per_sample: bool,
+                           dense: bool = False):
     """softmax(scale·q·kᵀ + bias[position]) @ v over the allowed (query, key) pairs.
 
     q, k, v: (B, G, N, d) token layout; bias: None, (G, M) or, per sample, (B, G, M) over
@@ -247,6 +251,8 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
     docstring). One node of the graph: inductor traces through it into its fused
     FlexAttention kernel; eagerly torch runs its reference implementation."""
     n, pad_bias = k.shape[2], None
+    if _kernel(q, k, v, bias, dense) is dense_flex_attention:
+        position = position.long()      # int64 indices: ONNX mixes no int32 into them
     if pad_slots is not None:
         k, v, pad_bias = _append_zero_key(q, k, v, bias, pad_slots, pad_valid)
 
@@ -262,12 +268,22 @@ def flex_softmax_attention(q, k, v, bias, allowed, position, kv_num_blocks, kv_i
             return score + pair
         return score + torch.where(kv_idx == n, at(pad_bias, b, h, q_idx), pair)
 
-    block_mask = BlockMask.from_kv_blocks(
-        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
-        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
-    return _kernel(q, k, v, bias)(
-        q, k, v, score_mod=None if bias is None and pad_bias is None else score_mod,
-        block_mask=block_mask, scale=scale)
+    kernel = _kernel(q, k, v, bias, dense)
+    if kernel is dense_flex_attention:     # reads only the mask_mod: no BlockMask (its
+        block_mask = _MaskOnly(mask_mod)   # index build sorts, which ONNX can't export)
+    else:
+        block_mask = BlockMask.from_kv_blocks(
+            kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+            BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod, seq_lengths=tuple(allowed.shape))
+    return kernel(q, k, v, score_mod=None if bias is None and pad_bias is None else score_mod,
+                  block_mask=block_mask, scale=scale)
+
+
+@dataclass(frozen=True)
+class _MaskOnly:
+    """What dense_flex_attention reads of a BlockMask."""
+
+    mask_mod: object
 
 
 def _append_zero_key(q, k, v, bias, pad_slots, pad_valid):

@@ -171,7 +171,8 @@ def flex_core(ctx: R.Ctx, q_map, k_map, v_map, bias) -> FlexCore:
         scale=bp.scale() / b.normalization.temperature,
         temperature=b.normalization.temperature, heads=bp.heads, blocks=ctx.sel.block_shape,
         per_sample=per_sample_bias(b),
-        cosine_scale=cosine_scale, order=None if order is None else order.node)
+        cosine_scale=cosine_scale, order=None if order is None else order.node,
+        dense=not ctx.engines.compiled and torch.device(ctx.device).type == "cpu")
 
 
 def finish_branch(ctx: R.Ctx, y, v_map, x, bias_added: bool = False):

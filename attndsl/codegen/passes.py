@@ -70,6 +70,10 @@ class FlexCore:
     blocks: tuple[int, int, int]
     per_sample: bool
     cosine_scale: fx.Node | None = None   # Swin-V2: q, k normalized, q times τ (G, 1, 1)
+    # FlexAttention's dense definition, not torch's kernel: an eager graph on the CPU
+    # (torch's eager FlexAttention is an unfused reference with no CPU backward, and a
+    # graph traced for export must not hold it either)
+    dense: bool = False
     order: fx.Node | None = None          # the token order of the relation (flex.py)
 
 
@@ -213,7 +217,7 @@ def softmax_attention_to_flex(gm: fx.GraphModule) -> bool:
                     bias = graph.call_function(operator.getitem, (bias, 0))
             fused = graph.call_function(
                 flex_softmax_attention, (q, k, v, bias, *core.relation),
-                {"scale": core.scale, "per_sample": core.per_sample})
+                {"scale": core.scale, "per_sample": core.per_sample, "dense": core.dense})
             out = graph.call_function(operator.getitem, (
                 fused, (slice(None), slice(None), core.query_blocks)))
         _replace_core(graph, node, out, (q, k, v, fused), FLEX_CORE)
