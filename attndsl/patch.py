@@ -438,7 +438,9 @@ def patch(model: nn.Module, spec=None, *, match=None, example=None, strict: bool
             install_swin_block(t.parent, s.replacement)
         else:
             setattr(t.parent, t.name, s.replacement)
-    fresh = [s.report for s in swaps if s.report.swapped and s.report.weights.startswith("fresh")]
+    # fresh weights the caller didn't ask for (layout=None asks) are announced
+    fresh = [s.report for s in swaps if s.report.swapped and s.report.weights.startswith("fresh")
+             and layout is not None]
     if fresh:
         warnings.warn(f"patch: {len(fresh)} module(s) got the spec's fresh weights, not the "
                       f"model's: {', '.join(r.path for r in fresh[:4])}"
