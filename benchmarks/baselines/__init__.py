@@ -52,6 +52,17 @@ from .unified import unified_reference, unified_shift_loop
 from .vit import vit_reference, vit_sdpa
 
 
+def neighbourhood_baselines() -> list[Baseline]:
+    """NAT / DiNAT's hand-picked baselines (each family gets its own list)."""
+    return [Baseline("window_index_compiled", nat_window_index, compiled=True, wrap=True),
+            Baseline("gather_compiled", nat_gather, compiled=True, wrap=True),
+            Baseline("gather_matmul_compiled", lambda c: nat_gather(c, "matmul"),
+                     compiled=True, wrap=True),
+            Baseline("sdpa_dense_mask", nat_dense_mask_sdpa),
+            Baseline("flex_compiled", nat_flex, compiled=True),
+            Baseline("natten", nat_natten)]
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("vit_mhsa", "vit_mhsa", "global", vit_reference,
            [Baseline("sdpa", vit_sdpa)]),
@@ -62,19 +73,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            [Baseline("sdpa_bias_mask", lambda c: window_sdpa(c, True)),
             Baseline("flex_compiled", lambda c: window_flex(c, True), compiled=True)]),
     Family("nat", "nat", "neighbourhood", nat_reference,
-           [Baseline("window_index_compiled", nat_window_index, compiled=True, wrap=True),
-            Baseline("gather_compiled", nat_gather, compiled=True, wrap=True),
-            Baseline("gather_matmul_compiled", lambda c: nat_gather(c, "matmul"), compiled=True, wrap=True),
-            Baseline("sdpa_dense_mask", nat_dense_mask_sdpa),
-            Baseline("flex_compiled", nat_flex, compiled=True),
-            Baseline("natten", nat_natten)]),
+           neighbourhood_baselines()),
     Family("dinat", "dinat", "neighbourhood", nat_reference,
-           [Baseline("window_index_compiled", nat_window_index, compiled=True, wrap=True),
-            Baseline("gather_compiled", nat_gather, compiled=True, wrap=True),
-            Baseline("gather_matmul_compiled", lambda c: nat_gather(c, "matmul"), compiled=True, wrap=True),
-            Baseline("sdpa_dense_mask", nat_dense_mask_sdpa),
-            Baseline("flex_compiled", nat_flex, compiled=True),
-            Baseline("natten", nat_natten)]),
+           neighbourhood_baselines()),
     Family("twins_gsa", "twins_gsa", "pooled", gsa_reference,
            [Baseline("sdpa_pooled", gsa_sdpa)]),
     Family("twins_lsa", "twins_lsa", "window", twins_lsa_reference,
@@ -138,12 +139,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            [Baseline("baddbmm_sigmoid_chunked", sigmoid_baddbmm),
             Baseline("explicit_compiled", sigmoid_explicit, compiled=True, wrap=True)]),
     Family("dinat_13", "dinat_13", "neighbourhood", nat_reference,
-           [Baseline("window_index_compiled", nat_window_index, compiled=True, wrap=True),
-            Baseline("gather_compiled", nat_gather, compiled=True, wrap=True),
-            Baseline("gather_matmul_compiled", lambda c: nat_gather(c, "matmul"), compiled=True, wrap=True),
-            Baseline("sdpa_dense_mask", nat_dense_mask_sdpa),
-            Baseline("flex_compiled", nat_flex, compiled=True),
-            Baseline("natten", nat_natten)],
+           neighbourhood_baselines(),
            quick_resolution=(28, 28),
            note="13×13 dilation 2: each dilated sub-grid needs ≥ 13 rows (28×28 at the smallest)"),
     Family("efficientvit", "efficientvit", "efficientvit", efficientvit_reference,

@@ -1,28 +1,6 @@
-"""Paper-style eager references and hand-picked baselines for every zoo family.
-
-Every callable here takes the *attndsl module's own parameters* (names as in
-docs/parameters.md) and computes the same function as the module:
-x (B, H, W, C) channels-last → (B, H, W, C).  The suite checks each one numerically
-against the module before it times it (a mismatch is an error of the suite).
-
-Per family:
-  reference     how the paper's public code computes it in eager PyTorch
-                (timm / Swin / Twins / LITv2 / ELSA / BOAT code style, explicit
-                q @ kᵀ, bias gather, softmax, @ v), with the module's weights;
-  baselines     what a careful engineer would hand-pick on CPU: SDPA (bias as an additive
-                float mask, window partition), SDPA with pooled keys, a depthwise
-                conv2d, torch.compile of a gather form, FlexAttention (compiled, CPU:
-                inference only), NATTEN when importable.
-  flops         the FLOP count used for GFLOP/s (formula in FLOP_FORMULAS).
-
-Baselines that need torch.compile are marked `compiled=True` (the suite's --no-compile
-skips them).  Static masks / bias tensors of the *baselines* are gathered once when the
-baseline is built (inference: the weights are fixed); the paper-style references gather
-per call, as the papers' code does.
-
-This module: the context every builder gets, the partition helpers several families
-share, and the registry's types.
-"""
+"""The context every baseline builder gets, the partition helpers several families share,
+and the registry's types (the package's docstring says what a reference and a baseline
+are)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
