@@ -181,12 +181,6 @@ def _double(value):
     return value
 
 
-def _site_function(target: _Target, owner_copy: nn.Module):
-    _, attribute = target.kind.site(target.module, target.parent, target.name) if target.kind \
-        else (target.module, "forward")
-    return getattr(owner_copy, attribute)
-
-
 def _relative_error(original: nn.Module, attribute: str, replacement: nn.Module,
                     call: Call) -> float:
     """Both in float64 on the probe's call: max |new − old| / max |old|."""
