@@ -199,7 +199,7 @@ def test_kill_9_and_ctrl_c_then_resume_lose_nothing_and_repeat_nothing(workdir):
     assert len({t.user_attrs["hash"] for t in trained}) == len(trained)
     for t in counted:
         if t.user_attrs.get("duplicate_of") is not None:
-            assert t.user_attrs["cost_s"] < 2.0
+            assert "trial_pid" not in t.user_attrs       # no trial process was started
     # the ledger: every trial's cost, killed ones included, and the report agrees
     run = workdir / "runs" / "ci"
     total = sum(t.user_attrs.get("cost_s", 0.0) for t in trials)
@@ -303,7 +303,10 @@ def test_four_workers_one_killed_is_restarted_and_its_trial_retried(workdir):
     front = json.loads((workdir / "runs" / "ci" / "front.json").read_text())
     assert front["spent_device_s"] == pytest.approx(sum(t.user_attrs.get("cost_s", 0) for t in trials))
     per_worker = front["spend"]["per_worker"]
-    assert len(per_worker) >= 5
+    # one entry per process that ran a trial (the killed one included: its trial cost device
+    # time); how many processes that is depends on who took which trial, so compare the sets
+    ran = {f"{t.user_attrs['host']}:{t.user_attrs['pid']}" for t in trials if "pid" in t.user_attrs}
+    assert set(per_worker) == ran and f":{worker_pid}" in " ".join(per_worker)
     assert sum(per_worker.values()) == pytest.approx(front["spent_device_s"])
 
 
@@ -444,4 +447,7 @@ def test_a_forked_trial_that_dies_costs_that_trial_alone(tmp_path):
     study = _study(tmp_path)
     pids = {t.user_attrs["trial_pid"] for t in study.get_trials(deepcopy=False)}
     assert len(pids) == 4
-    assert float(rows[3]["startup_s"]) < 1.0, rows[3]["startup_s"]
+    from attndsl.nas.trial import PRELOAD
+    # warm: torch and attndsl were imported by the fork server before each trial began
+    # (asserted by what the process held, not by startup_s: timings swing on a shared VM)
+    assert all(t.user_attrs["preloaded"] == PRELOAD for t in study.get_trials(deepcopy=False))

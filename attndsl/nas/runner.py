@@ -415,6 +415,7 @@ class Objective:
         kind = event["event"]
         if kind == "started":
             trial.set_user_attr("trial_pid", event["pid"])
+            trial.set_user_attr("preloaded", event.get("preloaded", []))
             return None
         if kind == "measured":
             keys = ("images_per_s", "latency_ms", "spread", "iqr_ms", "params", "flops",

@@ -7,7 +7,7 @@ so a trial starts in ~10 ms instead of the ~3 s a fresh interpreter spends impor
 and still runs in a process of its own. The trial talks to its worker over a pipe
 (anything it prints goes to the trial's log, logs/trial_NNNN.log):
 
-    child  → {"event": "started", "pid": …, "startup_s": …}
+    child  → {"event": "started", "pid": …, "preloaded": [modules], "startup_s": …}
     child  → {"event": "measured", ...}           throughput, params, FLOPs, peak memory
     worker → {"go": true | false}                 false: infeasible (constraints) — stop
     child  → {"event": "rung", "epoch": 3, "accuracy": 0.71}
@@ -190,7 +190,7 @@ def run(job: dict, channel) -> int:
     threads = job.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    emit({"event": "started", "pid": os.getpid()})
+    emit({"event": "started", "pid": os.getpid(), "preloaded": job.get("preloaded", [])})
     _log(f"trial process {os.getpid()}: backbone {job['backbone'].get('name', '?')}, seed "
          f"{job.get('seed', 0)}, device {job.get('device') or 'default'}, threads "
          f"{torch.get_num_threads()}, rungs {job.get('rungs', [])}")
@@ -274,6 +274,9 @@ def forked_main(conn, job_file: str, log_path: str, worker: int) -> None:
     threading.Thread(target=_watch_worker, args=(worker, server), daemon=True).start()
     with open(job_file) as f:
         job = json.load(f)
+    # what the fork server had imported before this trial began: the proof of a warm start
+    # (trials.csv's startup_s says what it saved, but timings swing on a shared machine)
+    job["preloaded"] = [name for name in PRELOAD if name in sys.modules]
     raise SystemExit(run(job, PipeChannel(conn)))
 
 
