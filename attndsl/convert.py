@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .errors import AttndslError
+from .lang.component import per_axis
 
 
 class ConversionError(AttndslError, ValueError):
@@ -277,20 +278,22 @@ def _branch(module):
 
 
 # ====================================================================== timm
-def swin_relative_position_index(ws: int) -> torch.Tensor:
-    """timm / Swin: index[i, j] of the (2ws−1)² table for window tokens i, j, from the
-    offset i − j (row-major over (dy + ws − 1, dx + ws − 1))."""
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij"))
-    flat = coords.flatten(1)                                  # (2, ws²)
-    rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0)   # (ws², ws², 2): i − j
-    rel[:, :, 0] += ws - 1
-    rel[:, :, 1] += ws - 1
-    rel[:, :, 0] *= 2 * ws - 1
+def swin_relative_position_index(window: int | tuple[int, int]) -> torch.Tensor:
+    """timm / Swin: index[i, j] of the (2wh−1)(2ww−1) table for window tokens i, j, from the
+    offset i − j (row-major over (dy + wh − 1, dx + ww − 1))."""
+    wh, ww = per_axis(window)
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij"))
+    flat = coords.flatten(1)                                  # (2, wh·ww)
+    rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0)   # (wh·ww, wh·ww, 2): i − j
+    rel[:, :, 0] += wh - 1
+    rel[:, :, 1] += ww - 1
+    rel[:, :, 0] *= 2 * ww - 1
     return rel.sum(-1)
 
 
-def _window(module) -> int:
-    return _branch(module).window      # the bound window (shrink_to_map shrinks it)
+def _window(module) -> tuple[int, int]:
+    """The bound window (rows, columns): shrink_to_map shrinks it."""
+    return _branch(module).geometry.window
 
 
 def _swin_check(module):
@@ -384,14 +387,18 @@ register(Layout(
 
 
 # ---------------------------------------------------------------------- Swin-V2
-def swin_v2_coords_table(window: int, pretrained_window: int = 0) -> torch.Tensor:
-    """timm / Swin-V2's relative_coords_table (1, 2w−1, 2w−1, 2) as timm computes it (in
-    float32): (dy, dx) / (n − 1) · 8, then sign·log2(|c| + 1) / 3, n = the pretrained
-    window when given, else the window."""
-    offs = torch.arange(-(window - 1), window, dtype=torch.float32)
-    table = torch.stack(torch.meshgrid(offs, offs, indexing="ij")).permute(1, 2, 0)[None]
-    divisor = (pretrained_window if pretrained_window > 0 else window) - 1
-    table = (table / divisor if divisor > 0 else table * 0) * 8
+def swin_v2_coords_table(window: int | tuple[int, int],
+                         pretrained_window: int | tuple[int, int] = 0) -> torch.Tensor:
+    """timm / Swin-V2's relative_coords_table (1, 2wh−1, 2ww−1, 2) as timm computes it (in
+    float32): (dy, dx) / (n − 1) · 8 per axis, then sign·log2(|c| + 1) / 3, n = the
+    pretrained window when given, else the window."""
+    (wh, ww), (ph, pw) = per_axis(window), per_axis(pretrained_window)
+    table = torch.stack(torch.meshgrid(torch.arange(-(wh - 1), wh, dtype=torch.float32),
+                                       torch.arange(-(ww - 1), ww, dtype=torch.float32),
+                                       indexing="ij")).permute(1, 2, 0)[None]
+    divisors = [(p if p > 0 else w) - 1 for w, p in ((wh, ph), (ww, pw))]
+    table = torch.stack([table[..., a] / d if d > 0 else table[..., a] * 0
+                         for a, d in enumerate(divisors)], -1) * 8
     return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
 
 
@@ -447,7 +454,8 @@ register(Layout(
 
 
 # ---------------------------------------------------------------------- MaxViT
-def _partition(module) -> int:
+def _partition(module) -> tuple[int, int]:
+    """(rows, columns) of a block (window) or grid partition."""
     geo = _branch(module).geometry
     return geo.group if hasattr(geo, "group") else geo.window
 
@@ -690,7 +698,7 @@ def _efficientvit_check(module):
         if b.spec.parameterization.rel_pos_orientation != "abs":
             return ("attention_biases is indexed by |Δy|·R + |Δx|: the spec must say "
                     "parameterization.rel_pos_orientation: abs")
-    w, (H, W) = _window(module), module.resolution
+    w, (H, W) = _branch(module).window, module.resolution
     if H <= w and W <= w and (H, W) != (w, w):
         return (f"the official LocalWindowAttention runs a map no larger than its window "
                 f"({H}×{W} ≤ {w}) as one unpadded {H}×{W} window with an (h, {H * W}) bias "
@@ -716,7 +724,7 @@ def _efficientvit_rules(conv: str) -> tuple[Rule, ...]:
 
 
 def _efficientvit_buffers(index_persistent: bool) -> tuple[Buffer, ...]:
-    return ((Buffer("attention_bias_idxs", lambda m: efficientvit_bias_index(_window(m)),
+    return ((Buffer("attention_bias_idxs", lambda m: efficientvit_bias_index(_branch(m).window),
                     "the official index abs(Δy)·R + abs(Δx) (R the window)",
                     persistent=index_persistent),)
             + tuple(Buffer(f"{part}.{i}.bn.num_batches_tracked", _ev_counter(i),

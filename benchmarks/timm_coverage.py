@@ -31,6 +31,11 @@ SECOND = ["eva02_tiny_patch14_224", "xcit_nano_12_p16_224", "davit_tiny", "mvitv
           "levit_128s", "efficientformer_l1", "cait_xxs24_224", "convit_tiny", "volo_d1_224",
           "efficientvit_b0", "gcvit_xxtiny", "coat_lite_tiny", "botnet26t_256",
           "hiera_tiny_224"]
+# non-square images (NAME@HxW: timm.create_model(NAME, img_size=(H, W))): timm's windows
+# shrink per axis (Swin's last stage at 224×320 is 7×10: window [7, 7], shift [0, 3]; SwinV2
+# at 192×288 ends 6×9: window [6, 8], shift [0, 4]) and MaxViT partitions are [7, 10]
+NON_SQUARE = ["swin_tiny_patch4_window7_224@224x320", "swinv2_tiny_window8_256@192x288",
+              "maxvit_nano_rw_256@224x320"]
 ATTENTION = re.compile(r"(Attention|Attn|HiLo|MLA|GPSA|MHSA|XCA)", re.I)
 
 
@@ -47,11 +52,14 @@ def attention_modules(model) -> list[tuple[str, str]]:
 
 
 def run_model(name: str) -> dict:
+    """One model's coverage; NAME@HxW builds it for an H×W image."""
     import timm
     import torch
 
     import attndsl
-    model = timm.create_model(name, pretrained=False).double().eval()
+    arch, _, image = name.partition("@")
+    options = {"img_size": tuple(int(v) for v in image.split("x"))} if image else {}
+    model = timm.create_model(arch, pretrained=False, **options).double().eval()
     # random init leaves branches silent (Swin-V2's post-norms, layer scales start at 0):
     # every parameter moved by seeded noise, so that every attention module shows in the
     # output
@@ -59,7 +67,8 @@ def run_model(name: str) -> dict:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    size = model.pretrained_cfg["input_size"]
+    size = (model.pretrained_cfg["input_size"][0], *options["img_size"]) if image else \
+        model.pretrained_cfg["input_size"]
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         before = model(x)
@@ -131,7 +140,8 @@ def docs_block() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=FIRST + SECOND)
+    parser.add_argument("--models", nargs="+", default=FIRST + NON_SQUARE + SECOND,
+                        help="timm model names; NAME@HxW for an H×W image")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--docs", action="store_true", help="only rewrite docs/timm.md's "
                         "table from the newest committed result")

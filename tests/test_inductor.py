@@ -3,6 +3,8 @@ torch.compile's start-up is paid once), against the same independent references.
 import pytest
 import torch
 
+import attndsl
+
 from zoo_helpers import ZOO, build, float32_relative_error, inputs
 
 
@@ -19,6 +21,25 @@ def test_inductor_backward_matches_eager():
     m(xa).square().sum().backward()
     e(xb).square().sum().backward()
     assert ((xa.grad - xb.grad).abs().max() / xb.grad.abs().max()) <= 1e-5
+
+
+def test_inductor_per_axis_window_matches_timm_forward_and_backward():
+    """timm's shrink per axis (6×9, window 8, shift 4 → window [6, 8], shift [0, 4]) under
+    inductor, against the reference of tests/test_windows_per_axis.py."""
+    from test_windows_per_axis import reference, swin_module
+    m = swin_module("8", "4", (6, 9), "per_axis", dtype=torch.float32)
+    m64 = swin_module("8", "4", (6, 9), "per_axis")
+    m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+    compiled = attndsl.compile(m.spec, dim=16, resolution=(6, 9), backend="inductor",
+                               dtype=torch.float32)
+    compiled.load_state_dict(m.state_dict())
+    x = inputs(m, (6, 9), dtype=torch.float32).requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    y, want = compiled(x), reference(m64, x64, (6, 8), (0, 4))
+    assert ((y.double() - want).abs().max() / want.abs().max()) <= 1e-5
+    g, = torch.autograd.grad(y.square().sum(), x)
+    e, = torch.autograd.grad(want.square().sum(), x64)
+    assert ((g.double() - e).abs().max() / e.abs().max()) <= 1e-5
 
 
 def test_resolution_sweep_compiles_once_per_resolution():

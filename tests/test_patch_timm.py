@@ -75,7 +75,10 @@ def test_timm_vit_without_class_token():
 @pytest.mark.parametrize("name", [
     "swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "twins_svt_small",
     "twins_pcpvt_small", "pvt_v2_b0", "pvt_v2_b2_li", "vit_tiny_patch16_224",
-    "deit_tiny_patch16_224", "maxvit_nano_rw_256", "efficientvit_m0"])
+    "deit_tiny_patch16_224", "maxvit_nano_rw_256", "efficientvit_m0",
+    # non-square images: windows shrunk per axis, partitions [7, 10]
+    "swin_tiny_patch4_window7_224@224x320", "swinv2_tiny_window8_256@192x288",
+    "maxvit_nano_rw_256@224x320"])
 def test_patch_with_no_spec_swaps_every_attention_exactly(name):
     """attndsl.patch(model): no spec, no per-model code; every attention module swapped,
     the whole model's output unchanged in float64 (every parameter moved off its init so
@@ -94,3 +97,15 @@ def test_halonet_swaps_its_stride_1_attention_and_says_why_not_the_stride_2_one(
     assert list(r["left"]) == ["stages.3.0.self_attn"]
     assert "stride 2" in r["left"]["stages.3.0.self_attn"]
     assert r["relative_error"] <= 1e-12
+
+
+def test_non_square_images_get_per_axis_windows_and_partitions():
+    """What timm computed per axis is what the specs say (not a square approximation)."""
+    swin = timm.create_model("swinv2_tiny_window8_256", pretrained=False, img_size=(192, 288))
+    maxvit = timm.create_model("maxvit_nano_rw_256", pretrained=False, img_size=(224, 320))
+    x = torch.randn(1, 3, 192, 288)
+    specs = attndsl.spec_of(swin, example=x)
+    last = specs["layers.3.blocks.1.attn"]["spec"]["application"]
+    assert (last["size"], last["shift"]) == ([6, 8], [0, 4])
+    specs = attndsl.spec_of(maxvit, example=torch.randn(1, 3, 224, 320))
+    assert {tuple(s["spec"]["application"]["size"]) for s in specs.values()} == {(7, 10)}

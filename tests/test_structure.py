@@ -42,7 +42,7 @@ def test_bound_plan_owns_the_derived_sizes():
     plan = attndsl.bind(attndsl.load_spec("swin_swmsa"), 48, (4, 4), heads=3)
     geo = plan.branches[0].geometry
     assert isinstance(geo, Geometry)
-    assert (geo.window, geo.shift, geo.blocks, geo.table_size()) == (4, 0, (1, 16, 16), 49)
+    assert (geo.window, geo.shift, geo.blocks, geo.table_size()) == ((4, 4), (0, 0), (1, 16, 16), 49)
     plan = attndsl.bind(attndsl.load_spec("nat"), 48, (9, 10), heads=3)
     assert plan.branches[0].geometry.blocks == (90, 1, 49)
 

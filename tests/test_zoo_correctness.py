@@ -136,7 +136,7 @@ def test_swin_window_shrinks_on_small_maps(res):
     # 2×2 and 3×3: a window of 7 is wider than 2·max(H, W) − 1, which bind refuses for a
     # fixed window but not for one that shrinks to the map (a backbone's late stages)
     m = build("swin_swmsa", res=res)
-    assert m.plan.branches[0].window == res[0] and m.plan.branches[0].shift == 0
+    assert m.plan.branches[0].window == res[0] and m.plan.branches[0].shift == (0, 0)
     x = inputs(m, res)
     with torch.no_grad():
         assert (m(x) - reference_for("swin_swmsa")(m, x)).abs().max() <= 1e-10

@@ -69,7 +69,7 @@ def _swin(normalization="softmax", order="roll_then_pad"):
     def call(m, x):
         P, b = dict(m.named_parameters()), m.plan.branches[0]
         return ref.window_attention(
-            x, heads=m.plan.heads, ws=b.window, shift=b.shift, scale=b.head_dim ** -0.5,
+            x, heads=m.plan.heads, ws=b.window, shift=b.shift[0], scale=b.head_dim ** -0.5,
             table=P["attn.rel_pos.bias"].t(), order=order, normalization=normalization,
             **qkv(P))
     return call

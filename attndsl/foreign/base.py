@@ -104,15 +104,6 @@ def pair(value) -> tuple[int, int]:
     return a, b
 
 
-def square(value, what: str) -> int:
-    """One int of a per-axis pair that must be square (the language's windows are)."""
-    a, b = pair(value)
-    if a != b:
-        raise Unsupported(f"{what} is {a}×{b}; attndsl's windows are square (per-axis sizes "
-                          "are not in the language yet)")
-    return a
-
-
 def dropout_of(module: nn.Module, attribute: str = "attn_drop") -> float:
     drop = getattr(module, attribute, None)
     return float(getattr(drop, "p", 0.0) or 0.0)

@@ -33,9 +33,7 @@ class TimmSwinV2WindowAttention(SwinBlockKind):
         if hidden is None or len(mlp) != 3 or not isinstance(mlp[1], nn.ReLU):
             raise Unsupported("its cpb_mlp is not Linear(2, hidden) → ReLU → Linear(hidden, "
                               "heads)")
-        pretrained = pair(getattr(module, "pretrained_window_size", (0, 0)))
-        if pretrained[0] != pretrained[1]:
-            raise Unsupported(f"pretrained window {pretrained} is not square")
+        pretrained = list(pair(getattr(module, "pretrained_window_size", (0, 0))))
         q_bias = getattr(module, "q_bias", None) is not None
         if module.qkv.bias is not None or (q_bias != (getattr(module, "v_bias", None) is not None)):
             raise Unsupported("its q/k/v biases are not timm's q_bias + v_bias pair")
@@ -44,7 +42,7 @@ class TimmSwinV2WindowAttention(SwinBlockKind):
                                 "out_bias": module.proj.bias is not None},
                 "parameterization": {"kind": "additive",
                                      "terms": ["query_key", {"kind": "cpb", "hidden": hidden,
-                                                             "pretrained_window": pretrained[0]}],
+                                                             "pretrained_window": pretrained}],
                                      "similarity": {"kind": "cosine", "max_scale": 100},
                                      "rel_pos_orientation": "i_minus_j"},
                 "normalization": {"kind": "softmax"},

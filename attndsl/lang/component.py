@@ -6,7 +6,7 @@ that are built from them.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -32,3 +32,32 @@ def _numbers_only(kind: str):
 
 Int = Annotated[int, _numbers_only("integer")]
 Float = Annotated[float, _numbers_only("number")]
+
+
+def int_or_pair(minimum: int):
+    """A size per axis: one integer for both (7), or [rows, columns] ([7, 10]: MaxViT's
+    partitions at a 224×320 image, timm's windows shrunk per axis). A pair of equal values
+    is that integer, so that [7, 7] and 7 are one spec (one design hash, one dump)."""
+    def check(value):
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        pair = (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        if not (is_int or pair):
+            raise ValueError("input should be a valid integer or [rows, columns] (two "
+                             "integers)")
+        values = tuple(value) if pair else (value,)
+        for v in values:
+            if v < minimum:
+                raise ValueError(f"input should be greater than or equal to {minimum}"
+                                 + (f" (got {v} in [rows, columns])" if pair else ""))
+        return values[0] if values[0] == values[-1] else values
+    return BeforeValidator(check)
+
+
+def per_axis(value) -> tuple[int, int]:
+    """(rows, columns) of a size written as int_or_pair."""
+    return tuple(value) if isinstance(value, tuple) else (value, value)
+
+
+Size = Annotated[Union[int, tuple[int, int]], int_or_pair(1)]
+Shift = Annotated[Union[int, tuple[int, int]], int_or_pair(0)]

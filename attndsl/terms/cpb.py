@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..lang.component import Component, Float, Int
+from ..lang.component import Component, Float, Int, Shift, per_axis
 from .base import LogitTerm, offset_coordinates, per_head_bias, register
 
 
@@ -24,15 +24,16 @@ class ContinuousPositionBias(Component):
 
     kind: Literal["cpb"] = "cpb"
     hidden: Int = Field(default=512, ge=1, le=65536)
-    pretrained_window: Int = Field(default=0, ge=0)   # 0: normalize by the bound span
+    pretrained_window: Shift = 0     # [rows, columns] or one for both; 0: the bound span
     scale: Float = Field(default=16.0, gt=0, le=1e6)   # the sigmoid's range
 
 
-def log_spaced_coordinates(span: tuple[int, int], pretrained: int) -> torch.Tensor:
+def log_spaced_coordinates(span: tuple[int, int],
+                           pretrained: int | tuple[int, int]) -> torch.Tensor:
     """((2sy−1)(2sx−1), 2) coordinates, rows in the order of the offset tables (dy-major,
     dy = −(sy−1) … sy−1)."""
-    divisors = torch.tensor([max((pretrained if pretrained > 0 else s) - 1, 0) for s in span],
-                            dtype=torch.float64)
+    divisors = torch.tensor([max((p if p > 0 else s) - 1, 0)
+                             for s, p in zip(span, per_axis(pretrained))], dtype=torch.float64)
     # an axis of span 1 (one row of keys) has the single coordinate 0
     grid = offset_coordinates(span) / divisors.clamp_min(1) * 8
     return torch.sign(grid) * torch.log2(grid.abs() + 1.0) / math.log2(8)

@@ -12,7 +12,7 @@ from .base import (Ctx, Fn, Skip, swin_relative_position_index, swin_shift_mask,
 # ---------------------------------------------------------------- Swin window attention
 def _window_geometry(c: Ctx):
     b = c.b
-    ws, shift = b.window, b.shift
+    ws, shift = b.window, b.shift[0]     # the zoo's windows are square
     Hp = -(-c.H // ws) * ws
     Wp = -(-c.W // ws) * ws
     return ws, shift, Hp, Wp

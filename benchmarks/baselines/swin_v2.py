@@ -17,7 +17,7 @@ def _swin_v2_parts(c: Ctx):
     b = c.b
     par = b.spec.parameterization
     cpb = par.term("cpb")
-    return b.window, b.shift, cpb, math.log(par.similarity.max_scale)
+    return b.window, b.shift[0], cpb, math.log(par.similarity.max_scale)
 
 
 def swin_v2_coords_table(ws, pretrained):

@@ -14,7 +14,7 @@ MODE = "grid"
 
 def reference(m, x, mode=None):
     P, b = dict(m.named_parameters()), m.plan.branches[0]
-    size = b.group if (mode or MODE) == "grid" else b.window
+    size = getattr(b.geometry, "group", None) or b.geometry.window    # (rows, columns)
     published = MaxVitPartitionAttention(m.dim, m.plan.heads, size, mode or MODE,
                                          dtype=x.dtype, head_first=False)
     params = {"qkv.weight": P["attn.qkv.weight"], "qkv.bias": P["attn.qkv.bias"],

@@ -4,4 +4,4 @@ from mechanisms.swin_v2_wmsa import reference as _window
 
 
 def reference(m, x):
-    return _window(m, x, shift=m.plan.branches[0].shift)
+    return _window(m, x, shift=m.plan.branches[0].shift[0])

@@ -59,42 +59,49 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-class RelPosBias(nn.Module):
-    """timm RelPosBias without prefix tokens: table ((2P-1)^2, h), flat index (P^4,)."""
+def _pair(p):
+    return tuple(p) if isinstance(p, (tuple, list)) else (p, p)
 
-    def __init__(self, partition: int, heads: int, dtype=torch.float64):
+
+class RelPosBias(nn.Module):
+    """timm RelPosBias without prefix tokens: table ((2Ph-1)(2Pw-1), h), flat index
+    ((Ph·Pw)^2,); the partition (Ph, Pw) or one P for both."""
+
+    def __init__(self, partition, heads: int, dtype=torch.float64):
         super().__init__()
-        P = partition
-        self.partition, self.heads = P, heads
+        Ph, Pw = _pair(partition)
+        self.partition, self.heads = (Ph, Pw), heads
         self.relative_position_bias_table = nn.Parameter(
-            torch.empty((2 * P - 1) ** 2, heads, dtype=dtype))
-        r = torch.arange(P)
-        a, b = r.repeat_interleave(P), r.repeat(P)
-        idx = (a[:, None] - a[None, :] + P - 1) * (2 * P - 1) + (b[:, None] - b[None, :] + P - 1)
+            torch.empty((2 * Ph - 1) * (2 * Pw - 1), heads, dtype=dtype))
+        a = torch.arange(Ph).repeat_interleave(Pw)           # row of in-group token n
+        b = torch.arange(Pw).repeat(Ph)                      # its column
+        idx = (a[:, None] - a[None, :] + Ph - 1) * (2 * Pw - 1) + (b[:, None] - b[None, :] + Pw - 1)
         self.register_buffer("relative_position_index", idx.reshape(-1), persistent=False)
 
     def get_bias(self) -> torch.Tensor:
-        n = self.partition ** 2
+        n = self.partition[0] * self.partition[1]
         bias = self.relative_position_bias_table[self.relative_position_index]
         return bias.reshape(n, n, self.heads).permute(2, 0, 1)      # (h, n, n)
 
 
-def partition(x: torch.Tensor, P: int, mode: str) -> torch.Tensor:
-    """(B, H, W, C) -> (B, G, P*P, C), group-local order n = a*P + b."""
+def partition(x: torch.Tensor, P, mode: str) -> torch.Tensor:
+    """(B, H, W, C) -> (B, G, Ph*Pw, C), group-local order n = a*Pw + b."""
     B, H, W, C = x.shape
+    Ph, Pw = _pair(P)
     if mode == "block":
-        t = x.reshape(B, H // P, P, W // P, P, C).permute(0, 1, 3, 2, 4, 5)
+        t = x.reshape(B, H // Ph, Ph, W // Pw, Pw, C).permute(0, 1, 3, 2, 4, 5)
     elif mode == "grid":
-        t = x.reshape(B, P, H // P, P, W // P, C).permute(0, 2, 4, 1, 3, 5)
+        t = x.reshape(B, Ph, H // Ph, Pw, W // Pw, C).permute(0, 2, 4, 1, 3, 5)
     else:
         raise ValueError(f"mode must be 'block' or 'grid', got {mode!r}")
-    return t.reshape(B, -1, P * P, C)
+    return t.reshape(B, -1, Ph * Pw, C)
 
 
-def unpartition(t: torch.Tensor, P: int, mode: str, H: int, W: int) -> torch.Tensor:
+def unpartition(t: torch.Tensor, P, mode: str, H: int, W: int) -> torch.Tensor:
     """Inverse of partition."""
     B, _, _, C = t.shape
-    t = t.reshape(B, H // P, W // P, P, P, C)
+    Ph, Pw = _pair(P)
+    t = t.reshape(B, H // Ph, W // Pw, Ph, Pw, C)
     if mode == "block":
         x = t.permute(0, 1, 3, 2, 4, 5)
     else:
@@ -133,7 +140,8 @@ class MaxVitPartitionAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         P = self.partition
-        if H % P or W % P:
+        Ph, Pw = _pair(P)
+        if H % Ph or W % Pw:
             raise ValueError(f"map {H}x{W} is not a multiple of the partition {P}")
         g = partition(x, P, self.mode)                           # (B, G, n, C)
         q, k, v = self.split_qkv(self.qkv(g))                    # (B, G, h, n, d)
