@@ -39,6 +39,23 @@ def test_fixed_batch_and_other_grids():
         program.module()(torch.randn(3, 21, 21, 48, dtype=torch.float64))
 
 
+def strided_halo():
+    from test_kinds_halo_pvt2 import halo_spec
+    torch.manual_seed(0)
+    return attndsl.compile(halo_spec(block=8, halo=2, stride=2), dim=48, resolution=(16, 16),
+                           backend="eager", dtype=torch.float32).eval()
+
+
+def test_strided_halo_exports_with_its_smaller_output_grid():
+    """HaloNet's stride 2: an output grid half the input's, through torch.export."""
+    m = strided_halo()
+    x = torch.randn(3, 16, 16, 48)
+    with torch.no_grad():
+        want = m(x)
+        assert want.shape == (3, 8, 8, 48)
+        assert (export(m).module()(x) - want).abs().max().item() <= 1e-5 * want.abs().max()
+
+
 def grid_bound(name) -> bool:
     """Whether some application kind of the spec says a program can't take a symbolic
     grid (ApplicationKind.dynamic_resolution); the tests below hold it to that both ways."""
@@ -98,6 +115,19 @@ def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
     path = export_onnx(m, tmp_path / f"{name}.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, *m.resolution, 48)
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        ref = m(x)
+    assert (torch.from_numpy(y) - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_strided_halo_runs_in_onnxruntime(tmp_path):
+    needs_onnx()
+    ort = pytest.importorskip("onnxruntime")
+    m = strided_halo()
+    session = ort.InferenceSession(str(export_onnx(m, tmp_path / "halo.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 16, 16, 48)
     (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         ref = m(x)

@@ -16,14 +16,14 @@ from zoo_references import reference_for
 
 
 def halo_spec(block=7, halo=3, heads=4, terms="[query_key, query_rel_pos_hw]",
-              layout="qkv", extra=""):
+              layout="qkv", extra="", stride=1):
     return f"""
 name: halo_test
 heads: {heads}
 projections: {{layout: {layout}, bias: false, out: false}}
 parameterization: {{kind: additive, terms: {terms}{extra}}}
 normalization: {{kind: softmax}}
-application: {{kind: halo, block: {block}, halo: {halo}}}
+application: {{kind: halo, block: {block}, halo: {halo}, stride: {stride}}}
 """
 
 
@@ -54,7 +54,7 @@ def check_against_reference(name, spec, res, grads=False):
         m.train()
         xg = x.clone().requires_grad_(True)
         params = [xg] + list(m.parameters())
-        g = inputs(m, res, seed=7)
+        g = inputs(m, tuple(r.shape[1:3]), seed=7)      # the output's grid (strided: smaller)
         ga = torch.autograd.grad((m(xg) * g).sum(), params)
         gb = torch.autograd.grad((ref(m, xg) * g).sum(), params)
         assert max((a - b).abs().max().item() for a, b in zip(ga, gb)) <= 1e-9
@@ -154,6 +154,43 @@ def test_halo_non_square_grid(res):
 def test_halo_other_blocks_and_halos(block, halo, heads, res):
     check_against_reference("halonet", halo_spec(block, halo, heads), res,
                             grads=(block, halo) == (7, 7))
+
+
+@pytest.mark.parametrize("block,halo,heads,stride,res", [
+    (8, 2, 4, 2, (16, 16)),   # halonet26t's third stage: block 8, halo 2, stride 2
+    (8, 2, 2, 2, (8, 24)),    # non-square, one block row
+    (6, 1, 3, 3, (12, 18)),   # stride 3
+    (4, 3, 2, 4, (8, 8)),     # one query per block
+])
+def test_halo_with_strided_queries(block, halo, heads, stride, res):
+    """timm's HaloAttn(stride=s): every s-th query, output (H/s)×(W/s), rel-pos rows by the
+    query's index in the strided block (the reference's, from timm's PosEmbedRel)."""
+    m = check_against_reference("halonet", halo_spec(block, halo, heads, stride=stride), res,
+                                grads=(block, stride) == (8, 2))
+    y = m(inputs(m, res))
+    assert y.shape == (2, res[0] // stride, res[1] // stride, m.dim)
+    tokens = m.forward_tokens(inputs(m, res).flatten(1, 2), res)
+    assert tokens.shape == (2, res[0] * res[1] // stride ** 2, m.dim)
+
+
+def test_strided_halo_refuses_what_needs_the_input_grid():
+    with pytest.raises(SpecError, match=r"application\.stride.*multiple.*valid strides for "
+                                        r"block 7: \[1, 7\]"):
+        bind(load_spec(halo_spec(block=7, stride=2)), 48, (14, 14))
+    residual = halo_spec(block=8, halo=2, stride=2) + "extras: {residual: true}\n"
+    with pytest.raises(SpecError, match=r"application\.stride.*residual"):
+        bind(load_spec(residual), 48, (16, 16))
+    from attndsl.model.spec import load_backbone
+    from attndsl.model.net import bind_stages
+    backbone = load_backbone({"name": "strided_stage", "image_size": 32, "patch": 2, "classes": 10, "stages": [{
+        "depth": 1, "dim": 32, "heads": 2,
+        "attention": {"name": "strided", "heads": 2, "projections": {"layout": "qkv"},
+                      "parameterization": {"kind": "additive", "terms": ["query_key"]},
+                      "normalization": {"kind": "softmax"},
+                      "application": {"kind": "halo", "block": 8, "halo": 2, "stride": 2}}}]})
+    with pytest.raises(SpecError, match=r"stages\[0\]\.attention\.application\.stride.*"
+                                        r"residual"):
+        bind_stages(backbone)
 
 
 def test_halo_without_a_halo_is_window_attention():

@@ -46,7 +46,9 @@ class Geometry:
                centred on i: static filters, ELSA's Hadamard logits and the ghost head
                need that (None otherwise);
     masked     whether the rule adds a logits mask (so forms that drop the logits, such as
-               linear attention's associative form, don't apply).
+               linear attention's associative form, don't apply);
+    query_stride s: the queries are the tokens (s·i, s·j), so the output is (H/s)×(W/s)
+               (1: every token is a query and the output keeps the grid).
     """
 
     blocks: tuple[int, int, int]
@@ -56,6 +58,8 @@ class Geometry:
     taps: int = 0
     conv_taps: tuple[int, int] | None = None
     masked: bool = False          # the rule adds a logits mask (shift regions, padding)
+    query_stride: int = 1         # queries (and the output) on every s-th row and column:
+    #                               the output grid is the input's / s (HaloNet's stride 2)
 
     def table_size(self, orientation: str = "j_minus_i") -> int:
         """Rows of a table indexed by the offset (signed), or by its absolute value."""

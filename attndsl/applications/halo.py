@@ -1,6 +1,7 @@
 """halo — HaloNet's blocked local attention (Vaswani et al., "Scaling Local Self-Attention for
 Parameter Efficient Visual Backbones", CVPR 2021): queries in non-overlapping block×block
-blocks, each block's keys and values the (block + 2·halo)² window around it."""
+blocks (every stride-th of them in HaloNet's downsampling blocks), each block's keys and
+values the (block + 2·halo)² window around it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from .base import ApplicationKind, Geometry, Selection, register
 
 
 class Halo(Component):
-    """Blocked local attention with a halo (HaloNet; timm's HaloAttn with stride 1).
+    """Blocked local attention with a halo (HaloNet; timm's HaloAttn).
 
     Queries: non-overlapping block×block blocks (H and W multiples of `block`, as timm
     asserts). Keys/values of block (I, J): the (block + 2·halo)² window of the projected
@@ -24,17 +25,25 @@ class Halo(Component):
     (I·block, J·block). Padded keys and values are zero vectors (not the projection bias)
     and are not masked: they take part in Norm with the logits of the other terms alone
     (timm's semantics). Offsets j − i span |dy|, |dx| < block + halo.
+
+    stride s (HaloNet's downsampling blocks, timm's HaloAttn(stride=2)): the queries are
+    the tokens (s·i, s·j) only — (block/s)² per block, the query projection a stride-s 1×1
+    conv — and the output is (H/s)×(W/s); keys and values as for stride 1. A query's
+    position in the relative logits is its index in the strided block (timm's
+    PosEmbedRel(block_size // stride)), so offsets are key − that index.
     """
 
     kind: Literal["halo"] = "halo"
     block: Int = Field(ge=1)
     halo: Int = Field(ge=0)
+    stride: Int = Field(default=1, ge=1)
 
 
 @dataclass(frozen=True, kw_only=True)
 class HaloGeometry(Geometry):
-    block: int                     # b: query block side
+    block: int                     # b: block side on the input grid
     halo: int                      # a: zero halo around each block
+    stride: int                    # s: queries every s-th row and column (b/s per block side)
     window: int                    # b + 2a: key/value window side
     block_grid: tuple[int, int]    # (H/b, W/b)
 
@@ -61,12 +70,16 @@ class HaloSelection(Selection):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.b, self.a, self.win = self.geo.block, self.geo.halo, self.geo.window
+        self.s = self.geo.stride
         self.nh, self.nw = self.H // self.b, self.W // self.b
 
     def block_q(self, t):
-        b, nh, nw = self.b, self.nh, self.nw
-        t = t.unflatten(1, (nh, b)).unflatten(3, (nw, b)).unflatten(-1, (self.bp.heads, -1))
-        # (B, nh, b, nw, b, G, c) → (B, G, nh·nw, b·b, c)
+        # the strided queries: tokens (s·i, s·j), as timm's stride-s 1×1 q conv samples them
+        bq, nh, nw = self.b // self.s, self.nh, self.nw
+        if self.s > 1:
+            t = t[:, ::self.s, ::self.s]
+        t = t.unflatten(1, (nh, bq)).unflatten(3, (nw, bq)).unflatten(-1, (self.bp.heads, -1))
+        # (B, nh, bq, nw, bq, G, c) → (B, G, nh·nw, bq·bq, c)
         return t.permute(0, 5, 1, 3, 2, 4, 6).flatten(4, 5).flatten(2, 3)
 
     def block_k(self, t):
@@ -83,15 +96,16 @@ class HaloSelection(Selection):
     block_v = block_k
 
     def unblock(self, y):
-        b = self.b
-        y = y.unflatten(3, (b, b)).unflatten(2, (self.nh, self.nw))
-        # (B, G, nh, nw, b, b, c) → (B, nh, b, nw, b, G, c) → (B, H, W, G·c)
+        bq = self.b // self.s
+        y = y.unflatten(3, (bq, bq)).unflatten(2, (self.nh, self.nw))
+        # (B, G, nh, nw, bq, bq, c) → (B, nh, bq, nw, bq, G, c) → (B, H/s, W/s, G·c)
         return y.permute(0, 2, 4, 3, 5, 1, 6).flatten(5).flatten(3, 4).flatten(1, 2)
 
     def offsets(self):
-        """(dy, dx) = key − query in grid steps, the same for every block: (1, b², win²)."""
-        b, a, win = self.b, self.a, self.win
-        qy, qx = torch.meshgrid(torch.arange(b), torch.arange(b), indexing="ij")
+        """(dy, dx) = key − query, the same for every block: (1, (b/s)², win²); a query's
+        coordinate is its index in the strided block (timm's, for stride > 1)."""
+        bq, a, win = self.b // self.s, self.a, self.win
+        qy, qx = torch.meshgrid(torch.arange(bq), torch.arange(bq), indexing="ij")
         ky, kx = torch.meshgrid(torch.arange(win) - a, torch.arange(win) - a, indexing="ij")
         dy = ky.flatten()[None, :] - qy.flatten()[:, None]
         dx = kx.flatten()[None, :] - qx.flatten()[:, None]
@@ -102,15 +116,21 @@ class HaloSelection(Selection):
 class HaloKind(ApplicationKind):
     model = Halo
     doc = ("non-overlapping block×block query blocks, each seeing the (block + 2·halo)² "
-           "window around it on the zero-padded k/v maps (padded keys not masked) "
-           "(HaloNet)")
+           "window around it on the zero-padded k/v maps (padded keys not masked); stride s: "
+           "every s-th query, output (H/s)×(W/s) (HaloNet)")
     offsets = True
 
     def bind(self, app, where):
         H, W = where.grid
-        b, a = app.block, app.halo
+        b, a, s = app.block, app.halo, app.stride
+        if b % s:
+            raise SpecError(f"a stride of {s} samples block/stride queries per block side: "
+                            f"block {b} is not a multiple of it (timm asserts the same); "
+                            f"valid strides for block {b}: "
+                            f"{[d for d in range(1, b + 1) if b % d == 0]}",
+                            path=where.field("stride"))
         if H % b or W % b:
-            valid = [s for s in range(1, min(H, W) + 1) if H % s == 0 and W % s == 0]
+            valid = [v for v in range(1, min(H, W) + 1) if H % v == 0 and W % v == 0]
             raise SpecError(f"halo blocks of {b}×{b} queries need H and W to be multiples of "
                             f"{b}; the {H}x{W} grid is not (HaloNet has no padding policy: "
                             f"timm asserts divisibility); valid blocks here: {valid}",
@@ -123,9 +143,11 @@ class HaloKind(ApplicationKind):
                             f"valid: 0..{limit}", path=where.field("halo"))
         win = b + 2 * a
         nh, nw = H // b, W // b
-        return HaloGeometry(blocks=(nh * nw, b * b, win * win), map_grid=(H, W),
+        bq = b // s
+        return HaloGeometry(blocks=(nh * nw, bq * bq, win * win), map_grid=(H, W),
                             kv_tokens=H * W, offset_span=(b + a, b + a), taps=win,
-                            block=b, halo=a, window=win, block_grid=(nh, nw))
+                            query_stride=s, block=b, halo=a, stride=s, window=win,
+                            block_grid=(nh, nw))
 
     def rule(self, ctx):
         return HaloSelection(ctx)

@@ -359,7 +359,8 @@ class CompiledAttention(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, size, prefix: int = 0) -> torch.Tensor:
         """timm-style entry: x (B, N, C) with N = prefix + H·W (the grid row-major after
-        `prefix` class / register tokens) → (B, N, C). Prefix tokens need every branch's
+        `prefix` class / register tokens) → (B, N, C) ((B, H·W/s², C) when the queries are
+        strided: HaloNet's stride s). Prefix tokens need every branch's
         application to have a rule for them (`global`: attended like any token) and no
         term or extra that places tokens on the grid; the refusal says which is missing."""
         H, W = arguments.resolution(size, "size", square_ok=False)
@@ -370,7 +371,8 @@ class CompiledAttention(nn.Module):
             tokens = f"{prefix}+{H}*{W}={n}" if prefix else f"{H}*{W}={n}"
             raise ShapeError(f"forward_tokens expects (B, {tokens}, {self.dim}), got {shape}")
         if not prefix:
-            return self(x.reshape(x.shape[0], H, W, x.shape[2])).reshape(x.shape)
+            y = self(x.reshape(x.shape[0], H, W, x.shape[2]))
+            return y.flatten(1, 2)       # (B, N, C); N/s² tokens for strided queries
         why = prefix_token_refusal(self.plan)
         if why:
             raise ShapeError(f"spec '{self.spec.name}' can't take {prefix} prefix token(s): "

@@ -104,6 +104,13 @@ def pair(value) -> tuple[int, int]:
     return a, b
 
 
+def axes(value) -> int | list[int]:
+    """A module's per-axis size as the language writes it: one integer when both axes agree
+    (the canonical form), else [rows, columns]."""
+    a, b = pair(value)
+    return a if a == b else [a, b]
+
+
 def dropout_of(module: nn.Module, attribute: str = "attn_drop") -> float:
     drop = getattr(module, attribute, None)
     return float(getattr(drop, "p", 0.0) or 0.0)

@@ -1,8 +1,9 @@
 """timm.halo — timm's `HaloAttn` (HaloNet, byoanet's halonet* / *_halonext* blocks):
 queries in block×block blocks attend to the (block + 2·halo)² window around them on the
 zero-padded k/v maps, with separable height / width relative logits; channels-first, no
-output projection. Stride 2 (strided query blocks, or average-pooled outputs) is refused:
-the halo application has no query stride yet."""
+output projection. Stride 2 (halonet26t's third stage) strides the queries (application
+stride: the q conv's stride, block/stride queries per block, output half the size); the
+use_avg_pool variant (stride-1 attention, then a 2×2 average pool) is refused."""
 from __future__ import annotations
 
 from torch import nn
@@ -15,16 +16,15 @@ class TimmHaloAttn(ForeignKind):
     name = "timm.halo"
     classes = ("HaloAttn",)
     convention = "bchw"
-    doc = ("timm HaloAttn, stride 1: blocked local attention over haloed windows with "
+    doc = ("timm HaloAttn, stride 1 or 2: blocked local attention over haloed windows with "
            "height / width relative logits (channels-first)")
 
     def equivalent(self, module, parent, call, model) -> Equivalent:
         stride = int(getattr(module, "block_stride", 1))
-        if stride != 1 or not isinstance(getattr(module, "pool", nn.Identity()), nn.Identity):
+        if not isinstance(getattr(module, "pool", nn.Identity()), nn.Identity):
             raise Unsupported(
-                "stride 2 (its queries are every other pixel of each block, the output half "
-                "the size): the language's halo application has no query stride yet — the "
-                "smallest change is a `stride` on halo giving block/stride queries per block")
+                "use_avg_pool (stride-1 attention, then a 2×2 average pool of the output): "
+                "the language has no pooling after attention")
         heads = int(module.num_heads)
         dk, dv = int(module.dim_head_qk), int(module.dim_head_v)
         dim = module.q.in_channels
@@ -42,5 +42,5 @@ class TimmHaloAttn(ForeignKind):
                                      "rel_pos_orientation": "j_minus_i"},
                 "normalization": {"kind": "softmax"},
                 "application": {"kind": "halo", "block": int(module.block_size),
-                                "halo": int(module.halo_size)}}
+                                "halo": int(module.halo_size), "stride": stride}}
         return Equivalent(spec, dim, heads, (int(x.shape[2]), int(x.shape[3])), "timm.halo")

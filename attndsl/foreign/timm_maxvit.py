@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import (Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register,
-                   pair, tensor_grid)
+                   axes, tensor_grid)
 
 
 @register
@@ -42,7 +42,7 @@ class TimmMaxVitAttention(ForeignKind):
                 or module.proj.out_features != dim:
             raise Unsupported(f"its attention width ({module.qkv.out_features // 3}) or output "
                               f"width differs from its input width ({dim})")
-        size = list(pair(parent.partition_size))      # [rows, columns]: (7, 10) at 224×320
+        size = axes(parent.partition_size)      # [rows, columns]: (7, 10) at 224×320
         application = ({"kind": "window", "size": size} if parent.partition_block
                        else {"kind": "grid", "size": size})
         x = call.args[0] if call.args else call.kwargs["x"]

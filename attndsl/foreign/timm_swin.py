@@ -4,7 +4,7 @@ spec's (window application with shift, pad_unmasked, roll_then_pad)."""
 from __future__ import annotations
 
 from .base import (Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias,
-                   register, pair, tensor_grid)
+                   register, axes, tensor_grid)
 from .conventions import install_swin_block
 
 
@@ -22,13 +22,13 @@ class SwinBlockKind(ForeignKind):
     def site(self, module, parent, name):
         return parent, "_attn"
 
-    def geometry(self, module, parent, call: Call) -> tuple[list, list, tuple[int, int]]:
+    def geometry(self, module, parent, call: Call) -> tuple[int | list, int | list, tuple[int, int]]:
         """(window, shift, grid) of the block as timm computed them for its resolution:
         [rows, columns] each, already shrunk per axis where the map is no longer than the
         window (timm's _calc_window_shift), so the spec needs no shrink rule of its own.
         A dynamic_mask block computes the same mask per call: nothing changes for the spec."""
         x = call.args[0] if call.args else call.kwargs["x"]
-        return list(pair(parent.window_size)), list(pair(parent.shift_size)), tensor_grid(x)
+        return axes(parent.window_size), axes(parent.shift_size), tensor_grid(x)
 
     def install(self, parent, name, replacement):
         install_swin_block(parent, replacement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Equivalent, Unsupported, dropout_of, pair, register
+from .base import Equivalent, Unsupported, axes, dropout_of, register
 from .timm_swin import SwinBlockKind
 
 
@@ -33,7 +33,7 @@ class TimmSwinV2WindowAttention(SwinBlockKind):
         if hidden is None or len(mlp) != 3 or not isinstance(mlp[1], nn.ReLU):
             raise Unsupported("its cpb_mlp is not Linear(2, hidden) → ReLU → Linear(hidden, "
                               "heads)")
-        pretrained = list(pair(getattr(module, "pretrained_window_size", (0, 0))))
+        pretrained = axes(getattr(module, "pretrained_window_size", (0, 0)))
         q_bias = getattr(module, "q_bias", None) is not None
         if module.qkv.bias is not None or (q_bias != (getattr(module, "v_bias", None) is not None)):
             raise Unsupported("its q/k/v biases are not timm's q_bias + v_bias pair")

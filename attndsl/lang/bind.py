@@ -101,6 +101,11 @@ class Plan:
     head_dim: int
     branches: tuple[BranchPlan, ...]
 
+    @property
+    def query_stride(self) -> int:
+        """s when the queries are every s-th token (the output (H/s)×(W/s)); else 1."""
+        return max((bp.geometry.query_stride for bp in self.branches), default=1)
+
 
 # which fused input projections produce q, k, v
 LAYOUT_MAKES = {"qkv": "qkv", "q_kv": "qkv", "qk": "qk", "qv": "qv", "q": "q",
@@ -163,6 +168,7 @@ def _bind(spec: m.Spec, dim: int, resolution: tuple[int, int], heads_override) -
         plans.append(_bind_branch(branch, path, g, d, channels, grid, dim, reads))
         start += g
     _check_merge(spec, plans, dim)
+    _check_query_stride(spec, plans)
     return Plan(spec=spec, dim=dim, resolution=resolution, grid=grid, heads=heads,
                 head_dim=d, branches=tuple(plans))
 
@@ -212,6 +218,32 @@ def _needs(b: m.Branch) -> frozenset:
     if b.kernel_bank.values == "keys":
         needs.add("k")
     return frozenset(needs)
+
+
+def _check_query_stride(spec: m.Spec, plans: list) -> None:
+    """A branch whose queries are strided (HaloNet's stride 2) outputs a smaller grid than it
+    reads: whatever adds a map of the input's grid to its output can't, nor can branches of
+    other grids be concatenated."""
+    strided = [bp for bp in plans if bp.geometry.query_stride > 1]
+    if not strided:
+        return
+    bp = strided[0]
+    s = bp.geometry.query_stride
+    where = f"{bp.path}application.stride"
+    if len(spec.branches) > 1:
+        raise SpecError(f"a stride of {s} makes this branch's output (H/{s})×(W/{s}); a spec "
+                        "with strided queries has that one branch (branches of different "
+                        "grids can't be merged)", path=where)
+    b = bp.spec
+    for refused, what in ((b.extras.residual, "extras.residual (adds the input)"),
+                          (b.extras.value_conv is not None,
+                           "extras.value_conv (adds a conv of the value map)"),
+                          (b.kernel.size > 1, "kernel.size > 1 (K×K keys of each query)"),
+                          (bool(spec.pad_to_multiple), "pad_to_multiple (crops to the input)")):
+        if refused:
+            raise SpecError(f"a stride of {s} makes the output (H/{s})×(W/{s}), which "
+                            f"{what} needs at the input's grid: leave it out, or use stride 1",
+                            path=where)
 
 
 def _check_merge(spec: m.Spec, plans: list, dim: int) -> None:

@@ -171,7 +171,13 @@ def bind_stages(backbone: Backbone, image_size: int | None = None) -> list[tuple
                 continue
             where = f"stages[{i}].attention" + (f"[{j}]" if len(stage.attention) > 1 else "")
             try:
-                bind(spec, stage.dim, grid, stage.heads)
+                plan = bind(spec, stage.dim, grid, stage.heads)
+                if plan.query_stride > 1:
+                    raise SpecError(f"a stride of {plan.query_stride} makes the attention's "
+                                    "output smaller than its input, and a block adds it to "
+                                    "its input (the residual): downsample between stages "
+                                    "instead (the stage's patch merging)",
+                                    path=f"{plan.branches[0].path}application.stride")
             except SpecError as exc:
                 inner = f".{exc.path}" if exc.path else ""
                 raise SpecError(f"{exc.detail} (stage {i}: {grid[0]}×{grid[1]} tokens at "

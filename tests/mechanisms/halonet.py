@@ -28,5 +28,6 @@ def timm_params(m, P=None, unused=100.0):
 def reference(m, x):
     bp = m.plan.branches[0]
     published = HaloAttention(m.dim, bp.heads, bp.geometry.block, bp.geometry.halo,
-                              dim_head=bp.qk_head_dim, dtype=x.dtype)
+                              dim_head=bp.qk_head_dim, dtype=x.dtype,
+                              stride=bp.geometry.stride)
     return torch.func.functional_call(published, timm_params(m), (x,))

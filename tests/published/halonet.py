@@ -40,6 +40,12 @@ Details that are easy to get wrong (all from timm):
     this module indexes the offsets directly.
 H and W must be multiples of b (raises otherwise, as timm asserts).
 
+Stride s (timm's HaloAttn(stride=2) without use_avg_pool: block_stride = s): q is a
+stride-s 1x1 conv, so the queries are the pixels (s*y, s*x) only; a block holds
+bs = b/s of them per side, (I*b + s*i, J*b + s*j), i, j in [0, bs); keys and values as
+above; the table row uses the query's index i in the strided block (PosEmbedRel is built
+for block_size_ds = b/s): u - i + win - 1. The output is (B, H/s, W/s, C).
+
 State dict: q.weight (h*dk, C, 1, 1), kv.weight (h*(dk+dv), C, 1, 1),
 pos_embed.height_rel (2*win-1, dk), pos_embed.width_rel (2*win-1, dk).
 """
@@ -88,8 +94,12 @@ class PosEmbedRel(nn.Module):
 
 
 class HaloAttention(nn.Module):
-    def __init__(self, dim, heads, block, halo, dim_head=None, seed=0, dtype=torch.float64):
+    def __init__(self, dim, heads, block, halo, dim_head=None, seed=0, dtype=torch.float64,
+                 stride=1):
         super().__init__()
+        if block % stride:
+            raise ValueError(f"block {block} is not a multiple of the stride {stride}")
+        self.stride = stride
         if dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
         self.dim, self.heads, self.block, self.halo = dim, heads, block, halo
@@ -101,7 +111,7 @@ class HaloAttention(nn.Module):
         self.q = nn.Conv2d(dim, heads * dqk, 1, bias=False, dtype=dtype)
         self.kv = nn.Conv2d(dim, heads * (dqk + dv), 1, bias=False, dtype=dtype)
         self.pos_embed = PosEmbedRel(self.win, dqk, dtype)
-        self.register_buffer("rows", rel_rows(block, self.win), persistent=False)
+        self.register_buffer("rows", rel_rows(block // stride, self.win), persistent=False)
         randomize_(self, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,23 +120,26 @@ class HaloAttention(nn.Module):
         dqk, dv = self.dim_head_qk, self.dim_head_v
         if H % b or W % b:
             raise ValueError(f"map {H}x{W} is not a multiple of the block {b}")
-        q = F.linear(x, self.q.weight.flatten(1)).reshape(B, H, W, h, dqk)
+        s = self.stride
+        bs = b // s                                               # queries per block side
+        q = F.linear(x[:, ::s, ::s], self.q.weight.flatten(1))   # the stride-s 1x1 conv
+        q = q.reshape(B, H // s, W // s, h, dqk)
         kv = F.linear(x, self.kv.weight.flatten(1)).reshape(B, H, W, h, dqk + dv)
         kv = F.pad(kv, (0, 0, 0, 0, a, a, a, a))                 # zero halo around the map
-        rh = self.pos_embed.height_rel[self.rows]                 # (b, win, dqk): [i, u]
-        rw = self.pos_embed.width_rel[self.rows]                  # (b, win, dqk): [j, t]
+        rh = self.pos_embed.height_rel[self.rows]                 # (bs, win, dqk): [i, u]
+        rw = self.pos_embed.width_rel[self.rows]                  # (bs, win, dqk): [j, t]
 
-        y = x.new_empty(B, H, W, h, dv)
+        y = x.new_empty(B, H // s, W // s, h, dv)
         for I in range(H // b):
             for J in range(W // b):
-                qb = q[:, I * b:(I + 1) * b, J * b:(J + 1) * b]              # (B, b, b, h, dqk)
+                qb = q[:, I * bs:(I + 1) * bs, J * bs:(J + 1) * bs]          # (B, bs, bs, h, dqk)
                 kvw = kv[:, I * b:I * b + win, J * b:J * b + win]            # (B, win, win, h, .)
                 kw, vw = kvw[..., :dqk], kvw[..., dqk:]
                 content = torch.einsum("bijgd,butgd->bgijut", qb, kw) * self.scale
                 lh = torch.einsum("bijgd,iud->bgiju", qb, rh)
                 lw = torch.einsum("bijgd,jtd->bgijt", qb, rw)
                 logits = content + lh[..., :, None] + lw[..., None, :]
-                p = torch.softmax(logits.reshape(B, h, b, b, win * win), dim=-1)
+                p = torch.softmax(logits.reshape(B, h, bs, bs, win * win), dim=-1)
                 o = torch.einsum("bgijm,bmgd->bijgd", p, vw.reshape(B, win * win, h, dv))
-                y[:, I * b:(I + 1) * b, J * b:(J + 1) * b] = o
-        return y.reshape(B, H, W, h * dv)
+                y[:, I * bs:(I + 1) * bs, J * bs:(J + 1) * bs] = o
+        return y.reshape(B, H // s, W // s, h * dv)
