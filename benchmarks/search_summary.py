@@ -24,19 +24,29 @@ def latest(pattern: str) -> Path | None:
     return found[-1] if found else None
 
 
+# the quick start (the task where the front is informative) and the smallest example, with
+# the budgets of their README commands in minutes
+QUICK_START = ("search/texture_pair_quickstart_*/front.json", 30)
+SMALL_EXAMPLE = ("search/digits_quickstart_*/front.json", 15)
+
+
 def render() -> str:
-    run = latest("search/digits_quickstart_*/front.json")
+    run, budget = latest(QUICK_START[0]), QUICK_START[1]
+    if run is None:
+        run, budget = latest(SMALL_EXAMPLE[0]), SMALL_EXAMPLE[1]
     if run is None:
         return BEGIN + "\n(no committed quick-start run yet)\n" + END
     doc = json.loads(run.read_text())
     folder = run.parent.relative_to(ROOT)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(doc["counts"].items()))
     fp = (doc["front"][0]["fingerprint"] if doc["front"] else None) or {}
+    side = fp.get("resolution", "?")
     lines = [BEGIN, "",
              f"One run of this command ({fp.get('device', '?')}, {fp.get('threads', '?')} threads, "
              f"torch {fp.get('torch', '?')}; committed in [{folder}]({folder})): {counts}; "
-             f"{doc['spent_device_s'] / 60:.1f} device-minutes spent of the 15.", "",
-             "| front | design (stage attentions) | val accuracy | images/s (deploy 16×16, batch 64"
+             f"{doc['spent_device_s'] / 60:.1f} device-minutes spent of the {budget}.", "",
+             f"| front | design (stage attentions) | val accuracy | images/s (deploy {side}×{side}, "
+             f"batch {fp.get('batch', '?')}"
              + (", from the latency table" if doc["front"] and doc["front"][0].get(
                  "latency_source") == "table" else "") + ") | re-measured whole | params |",
              "|---|---|---|---|---|---|"]
@@ -54,6 +64,24 @@ def render() -> str:
                       "expresses, `--seed-zoo`; the others were pruned at a rung): " + "; ".join(f"{s['seed']} {s['accuracy']:.3f} at "
                                             f"{s['images_per_s']:,.0f} images/s"
                                             for s in doc["seeds"]) + "."]
+    by_attention = best_by_attention(run.parent / "trials.csv")
+    if by_attention:
+        lines += ["", "Best validation accuracy per attention choice (complete trials; at the "
+                  "rung after 3 epochs for pruned ones): " + "; ".join(
+                      f"{name} {acc:.3f}" + (" (rung)" if rung else "")
+                      for name, (acc, rung) in by_attention) + "."]
+    small = latest(SMALL_EXAMPLE[0])
+    if small is not None and small != run:
+        d = json.loads(small.read_text())
+        rel = small.parent.relative_to(ROOT)
+        best = max(d["front"], key=lambda r: r["accuracy"]) if d["front"] else None
+        lines += ["", f"The smallest example, `attndsl search examples/search_digits.yaml "
+                  f"--budget {SMALL_EXAMPLE[1]}m --seed-zoo` (scikit-learn's digits at 16×16; "
+                  f"[{rel}]({rel})): {sum(d['counts'].values())} trials in "
+                  f"{d['spent_device_s'] / 60:.1f} device-minutes"
+                  + (f", its most accurate front design `{best['name']}` at {best['accuracy']:.3f}"
+                     if best else "")
+                  + accuracy_range(small.parent / "trials.csv")]
     pruning = latest("search_pruning_*.json")
     if pruning is not None:
         p = json.loads(pruning.read_text())
@@ -127,6 +155,39 @@ def render() -> str:
                   + ". (~: a throughput the measurement itself flagged as noisy.)"]
     lines += ["", f"![the quick-start run's front]({folder}/pareto.png)", "", END]
     return "\n".join(lines)
+
+
+def _complete_rows(trials_csv: Path) -> list[dict]:
+    import csv
+    if not trials_csv.exists():
+        return []
+    return [r for r in csv.DictReader(trials_csv.open()) if r["accuracy"]]
+
+
+def best_by_attention(trials_csv: Path) -> list[tuple[str, tuple[float, bool]]]:
+    """The best accuracy each attention option reached (stage attentions joined by '+'),
+    from complete trials, else from a pruned trial's last rung (marked)."""
+    best: dict[str, tuple[float, bool]] = {}
+    for r in _complete_rows(trials_csv):
+        params = json.loads(r["search_params"] or "{}")
+        name = "+".join(str(v) for k, v in params.items() if k.endswith(".attention"))
+        if not name or r["state"] not in ("complete", "pruned"):
+            continue
+        entry = (float(r["accuracy"]), r["state"] == "pruned")
+        old = best.get(name)
+        # a complete trial's accuracy outranks a rung's; else the higher one
+        if old is None or (old[1] and not entry[1]) or (old[1] == entry[1] and entry[0] > old[0]):
+            best[name] = entry
+    return sorted(best.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
+
+
+def accuracy_range(trials_csv: Path) -> str:
+    accs = [float(r["accuracy"]) for r in _complete_rows(trials_csv) if r["state"] == "complete"]
+    if not accs:
+        return "."
+    return (f" — its complete designs score {min(accs):.3f}–{max(accs):.3f}, so its front is "
+            "mostly the fastest designs: a check that the set-up works, not a comparison of "
+            "attention.")
 
 
 def search_quality_paragraph(path: Path) -> str:

@@ -63,8 +63,8 @@ def flops_of(kind: str, m, B: int) -> float:
         k = b.spec.application.keys
         return B * (qkv_proj + 4.0 * k * N * C + 4.0 * N * k * C)
     if kind == "grid":
-        P = b.group
-        return B * (qkv_proj + 4.0 * N * P * P * C)
+        rows, columns = b.geometry.group
+        return B * (qkv_proj + 4.0 * N * rows * columns * C)
     if kind in ("stripes", "axial"):
         sequential = c.plan.spec.merge.kind == "sequence"
         f = 0.0 if sequential else _proj_flops(N, C, C)              # the shared proj

@@ -10,8 +10,10 @@ from .partitions import partition_sdpa, timm_grid_partition, timm_grid_reverse
 
 # ---------------------------------------------------------------- MaxViT (block / grid)
 def _maxvit_size(c: Ctx, mode):
-    b = c.b
-    return b.group if mode == "grid" else b.window
+    rows, columns = c.b.geometry.group if mode == "grid" else c.b.geometry.window
+    if rows != columns:
+        raise Skip(f"the baselines take square partitions, not {rows}×{columns}")
+    return rows
 
 
 def maxvit_reference(c: Ctx, mode: str) -> Fn:
