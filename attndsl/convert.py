@@ -386,6 +386,37 @@ register(Layout(
           "{kind: layernorm} (eps 1e-6, as timm's VisionTransformer builds them)"))
 
 
+register(Layout(
+    "timm.cait", ("cait_talking_heads",), "timm CaiT TalkingHeadAttn",
+    "timm/models/cait.py (TalkingHeadAttn)",
+    _renames({"qkv": "attn.qkv", "proj": "attn.proj", "proj_l": "attn.talking_heads.pre",
+              "proj_w": "attn.talking_heads.post"}),
+    notes="proj_l / proj_w are Linear(heads, heads) over the head axis of the weights "
+          "(before / after the softmax): the talking_heads normalization's pre / post maps; "
+          "qkv rows [q; k; v], each head-major, as in attndsl"))
+
+
+def _xcit_check(module):
+    b = _branch(module)
+    sim = b.spec.parameterization.similarity
+    if b.spec.application.kind != "channels" or getattr(sim, "kind", None) != "cosine" \
+            or sim.scale_parameter != "linear":
+        return ("timm's XCA is channel attention with l2-normalized q and k times a "
+                "per-head temperature: the spec needs application: {kind: channels} and "
+                "similarity: {kind: cosine, scale_parameter: linear} (zoo spec xcit_xca)")
+    return None
+
+
+register(Layout(
+    "timm.xcit", ("xcit_xca",), "timm XCiT XCA (cross-covariance attention)",
+    "timm/models/xcit.py (XCA)",
+    _renames({"qkv": "attn.qkv", "proj": "attn.proj"})
+    + (Rule("temperature", "attn.logit_scale", how="(G, 1, 1), the scale itself"),),
+    check=_xcit_check,
+    notes="temperature multiplies the cosine logits as it is (scale_parameter: linear; "
+          "Swin-V2's logit_scale is its log); qkv rows [q; k; v], each head-major"))
+
+
 # ---------------------------------------------------------------------- Swin-V2
 def swin_v2_coords_table(window: int | tuple[int, int],
                          pretrained_window: int | tuple[int, int] = 0) -> torch.Tensor:
@@ -420,7 +451,8 @@ def _swin_v2_check(module):
     if cpb.scale != 16:
         return f"timm's bias is 16·sigmoid(cpb_mlp(…)); the spec's cpb.scale is {cpb.scale}"
     sim = par.similarity
-    if getattr(sim, "kind", None) != "cosine" or sim.max_scale != 100:
+    if getattr(sim, "kind", None) != "cosine" or sim.max_scale != 100 \
+            or sim.scale_parameter != "log":
         return ("timm's WindowAttention is scaled cosine attention with logit_scale clamped "
                 "at ln 100; the spec needs similarity: {kind: cosine, max_scale: 100}")
     return None

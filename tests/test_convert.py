@@ -9,12 +9,22 @@ from torch import nn
 import attndsl
 from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_position_index
 import layout_modules as lm
+from published.cait import TalkingHeadAttentionOnMap
 from published.cswin import CSWinAttention
 from published.efficientvit import LocalWindowAttention, offset_index
 from published.halonet import HaloAttention
 from published.maxvit import MaxVitPartitionAttention
 from published.pvt_v2 import PvtV2LinearAttention
 from published.swin_v2 import SwinV2WindowAttention, coords_table
+from published.xcit import XCAOnMap
+
+def _moved(module):
+    """XCA's temperature starts at ones: moved, so that a dropped or misplaced one shows."""
+    with torch.no_grad():
+        module.temperature.copy_(torch.linspace(0.5, 2.0, module.temperature.numel())
+                                 .view_as(module.temperature))
+    return module
+
 
 # layout → (foreign module factory, zoo spec, compile kwargs, input grid)
 CASES = {
@@ -62,6 +72,9 @@ CASES = {
     "msra.efficientvit/one-window": (lambda: LocalWindowAttention(48, 16, 3, 1.0, 7, 7, [5] * 3),
                                      "efficientvit", dict(dim=48, heads=3), (7, 7)),
     "cswin": (lambda: CSWinAttention(48, 4, 2, 14), "cswin", dict(dim=48, heads=4), (14, 14)),
+    "timm.cait": (lambda: TalkingHeadAttentionOnMap(48, 4), "cait_talking_heads",
+                  dict(dim=48, heads=4), (6, 7)),
+    "timm.xcit": (lambda: _moved(XCAOnMap(48, 4)), "xcit_xca", dict(dim=48, heads=4), (6, 7)),
 }
 PREFIX = {"msra.efficientvit": "attn.", "timm.efficientvit_msra": "attn."}
 

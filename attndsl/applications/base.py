@@ -88,6 +88,7 @@ class Where:
     grid: tuple[int, int]
     dim: int
     heads: int
+    head_dim: int = 0           # d: value channels per head
 
     def field(self, name: str) -> str:
         """The spec path of an application field."""

@@ -16,6 +16,7 @@ conversion maps onto them; change them only with a conversion shim.
     <branch>.select.keys / .values (k, N)        Linformer E and F
     <branch>.value_conv                          depthwise conv on v (BOAT)
     <branch>.out_bias       (Cb,)                bias after the aggregation (PEG)
+    <branch>.talking_heads.pre / .post           talking heads' G×G maps (nn.Linear)
     positional.<i>                               PEG depthwise conv
     merge.proj                                   shared output projection
 """
@@ -29,6 +30,7 @@ from torch import nn
 from ..applications.base import table_parameter
 from ..lang import models as m
 from ..lang.bind import BranchPlan, Plan
+from ..normalizations import normalization_of
 from ..terms import term_of
 
 PROJECTION_WIDTHS = {
@@ -84,8 +86,11 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
         mod.k_norm = nn.LayerNorm(bp.qk_head_dim, eps=b.projections.qk_norm.eps)
     par, G = b.parameterization, bp.heads
     if isinstance(par, m.Additive) and par.similarity != "dot":
-        # the learned per-head logit scale τ (timm's shape), starting at log(init)
-        mod.logit_scale = nn.Parameter(torch.full((G, 1, 1), math.log(par.similarity.init)))
+        # the learned per-head logit scale τ (timm's shape), starting at log(init) (Swin-V2)
+        # or at init (XCiT's temperature)
+        sim = par.similarity
+        start = math.log(sim.init) if sim.scale_parameter == "log" else sim.init
+        mod.logit_scale = nn.Parameter(torch.full((G, 1, 1), start))
     if isinstance(par, m.Additive):
         # each term's own parameters ("rel_pos.bias", "key_bank", …), in the order of
         # LEGACY_ORDER first so that state dicts keep the order they always had
@@ -111,6 +116,9 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
         mod.ghost = ghost
     for name, module in bp.kind.parameters(b.application, bp, C).items():
         setattr(mod, name, module)      # the application kind's own (pool, select, …)
+    for name, module in normalization_of(b.normalization).parameters(b.normalization,
+                                                                    bp).items():
+        set_dotted(mod, name, module)   # the normalization's own (talking heads' maps)
     vc = b.extras.value_conv
     if vc is not None:
         mod.value_conv = nn.Conv2d(bp.width, bp.width, vc.size, padding=vc.size // 2,

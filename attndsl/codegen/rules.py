@@ -134,11 +134,14 @@ def unfold_kernel(t, grid: tuple[int, int], size: int):
 
 # ====================================================================== parameterization
 def cosine_similarity(ctx, q, k):
-    """Swin-V2: normalize(q)·exp(min(τ_g, log max_scale)) and normalize(k) per head, so
+    """Swin-V2: normalize(q)·exp(min(τ_g, log max_scale)) (XCiT: ·τ_g) and normalize(k), so
     that the query_key term's q·kᵀ (scale 1) is the scaled cosine; written on q so that a
     fused attention kernel still takes it (blocks (B, G, nb, L, d))."""
     sim = ctx.bp.spec.parameterization.similarity
-    tau = torch.clamp(ctx.p.logit_scale, max=math.log(sim.max_scale)).exp()   # (G, 1, 1)
+    if sim.scale_parameter == "log":
+        tau = torch.clamp(ctx.p.logit_scale, max=math.log(sim.max_scale)).exp()   # (G, 1, 1)
+    else:
+        tau = ctx.p.logit_scale         # XCiT's temperature, as it is
     ctx.cosine_scale = tau      # the FlexAttention pass applies it on the token layout
     return F.normalize(q, dim=-1) * tau.unsqueeze(1), F.normalize(k, dim=-1)
 

@@ -317,7 +317,8 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
 
     # -- the application kind: its own checks and every size it derives from the grid
     kind = kind_of(app)
-    geo = kind.bind(app, Where(branch=b, path=path, grid=grid, dim=dim, heads=heads))
+    geo = kind.bind(app, Where(branch=b, path=path, grid=grid, dim=dim, heads=heads,
+                               head_dim=d))
 
     # -- other sizes against the grid: a kernel wider than twice the map reads only
     # padding, and unbounded sizes would allocate (or unroll) without limit

@@ -87,13 +87,18 @@ TermEntry = Annotated[Union[TERM_MODELS], Field(discriminator="kind"),
 
 
 class CosineSimilarity(Component):
-    """Swin-V2's scaled cosine attention: q and k are l2-normalized per head, and the
-    query–key logits are multiplied by a learned per-head scale exp(min(τ_g, log max_scale))
-    (τ_g starts at log init) instead of the fixed s."""
+    """Scaled cosine attention: q and k are l2-normalized per head, and the query–key
+    logits are multiplied by a learned per-head scale instead of the fixed s.
+
+    scale_parameter: log    -- Swin-V2: the scale is exp(min(τ_g, log max_scale)), τ_g
+                               starting at log init;
+                     linear -- XCiT: the scale is τ_g itself (its `temperature`), starting
+                               at init, unclamped (max_scale unused)."""
 
     kind: Literal["cosine"] = "cosine"
     max_scale: Float = Field(default=100.0, gt=1.0, le=1e6)
     init: Float = Field(default=10.0, gt=0.0, le=1e6)
+    scale_parameter: Literal["log", "linear"] = "log"
 
 
 class Additive(Component):

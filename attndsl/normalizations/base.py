@@ -40,6 +40,11 @@ class NormalizationKind:
     def check(self, where: NormWhere) -> None:
         """Cross-field rules that need the branch or its geometry (raise SpecError)."""
 
+    def parameters(self, norm, bp) -> dict:
+        """The kind's own learned parameters, {dotted name under the branch: module}
+        (docs/parameters.md lists the names); most kinds have none."""
+        return {}
+
     def lower(self, ctx, norm, w):
         """The normalized weights over KEY_AXIS. `ctx.key_count` is |S(i)| (keys per
         query), `ctx.bp.window` the K of a K×K neighbourhood."""

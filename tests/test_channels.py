@@ -1,0 +1,119 @@
+"""The channels application (XCiT's cross-covariance attention) and the cosine similarity's
+linear temperature. The zoo spec xcit_xca is checked against tests/published/xcit.py by the
+zoo tests (float64, float32, inductor, gradients, export); here: that the weights are c×c
+whatever the grid, what the kind refuses, the temperature's form, and patch() on an
+XCiT-like model written with timm's class and attribute names."""
+import pytest
+import torch
+from torch import nn
+
+import attndsl
+from attndsl.errors import SpecError
+from attndsl.patch import patch
+from published.xcit import XCA
+from zoo_helpers import inputs, randomize
+
+SPEC = """name: channels_test
+heads: 4
+projections: {{layout: qkv, bias: true{projections}}}
+parameterization:
+  kind: additive
+  terms: {terms}
+  similarity: {{kind: cosine, init: 1.0, scale_parameter: linear}}
+normalization: {{kind: softmax}}
+application: {{kind: channels}}
+"""
+
+
+def test_weights_are_channels_by_channels_at_any_grid():
+    m = attndsl.compile("xcit_xca", dim=48, resolution=(6, 7), dtype=torch.float64)
+    assert m.plan.branches[0].geometry.blocks == (1, 12, 12)        # d = 48 / 4
+    big = attndsl.compile("xcit_xca", dim=48, resolution=(30, 31))
+    assert big.plan.branches[0].geometry.blocks == (1, 12, 12)
+    x = inputs(m, (9, 5))                       # another grid: same parameters, runs
+    assert m(x).shape == x.shape
+
+
+def test_the_temperature_is_the_scale_itself_and_starts_at_init():
+    m = attndsl.compile("xcit_xca", dim=48, resolution=(4, 4), dtype=torch.float64)
+    assert torch.equal(m.get_parameter("attn.logit_scale"), torch.ones(4, 1, 1,
+                                                                        dtype=torch.float64))
+    swin_v2 = attndsl.compile("swin_v2_wmsa", dim=48, resolution=(7, 7))
+    assert torch.allclose(swin_v2.get_parameter("attn.logit_scale"),
+                          torch.full((3, 1, 1), 10.0).log())   # Swin-V2: log of init 10
+    randomize(m)
+    with torch.no_grad():                  # a negative temperature is taken as it is
+        m.get_parameter("attn.logit_scale").copy_(torch.tensor([-3.0, 0.5, 2.0, 40.0])
+                                                  .view(4, 1, 1))
+    published = XCA(48, 4)
+    published.load_state_dict({"temperature": m.get_parameter("attn.logit_scale"),
+                               **{k[len("attn."):]: v for k, v in m.state_dict().items()
+                                  if k.startswith(("attn.qkv", "attn.proj"))}})
+    x = inputs(m, (4, 4))
+    with torch.no_grad():
+        want = published(x.reshape(2, 16, 48)).reshape(2, 4, 4, 48)
+        assert (m(x) - want).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("terms,projections,path,words", [
+    ("[query_key, rel_pos_bias]", "", "parameterization.terms", "offset"),
+    ("[query_key]", ", qk_width: {kind: ratio, num: 1, den: 2}", "projections.qk_width",
+     "value width"),
+])
+def test_what_channel_attention_refuses(terms, projections, path, words):
+    with pytest.raises(SpecError) as info:
+        attndsl.compile(SPEC.format(terms=terms, projections=projections), dim=48,
+                        resolution=(6, 6))
+    assert info.value.path.startswith(path) and words in str(info.value), str(info.value)
+
+
+def test_flex_attention_is_refused_with_the_reason():
+    with pytest.raises(attndsl.errors.AttndslError, match="channels"):
+        attndsl.compile("xcit_xca", dim=48, resolution=(6, 6), attention="flex")
+
+
+# ------------------------------------------------------------------ patch on an XCiT-like model
+class XcaTimm(XCA):
+    """timm's XCA: its attributes (the class is renamed XCA below)."""
+
+    def __init__(self, dim, heads):
+        super().__init__(dim, heads, dtype=torch.float32)
+        self.num_heads = heads
+        self.attn_drop, self.proj_drop = nn.Dropout(0.0), nn.Dropout(0.0)
+
+
+XcaTimm.__name__ = "XCA"
+
+
+class TinyXcit(nn.Module):
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.ModuleList()
+        for _ in range(2):
+            block = nn.Module()
+            block.norm1 = nn.LayerNorm(dim)
+            block.attn = XcaTimm(dim, heads)
+            with torch.no_grad():
+                block.attn.temperature.uniform_(0.5, 2.0)
+            self.blocks.append(block)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = x + block.attn(block.norm1(x))
+        return self.head(x.mean(1))
+
+
+def test_patch_swaps_xcit_attention_exactly():
+    torch.manual_seed(3)
+    model = TinyXcit().double()
+    img = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [(r.status, r.weights) for r in report] == [("swapped", "converted from timm.xcit")] * 2
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
