@@ -417,6 +417,38 @@ register(Layout(
           "Swin-V2's logit_scale is its log); qkv rows [q; k; v], each head-major"))
 
 
+def _davit_rows_in(t, m):
+    """DaViT's qkv rows [q; k; v] → attndsl's [q; k; v] = DaViT's [k; v; q]."""
+    q, k, v = t.chunk(3)
+    return torch.cat([k, v, q])
+
+
+def _davit_rows_out(t, m):
+    k, v, q = t.chunk(3)
+    return torch.cat([q, k, v])
+
+
+def _davit_channel_check(module):
+    b = _branch(module)
+    if b.spec.application.kind != "channels" or b.spec.parameterization.similarity != "dot":
+        return ("DaViT's ChannelAttention is channel attention with dot logits: the spec needs "
+                "application: {kind: channels} and the default similarity (dot)")
+    return None
+
+
+register(Layout(
+    "timm.davit_channel", ("davit_channel",), "timm DaViT ChannelAttention",
+    "timm/models/davit.py (ChannelAttention)",
+    (Rule("qkv.weight", "attn.qkv.weight", _davit_rows_in, _davit_rows_out,
+          how="rows [q; k; v] ↔ [k; v; q]: DaViT weighs q's channels by softmax((s·k)ᵀv)"),
+     Rule("qkv.bias", "attn.qkv.bias", _davit_rows_in, _davit_rows_out,
+          how="rows [q; k; v] ↔ [k; v; q]"))
+    + _renames({"proj": "attn.proj"}),
+    check=_davit_channel_check,
+    notes="softmax((s·k)ᵀ v) applied to q is the channels application with DaViT's k as "
+          "the queries, v as the keys and q as the values; s = d^-1/2 (dot similarity)"))
+
+
 # ---------------------------------------------------------------------- Swin-V2
 def swin_v2_coords_table(window: int | tuple[int, int],
                          pretrained_window: int | tuple[int, int] = 0) -> torch.Tensor:

@@ -117,3 +117,84 @@ def test_patch_swaps_xcit_attention_exactly():
     assert [(r.status, r.weights) for r in report] == [("swapped", "converted from timm.xcit")] * 2
     with torch.no_grad():
         assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
+# ------------------------------------------------------------------ DaViT's dual attention
+class DavitChannel(nn.Module):
+    """timm's DaViT ChannelAttention, as timm computes it."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((k * self.scale).transpose(-1, -2) @ v).softmax(dim=-1)
+        y = (attn @ q.transpose(-1, -2)).transpose(-1, -2)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+class DavitWindow(nn.Module):
+    """timm's DaViT WindowAttention: plain attention over the tokens it is given."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q * (C // self.num_heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+DavitChannel.__name__ = "ChannelAttention"
+DavitWindow.__name__ = "WindowAttention"
+
+
+class TinyDavit(nn.Module):
+    """A spatial block (its own 4×4 window partition, as DaViT's SpatialBlock) and a
+    channel block."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.spatial, self.channel = nn.Module(), nn.Module()
+        self.spatial.attn = DavitWindow(dim, heads)
+        self.channel.attn = DavitChannel(dim, heads)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).permute(0, 2, 3, 1)                      # (B, H, W, C)
+        B, H, W, C = x.shape
+        windows = x.reshape(B, H // 4, 4, W // 4, 4, C).permute(0, 1, 3, 2, 4, 5)
+        windows = windows.reshape(-1, 16, C)
+        y = self.spatial.attn(windows).reshape(B, H // 4, W // 4, 4, 4, C)
+        x = x + y.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+        t = x.reshape(B, H * W, C)
+        t = t + self.channel.attn(t)
+        return self.head(t.mean(1))
+
+
+def test_patch_swaps_davit_dual_attention_exactly():
+    torch.manual_seed(4)
+    model = TinyDavit().double()
+    img = torch.randn(2, 3, 32, 16, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [(r.path, r.status, r.weights) for r in report] == [
+        ("spatial.attn", "swapped", "converted from timm.vit"),
+        ("channel.attn", "swapped", "converted from timm.davit_channel")]
+    assert report[0].resolution == (4, 4)          # one window's tokens
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()

@@ -11,6 +11,7 @@ from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_pos
 import layout_modules as lm
 from published.cait import TalkingHeadAttentionOnMap
 from published.cswin import CSWinAttention
+from published.davit import ChannelAttentionOnMap
 from published.efficientvit import LocalWindowAttention, offset_index
 from published.halonet import HaloAttention
 from published.maxvit import MaxVitPartitionAttention
@@ -75,6 +76,8 @@ CASES = {
     "timm.cait": (lambda: TalkingHeadAttentionOnMap(48, 4), "cait_talking_heads",
                   dict(dim=48, heads=4), (6, 7)),
     "timm.xcit": (lambda: _moved(XCAOnMap(48, 4)), "xcit_xca", dict(dim=48, heads=4), (6, 7)),
+    "timm.davit_channel": (lambda: ChannelAttentionOnMap(48, 4), "davit_channel",
+                           dict(dim=48, heads=4), (5, 6)),
 }
 PREFIX = {"msra.efficientvit": "attn.", "timm.efficientvit_msra": "attn."}
 

@@ -242,7 +242,7 @@ def _registered_kinds():
 UNIONS = {
     "parameterization": {"additive", "hadamard"},
     "normalization": {"softmax", "identity", "relu", "layernorm", "sigmoid", "l1",
-                      "filter_norm", "sum"},
+                      "filter_norm", "sum", "talking_heads"},
     # every module of attndsl/applications/ (at least the first six)
     "application": _registered_kinds(),
 }
@@ -280,7 +280,9 @@ def test_schema_structure(schema):
     for ref in _refs(schema):                         # and every $ref resolves
         _resolve(schema, ref)
     window = defs["Window"]["properties"]
-    assert window["size"]["minimum"] == 1
+    # one integer or [rows, columns], each ≥ 1
+    one, pair = window["size"]["anyOf"]
+    assert one["minimum"] == 1 and all(item["minimum"] == 1 for item in pair["prefixItems"])
     assert set(window["padding"]["enum"]) == {"error", "pad_unmasked", "pad_masked"}
     assert defs["Dropout"]["properties"]["attention"]["exclusiveMaximum"] == 1
     assert defs["GhostHead"]["properties"]["lam"]["type"] == "integer"
@@ -378,7 +380,7 @@ def test_schema_accepts_every_zoo_spec_in_branches_form(schema, path):
 
 @pytest.mark.parametrize("edit,needle", [
     (lambda d: d["branches"][0]["application"].update(kind="windw"), "oneOf"),
-    (lambda d: d["branches"][0]["application"].update(size=0), "< 1"),
+    (lambda d: d["branches"][0]["application"].update(size=0), "no anyOf option"),   # int ≥ 1 or a pair
     (lambda d: d["branches"][0]["projections"].update(layot="qkv"), "unknown key layot"),
     (lambda d: d.update(name="Bad"), "does not match"),
     (lambda d: d.pop("branches"), "0 oneOf options match"),

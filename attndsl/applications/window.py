@@ -181,8 +181,11 @@ class WindowKind(ApplicationKind):
     def bind(self, app, where):
         H, W = where.grid
         (wh, ww), (sh, sw) = bound_window(app, where.grid, where)
-        for axis, window in (("rows", wh), ("columns", ww)):
-            fits_grid(window, where.grid, where.field("size"), f"a window of {axis}")
+        if wh == ww:
+            fits_grid(wh, where.grid, where.field("size"), "a window of")
+        else:
+            for axis, window in (("rows", wh), ("columns", ww)):
+                fits_grid(window, where.grid, where.field("size"), f"a {wh}x{ww} window's {axis}")
         for axis, window, shift in (("rows", wh, sh), ("columns", ww, sw)):
             if shift >= window:
                 raise SpecError(f"window shift {shift} must be smaller than the window "

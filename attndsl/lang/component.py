@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Component(BaseModel):
@@ -59,5 +59,11 @@ def per_axis(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, tuple) else (value, value)
 
 
-Size = Annotated[Union[int, tuple[int, int]], int_or_pair(1)]
-Shift = Annotated[Union[int, tuple[int, int]], int_or_pair(0)]
+def _at_least(minimum: int):
+    # the bounds again, for the JSON Schema (the validator above checks first)
+    one = Annotated[int, Field(ge=minimum)]
+    return Annotated[Union[one, tuple[one, one]], int_or_pair(minimum)]
+
+
+Size = _at_least(1)
+Shift = _at_least(0)

@@ -156,6 +156,9 @@ def _read_source(source) -> tuple[str, str | None]:
 def _read_text_file(path: Path, what: str) -> str:
     """The text of a YAML file (a spec, a backbone, a search space), or a SpecError that
     says why not."""
+    if "\x00" in str(path):
+        raise SpecError(f"{what} file name {str(path)!r} contains a NUL byte: not a path; give "
+                        f"the path of a {what} YAML file")
     if not path.is_file():
         from ..zoo import zoo_path
         kind = _what_path_is(path)

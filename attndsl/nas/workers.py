@@ -105,6 +105,10 @@ def watch_supervisor() -> bool:
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if not supervisor or os.getppid() != int(supervisor):
         return False
+    if threading.current_thread() is threading.main_thread():
+        # SIGINT is how the supervisor (and this watch) stops a worker: take it even when
+        # the supervisor was started with SIGINT ignored (`nohup … &`, which workers inherit)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch():
         while os.getppid() == int(supervisor):
