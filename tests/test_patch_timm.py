@@ -78,7 +78,7 @@ def test_timm_vit_without_class_token():
     "deit_tiny_patch16_224", "maxvit_nano_rw_256", "halonet26t", "efficientvit_m0",
     # non-square images: windows shrunk per axis, partitions [7, 10]
     "swin_tiny_patch4_window7_224@224x320", "swinv2_tiny_window8_256@192x288",
-    "maxvit_nano_rw_256@224x320"])
+    "maxvit_nano_rw_256@224x320", "davit_tiny"])
 def test_patch_with_no_spec_swaps_every_attention_exactly(name):
     """attndsl.patch(model): no spec, no per-model code; every attention module swapped,
     the whole model's output unchanged in float64 (every parameter moved off its init so
@@ -112,3 +112,14 @@ def test_non_square_images_get_per_axis_windows_and_partitions():
     assert (last["size"], last["shift"]) == ([6, 8], [0, 4])      # [rows, columns]
     specs = attndsl.spec_of(maxvit, example=torch.randn(1, 3, 224, 320))
     assert {tuple(s["spec"]["application"]["size"]) for s in specs.values()} == {(7, 10)}
+
+
+@pytest.mark.parametrize("name,swapped", [("cait_xxs24_224", 24), ("xcit_nano_12_p16_224", 12)])
+def test_cait_and_xcit_swap_their_self_attention_and_leave_class_attention(name, swapped):
+    """TalkingHeadAttn / XCA swapped exactly; ClassAttn (the class token alone queries) is
+    not in the language yet and stays, reported as unrecognized."""
+    from benchmarks.timm_coverage import run_model
+    r = run_model(name)
+    assert r["swapped"] == swapped and r["attention_modules"] == swapped + 2, r
+    assert all("ClassAttn" in u for u in r["unrecognized"]) and len(r["unrecognized"]) == 2
+    assert r["relative_error"] <= 1e-12
