@@ -417,15 +417,13 @@ register(Layout(
           "Swin-V2's logit_scale is its log); qkv rows [q; k; v], each head-major"))
 
 
-def _davit_rows_in(t, m):
-    """DaViT's qkv rows [q; k; v] → attndsl's [q; k; v] = DaViT's [k; v; q]."""
-    q, k, v = t.chunk(3)
-    return torch.cat([k, v, q])
+def _thirds(order: tuple[int, int, int]):
+    """t's three row blocks (a fused qkv) in `order`: the rule's inward and outward maps."""
+    return lambda t, m: torch.cat([t.chunk(3)[i] for i in order])
 
 
-def _davit_rows_out(t, m):
-    k, v, q = t.chunk(3)
-    return torch.cat([q, k, v])
+# DaViT's rows [q; k; v] → attndsl's [q; k; v] = DaViT's [k; v; q], and back
+_davit_rows_in, _davit_rows_out = _thirds((1, 2, 0)), _thirds((2, 0, 1))
 
 
 def _davit_channel_check(module):

@@ -9,7 +9,7 @@ from torch import nn
 
 import attndsl
 from attndsl.errors import SpecError
-from attndsl.patch import patch
+from patch_models import TokenNet, image, patch_exactly
 from published.xcit import XCA
 from zoo_helpers import inputs, randomize
 
@@ -85,38 +85,18 @@ class XcaTimm(XCA):
 XcaTimm.__name__ = "XCA"
 
 
-class TinyXcit(nn.Module):
-    def __init__(self, dim=32, heads=4):
-        super().__init__()
-        self.embed = nn.Conv2d(3, dim, 4, 4)
-        self.blocks = nn.ModuleList()
-        for _ in range(2):
-            block = nn.Module()
-            block.norm1 = nn.LayerNorm(dim)
-            block.attn = XcaTimm(dim, heads)
-            with torch.no_grad():
-                block.attn.temperature.uniform_(0.5, 2.0)
-            self.blocks.append(block)
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, img):
-        x = self.embed(img).flatten(2).transpose(1, 2)
-        for block in self.blocks:
-            x = x + block.attn(block.norm1(x))
-        return self.head(x.mean(1))
+def xca_moved(dim, heads):
+    """timm's XCA with its temperatures moved off their initial ones."""
+    attn = XcaTimm(dim, heads)
+    with torch.no_grad():
+        attn.temperature.uniform_(0.5, 2.0)
+    return attn
 
 
 def test_patch_swaps_xcit_attention_exactly():
     torch.manual_seed(3)
-    model = TinyXcit().double()
-    img = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(0),
-                      dtype=torch.float64)
-    with torch.no_grad():
-        before = model(img)
-    report = patch(model, example=img, backend="eager")
+    report = patch_exactly(TokenNet(xca_moved).double(), image(16, 24))
     assert [(r.status, r.weights) for r in report] == [("swapped", "converted from timm.xcit")] * 2
-    with torch.no_grad():
-        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
 
 
 # ------------------------------------------------------------------ DaViT's dual attention
@@ -186,15 +166,8 @@ class TinyDavit(nn.Module):
 
 def test_patch_swaps_davit_dual_attention_exactly():
     torch.manual_seed(4)
-    model = TinyDavit().double()
-    img = torch.randn(2, 3, 32, 16, generator=torch.Generator().manual_seed(0),
-                      dtype=torch.float64)
-    with torch.no_grad():
-        before = model(img)
-    report = patch(model, example=img, backend="eager")
+    report = patch_exactly(TinyDavit().double(), image(32, 16))
     assert [(r.path, r.status, r.weights) for r in report] == [
         ("spatial.attn", "swapped", "converted from timm.vit"),
         ("channel.attn", "swapped", "converted from timm.davit_channel")]
     assert report[0].resolution == (4, 4)          # one window's tokens
-    with torch.no_grad():
-        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()

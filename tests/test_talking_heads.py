@@ -9,8 +9,8 @@ from torch import nn
 
 import attndsl
 from attndsl.errors import SpecError
-from attndsl.patch import patch
 from mechanisms.cait_talking_heads import reference
+from patch_models import TokenNet, image, patch_exactly
 from published.cait import TalkingHeadAttention
 from zoo_helpers import inputs, randomize
 
@@ -100,37 +100,9 @@ class TalkingHeadAttn(TalkingHeadAttention):
         self.attn_drop, self.proj_drop = nn.Dropout(0.0), nn.Dropout(0.0)
 
 
-class TinyCait(nn.Module):
-    """CaiT's shape: self-attention over the patch tokens only; the class token joins
-    after (here: a mean, standing in for CaiT's class-attention layers)."""
-
-    def __init__(self, dim=32, heads=4):
-        super().__init__()
-        self.embed = nn.Conv2d(3, dim, 4, 4)
-        self.blocks = nn.ModuleList()
-        for _ in range(2):
-            block = nn.Module()
-            block.norm1 = nn.LayerNorm(dim)
-            block.attn = TalkingHeadAttn(dim, heads)
-            self.blocks.append(block)
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, img):
-        x = self.embed(img).flatten(2).transpose(1, 2)
-        for block in self.blocks:
-            x = x + block.attn(block.norm1(x))
-        return self.head(x.mean(1))
-
-
 def test_patch_swaps_cait_talking_heads_exactly():
     torch.manual_seed(2)
-    model = TinyCait().double()
-    img = torch.randn(2, 3, 16, 20, generator=torch.Generator().manual_seed(0),
-                      dtype=torch.float64)
-    with torch.no_grad():
-        before = model(img)
-    report = patch(model, example=img, backend="eager")
+    model = TokenNet(TalkingHeadAttn).double()
+    report = patch_exactly(model, image(16, 20))
     assert [(r.status, r.weights) for r in report] == [("swapped", "converted from timm.cait")] * 2
     assert isinstance(model.blocks[0].attn.attn, attndsl.CompiledAttention)
-    with torch.no_grad():
-        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()

@@ -81,6 +81,18 @@ def reference(m, x, window, shift):
                                  w_qkv, b_qkv, P["attn.proj.weight"], P["attn.proj.bias"])
 
 
+def assert_same_forward_and_gradients(m, x, want):
+    """m(x) equals `want` (float64, relative 1e-10), and so does every gradient (x's and
+    every parameter's, 1e-9) of the same scalar."""
+    y = m(x)
+    assert (y - want).abs().max() <= 1e-10 * want.abs().max()
+    leaves = [x, *m.parameters()]
+    got = torch.autograd.grad((y * y.detach()).sum(), leaves)
+    expected = torch.autograd.grad((want * y.detach()).sum(), leaves)
+    for g, e in zip(got, expected):
+        assert (g - e).abs().max() <= 1e-9 * (e.abs().max() + 1e-30)
+
+
 CASES = [  # size, shift, grid, shrink → the bound window and shift
     ("[4, 6]", "[2, 3]", (8, 12), "false", (4, 6), (2, 3)),
     ("[4, 6]", "[0, 3]", (8, 12), "false", (4, 6), (0, 3)),        # one axis shifted
@@ -99,13 +111,7 @@ def test_per_axis_windows_match_timm_forward_and_gradients(size, shift, grid, sh
     b = m.plan.branches[0]
     assert (b.geometry.window, b.geometry.shift) == (window, bound_shift)
     x = inputs(m, grid).requires_grad_(True)
-    y, want = m(x), reference(m, x, window, bound_shift)
-    assert (y - want).abs().max() <= 1e-10 * want.abs().max()
-    leaves = [x, *m.parameters()]
-    got = torch.autograd.grad((y * y.detach()).sum(), leaves)
-    expected = torch.autograd.grad((want * y.detach()).sum(), leaves)
-    for g, e in zip(got, expected):
-        assert (g - e).abs().max() <= 1e-9 * (e.abs().max() + 1e-30)
+    assert_same_forward_and_gradients(m, x, reference(m, x, window, bound_shift))
 
 
 def test_per_axis_windows_in_float32():
@@ -150,13 +156,7 @@ def test_maxvit_partitions_per_axis_match_the_published_module(name, size, grid)
     text = attndsl.dump_spec(attndsl.load_spec(name)).replace("size: 7", f"size: {size}")
     m = build(name, res=grid, spec=text)
     x = inputs(m, grid).requires_grad_(True)
-    y, want = m(x), reference_for(name)(m, x)
-    assert (y - want).abs().max() <= 1e-10 * want.abs().max()
-    leaves = [x, *m.parameters()]
-    got = torch.autograd.grad((y * y.detach()).sum(), leaves)
-    expected = torch.autograd.grad((want * y.detach()).sum(), leaves)
-    for g, e in zip(got, expected):
-        assert (g - e).abs().max() <= 1e-9 * (e.abs().max() + 1e-30)
+    assert_same_forward_and_gradients(m, x, reference_for(name)(m, x))
 
 
 def test_grid_per_axis_error_names_both_axes():

@@ -25,14 +25,10 @@ class ChannelsSelection(Selection):
     """One block per head whose queries are its c channels: blocks (B, G, 1, c, N)."""
 
     def block_q(self, t):
-        # (B, H, W, G·c) → (B, N, G, c) → (B, G, c, N) → (B, G, 1, c, N)
-        return t.flatten(1, 2).unflatten(-1, (self.bp.heads, -1)).permute(0, 2, 3, 1).unsqueeze(2)
-
-    def block_k(self, t):
-        return self.block_q(t)
-
-    def block_v(self, t):
-        return self.block_q(t)
+        # (B, H, W, G·c) → (B, N, G, c) → (B, G, c, N) → (B, G, 1, c, N); keys and values
+        # the same (Selection's block_k / block_v)
+        t = t.flatten(1, 2).unflatten(-1, (self.bp.heads, -1))
+        return t.permute(0, 2, 3, 1).unsqueeze(2)
 
     def unblock(self, y):
         # (B, G, 1, c, N) → (B, N, G, c) → (B, H, W, G·c)

@@ -29,6 +29,11 @@ class Call:
     kwargs: dict
     output: Any
 
+    @property
+    def input(self):
+        """The tensor the module was called on (its first argument, or x=)."""
+        return self.args[0] if self.args else self.kwargs["x"]
+
 
 @dataclass(frozen=True)
 class Equivalent:
@@ -109,6 +114,17 @@ def axes(value) -> int | list[int]:
     (the canonical form), else [rows, columns]."""
     a, b = pair(value)
     return a if a == b else [a, b]
+
+
+def qkv_widths(module: nn.Module) -> tuple[int, int]:
+    """(dim, heads) of a module with a fused `qkv` (dim → 3·dim) and a `proj` (dim → dim),
+    timm's usual attention; Unsupported when the attention or output width differs."""
+    dim, heads = module.qkv.in_features, int(module.num_heads)
+    if module.qkv.out_features != 3 * dim or module.proj.out_features != dim:
+        raise Unsupported(f"its attention width ({module.qkv.out_features // 3}) or output "
+                          f"width ({module.proj.out_features}) differs from its input width "
+                          f"({dim})")
+    return dim, heads
 
 
 def dropout_of(module: nn.Module, attribute: str = "attn_drop") -> float:

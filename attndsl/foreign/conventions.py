@@ -45,6 +45,13 @@ class TokensAndSize(nn.Module):
         return self.attn.forward_tokens(x, (int(H), int(W)))
 
 
+def token_grid(n: int) -> tuple[int, int]:
+    """The grid n tokens run at: a square when n is one, else one row (for specs that read
+    no positions; Tokens refuses the others)."""
+    side = math.isqrt(max(n, 0))
+    return (side, side) if side * side == n else (1, n)
+
+
 class Tokens(nn.Module):
     """(B, P + H·W, C): `prefix` class / register tokens, then a square grid (ViT, DeiT)
     → the compiled module. A grid that isn't square (a rectangular image) is taken as one
@@ -63,9 +70,9 @@ class Tokens(nn.Module):
                 f"{'an attention mask' if attn_mask is not None else 'is_causal=True'}; "
                 "attndsl specs define their own masking")
         n = x.shape[1] - self.prefix
-        side = math.isqrt(max(n, 0))
-        if side * side == n:
-            return self.attn.forward_tokens(x, (side, side), prefix=self.prefix)
+        grid = token_grid(n)
+        if grid[0] == grid[1]:
+            return self.attn.forward_tokens(x, grid, prefix=self.prefix)
         from ..codegen.module import prefix_token_refusal
         why = prefix_token_refusal(self.attn.plan)
         if why:

@@ -9,64 +9,54 @@
   one window's ws² tokens."""
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
-from .base import Call, Equivalent, ForeignKind, Unsupported, linear_bias, register
+from .base import Call, Equivalent, ForeignKind, linear_bias, qkv_widths, register
+from .conventions import token_grid
 
 
-def _tokens_grid(call: Call) -> tuple[int, int]:
-    x = call.args[0] if call.args else call.kwargs["x"]
-    n = int(x.shape[1])
-    side = math.isqrt(n)
-    return (side, side) if side * side == n else (1, n)
+class DavitKind(ForeignKind):
+    """Both halves: softmax attention of a fused qkv and a proj over the tokens it is given
+    (called on (B, N, C)); they differ in the application and the layout."""
 
-
-def _widths(module) -> tuple[int, int]:
-    dim, heads = module.qkv.in_features, int(module.num_heads)
-    if module.qkv.out_features != 3 * dim or module.proj.out_features != dim:
-        raise Unsupported(f"its attention width ({module.qkv.out_features // 3}) or output "
-                          f"width ({module.proj.out_features}) differs from its input width "
-                          f"({dim})")
-    return dim, heads
-
-
-@register
-class TimmDavitChannelAttention(ForeignKind):
-    name = "timm.davit_channel"
-    classes = ("ChannelAttention",)
     convention = "bnc"
-    doc = ("timm DaViT ChannelAttention: channel attention softmax((s·k)ᵀv) applied to q "
-           "(the channels application, q/k/v roles permuted by the layout)")
+    spec_name = application = layout = note = ""
 
     def claims(self, module, parent):
-        return (super().claims(module, parent) and isinstance(getattr(module, "qkv", None),
-                                                              nn.Linear)
+        return (super().claims(module, parent)
+                and isinstance(getattr(module, "qkv", None), nn.Linear)
                 and isinstance(getattr(module, "proj", None), nn.Linear))
 
     def equivalent(self, module, parent, call: Call, model) -> Equivalent:
-        dim, heads = _widths(module)
-        spec = {"name": "timm_davit_channel_attention", "heads": heads,
+        dim, heads = qkv_widths(module)
+        spec = {"name": self.spec_name, "heads": heads,
                 "projections": {"layout": "qkv", "bias": linear_bias(module.qkv),
                                 "out_bias": linear_bias(module.proj)},
                 "parameterization": {"kind": "additive", "terms": ["query_key"]},
-                "normalization": {"kind": "softmax"}, "application": {"kind": "channels"}}
-        return Equivalent(spec, dim, heads, _tokens_grid(call), "timm.davit_channel",
-                          ("q, k, v are DaViT's k, v, q",))
-
-    def replacement(self, compiled, module, model):
-        from .conventions import Tokens
-        return Tokens(compiled, prefix=0)
+                "normalization": {"kind": "softmax"},
+                "application": {"kind": self.application}}
+        return Equivalent(spec, dim, heads, token_grid(int(call.input.shape[1])), self.layout,
+                          (self.note,))
 
 
 @register
-class TimmDavitWindowAttention(ForeignKind):
+class TimmDavitChannelAttention(DavitKind):
+    name = "timm.davit_channel"
+    classes = ("ChannelAttention",)
+    doc = ("timm DaViT ChannelAttention: channel attention softmax((s·k)ᵀv) applied to q "
+           "(the channels application, q/k/v roles permuted by the layout)")
+    spec_name, application = "timm_davit_channel_attention", "channels"
+    layout, note = "timm.davit_channel", "q, k, v are DaViT's k, v, q"
+
+
+@register
+class TimmDavitWindowAttention(DavitKind):
     name = "timm.davit_window"
     classes = ("WindowAttention",)
-    convention = "bnc"
     doc = ("timm DaViT WindowAttention: global attention over one window's tokens (its "
            "block partitions the map)")
+    spec_name, application, layout = "timm_davit_window_attention", "global", "timm.vit"
+    note = "called on one window's tokens: global attention over them"
 
     def claims(self, module, parent):
         # Swin's WindowAttention has a position bias (v1: a table, v2: cpb_mlp) and a block
@@ -74,20 +64,4 @@ class TimmDavitWindowAttention(ForeignKind):
         return (super().claims(module, parent)
                 and not hasattr(module, "relative_position_bias_table")
                 and not hasattr(module, "cpb_mlp")
-                and not callable(getattr(parent, "_attn", None))
-                and isinstance(getattr(module, "qkv", None), nn.Linear)
-                and isinstance(getattr(module, "proj", None), nn.Linear))
-
-    def equivalent(self, module, parent, call: Call, model) -> Equivalent:
-        dim, heads = _widths(module)
-        spec = {"name": "timm_davit_window_attention", "heads": heads,
-                "projections": {"layout": "qkv", "bias": linear_bias(module.qkv),
-                                "out_bias": linear_bias(module.proj)},
-                "parameterization": {"kind": "additive", "terms": ["query_key"]},
-                "normalization": {"kind": "softmax"}, "application": {"kind": "global"}}
-        return Equivalent(spec, dim, heads, _tokens_grid(call), "timm.vit",
-                          ("called on one window's tokens: global attention over them",))
-
-    def replacement(self, compiled, module, model):
-        from .conventions import Tokens
-        return Tokens(compiled, prefix=0)
+                and not callable(getattr(parent, "_attn", None)))

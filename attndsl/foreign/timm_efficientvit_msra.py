@@ -36,7 +36,7 @@ class TimmEfficientVitLocalWindowAttention(ForeignKind):
         if dim % kd:
             raise Unsupported(f"key width {kd} doesn't divide the width {dim}")
         window = int(attn.resolution)
-        x = call.args[0] if call.args else call.kwargs["x"]
+        x = call.input
         grid = (int(x.shape[2]), int(x.shape[3]))
         if grid[0] < window or grid[1] < window:
             raise Unsupported(f"a {grid[0]}×{grid[1]} map under its {window}×{window} window")

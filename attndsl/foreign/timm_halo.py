@@ -32,7 +32,7 @@ class TimmHaloAttn(ForeignKind):
             raise Unsupported(f"q/k heads of {dk} and value heads of {dv} channels at width "
                               f"{dim}: only equal widths (qk_ratio 1, dim_out = dim) are read")
         bias = module.q.bias is not None
-        x = call.args[0] if call.args else call.kwargs["x"]
+        x = call.input
         spec = {"name": "timm_halo_attention", "heads": heads,
                 "projections": {"layout": "qkv", "bias": bias, "out": False},
                 "parameterization": {"kind": "additive",

@@ -45,7 +45,7 @@ class TimmMaxVitAttention(ForeignKind):
         size = axes(parent.partition_size)      # [rows, columns]: (7, 10) at 224×320
         application = ({"kind": "window", "size": size} if parent.partition_block
                        else {"kind": "grid", "size": size})
-        x = call.args[0] if call.args else call.kwargs["x"]
+        x = call.input
         spec = {"name": f"timm_maxvit_{'block' if parent.partition_block else 'grid'}",
                 "heads": heads,
                 "projections": {"layout": "qkv", "bias": linear_bias(module.qkv),

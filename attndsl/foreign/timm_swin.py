@@ -22,12 +22,13 @@ class SwinBlockKind(ForeignKind):
     def site(self, module, parent, name):
         return parent, "_attn"
 
-    def geometry(self, module, parent, call: Call) -> tuple[int | list, int | list, tuple[int, int]]:
+    def geometry(self, module, parent, call: Call) -> tuple[int | list, int | list,
+                                                            tuple[int, int]]:
         """(window, shift, grid) of the block as timm computed them for its resolution:
         [rows, columns] each, already shrunk per axis where the map is no longer than the
         window (timm's _calc_window_shift), so the spec needs no shrink rule of its own.
         A dynamic_mask block computes the same mask per call: nothing changes for the spec."""
-        x = call.args[0] if call.args else call.kwargs["x"]
+        x = call.input
         return axes(parent.window_size), axes(parent.shift_size), tensor_grid(x)
 
     def install(self, parent, name, replacement):

@@ -3,11 +3,10 @@ timm's vision_transformer blocks): global multi-head attention over the class / 
 tokens and the patch grid, optional q/k LayerNorm."""
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from .base import Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register
+from .conventions import token_grid
 
 
 @register
@@ -50,11 +49,8 @@ class TimmVitAttention(ForeignKind):
         elif not all(isinstance(n, nn.Identity) for n in norms):
             raise Unsupported(f"q/k norms {[type(n).__name__ for n in norms]}: only "
                               "LayerNorm (timm's qk_norm) is in the language")
-        x = call.args[0] if call.args else call.kwargs["x"]
         prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-        n = int(x.shape[1]) - prefix
-        side = math.isqrt(max(n, 0))
-        grid = (side, side) if side * side == n else (1, n)
+        grid = token_grid(int(call.input.shape[1]) - prefix)
         spec = {"name": "timm_vit_attention", "heads": heads, "projections": projections,
                 "parameterization": {"kind": "additive", "terms": ["query_key"]},
                 "normalization": {"kind": "softmax"}, "application": {"kind": "global"},

@@ -4,32 +4,24 @@ layers, which are not in the language yet), with l2-normalized q and k times a l
 per-head temperature."""
 from __future__ import annotations
 
-import math
-
-from .base import Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register
+from .base import (Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias,
+                   qkv_widths, register)
+from .conventions import token_grid
 
 
 @register
 class TimmXca(ForeignKind):
     name = "timm.xcit"
     classes = ("XCA",)
-    convention = "bnc"
+    convention = "bnc"        # the patch tokens (the attention reads no positions)
     doc = ("timm XCiT XCA: channel attention over the patch tokens (cosine logits times a "
            "per-head temperature)")
 
     def equivalent(self, module, parent, call: Call, model) -> Equivalent:
-        dim, heads = module.qkv.in_features, int(module.num_heads)
-        if module.qkv.out_features != 3 * dim or module.proj.out_features != dim:
-            raise Unsupported(f"its attention width ({module.qkv.out_features // 3}) or output "
-                              f"width ({module.proj.out_features}) differs from its input "
-                              f"width ({dim})")
+        dim, heads = qkv_widths(module)
         if tuple(module.temperature.shape) != (heads, 1, 1):
             raise Unsupported(f"its temperature has shape {tuple(module.temperature.shape)}, "
                               f"not ({heads}, 1, 1)")
-        x = call.args[0] if call.args else call.kwargs["x"]
-        n = int(x.shape[1])            # the patch tokens (the attention reads no positions)
-        side = math.isqrt(n)
-        grid = (side, side) if side * side == n else (1, n)
         spec = {"name": "timm_xcit_xca", "heads": heads,
                 "projections": {"layout": "qkv", "bias": linear_bias(module.qkv),
                                 "out_bias": linear_bias(module.proj)},
@@ -39,8 +31,4 @@ class TimmXca(ForeignKind):
                 "normalization": {"kind": "softmax"}, "application": {"kind": "channels"},
                 "dropout": {"attention": dropout_of(module),
                             "projection": dropout_of(module, "proj_drop")}}
-        return Equivalent(spec, dim, heads, grid, "timm.xcit")
-
-    def replacement(self, compiled, module, model):
-        from .conventions import Tokens
-        return Tokens(compiled, prefix=0)
+        return Equivalent(spec, dim, heads, token_grid(int(call.input.shape[1])), "timm.xcit")

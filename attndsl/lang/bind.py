@@ -224,10 +224,9 @@ def _check_query_stride(spec: m.Spec, plans: list) -> None:
     """A branch whose queries are strided (HaloNet's stride 2) outputs a smaller grid than it
     reads: whatever adds a map of the input's grid to its output can't, nor can branches of
     other grids be concatenated."""
-    strided = [bp for bp in plans if bp.geometry.query_stride > 1]
-    if not strided:
+    bp = next((bp for bp in plans if bp.geometry.query_stride > 1), None)
+    if bp is None:
         return
-    bp = strided[0]
     s = bp.geometry.query_stride
     where = f"{bp.path}application.stride"
     if len(spec.branches) > 1:

@@ -30,3 +30,15 @@ def linear(x, w, b):
     """x·wᵀ (+ b)."""
     y = x @ w.transpose(0, 1)
     return y if b is None else y + b
+
+
+def on_map(token_module: type) -> type:
+    """A subclass of a module written for (B, N, C) tokens (CaiT's, XCiT's and DaViT's
+    attention, as timm calls them) that takes the (B, H, W, C) maps of this package, the
+    tokens row-major; the same parameters and state dict."""
+    class OnMap(token_module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            B, H, W, C = x.shape
+            return super().forward(x.reshape(B, H * W, C)).reshape(B, H, W, C)
+    OnMap.__name__ = OnMap.__qualname__ = f"{token_module.__name__}OnMap"
+    return OnMap

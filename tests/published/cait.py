@@ -19,6 +19,8 @@ proj_w.weight (h, h), proj_w.bias, proj.weight (C, C), proj.bias.
 import torch
 import torch.nn as nn
 
+from . import on_map
+
 __all__ = ["TalkingHeadAttention", "TalkingHeadAttentionOnMap"]
 
 
@@ -50,9 +52,4 @@ class TalkingHeadAttention(nn.Module):
         return self.proj(y)
 
 
-class TalkingHeadAttentionOnMap(TalkingHeadAttention):
-    """The same module (the same state dict) called on a (B, H, W, C) map, row-major."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        return super().forward(x.reshape(B, H * W, C)).reshape(B, H, W, C)
+TalkingHeadAttentionOnMap = on_map(TalkingHeadAttention)

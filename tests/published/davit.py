@@ -18,6 +18,8 @@ State dict (timm): qkv.weight (3C, C), qkv.bias, proj.weight, proj.bias.
 import torch
 import torch.nn as nn
 
+from . import on_map
+
 __all__ = ["ChannelAttention", "ChannelAttentionOnMap"]
 
 
@@ -42,9 +44,4 @@ class ChannelAttention(nn.Module):
         return self.proj(torch.cat(out, dim=-1))
 
 
-class ChannelAttentionOnMap(ChannelAttention):
-    """The same module (the same state dict) called on a (B, H, W, C) map, row-major."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        return super().forward(x.reshape(B, H * W, C)).reshape(B, H, W, C)
+ChannelAttentionOnMap = on_map(ChannelAttention)

@@ -18,6 +18,8 @@ proj.bias.
 import torch
 import torch.nn as nn
 
+from . import on_map
+
 __all__ = ["XCA", "XCAOnMap"]
 
 
@@ -45,9 +47,4 @@ class XCA(nn.Module):
         return self.proj(torch.cat(heads, dim=-1))
 
 
-class XCAOnMap(XCA):
-    """The same module (the same state dict) called on a (B, H, W, C) map, row-major."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        return super().forward(x.reshape(B, H * W, C)).reshape(B, H, W, C)
+XCAOnMap = on_map(XCA)
