@@ -16,6 +16,7 @@ from .errors import AttndslError, LoweringError, ShapeError, SpecError
 from .export import ExportError, export, export_onnx
 from .patch import Patched, PatchError, patch, spec_of
 from .lang import Plan, Spec, bind, dump_spec, load_spec
+from .lang.io import map_zoo_names
 from .zoo import zoo_names, zoo_path, zoo_paths
 from .model import build_model, load, load_backbone
 from .nas import report, search
@@ -40,7 +41,7 @@ _alias_the_old_language_package()
 
 __all__ = [
     "compile", "load", "load_spec", "dump_spec", "bind", "lower", "Spec", "Plan",
-    "CompiledAttention", "BACKENDS", "PIPELINE", "zoo_names", "zoo_path", "zoo_paths",
+    "CompiledAttention", "BACKENDS", "PIPELINE", "zoo_names", "map_zoo_names", "zoo_path", "zoo_paths",
     "AttndslError", "SpecError", "LoweringError", "ShapeError", "ConversionError",
     "convert", "layout_names", "patch", "spec_of", "Patched", "PatchError", "export", "export_onnx", "ExportError",
     "search", "report", "evaluate", "train_design", "build_model", "load_backbone", "__version__",

@@ -396,6 +396,35 @@ register(Layout(
           "qkv rows [q; k; v], each head-major, as in attndsl"))
 
 
+def _class_tokens_check(module):
+    if _branch(module).spec.application.kind != "class_tokens":
+        return ("timm's ClassAttn is class attention (q from the class token, k and v from "
+                "every token): the spec needs application: {kind: class_tokens} (zoo spec "
+                "cait_class_attention)")
+    return None
+
+
+def _kv_in(parts, m):
+    return torch.cat(parts)         # k rows, then v rows: the kv linear's [k; v]
+
+
+def _kv_out(t, m):
+    return tuple(t.chunk(2))
+
+
+register(Layout(
+    "timm.cait_class", ("cait_class_attention",), "timm CaiT / XCiT ClassAttn",
+    "timm/models/cait.py (ClassAttn; xcit.py imports it)",
+    _renames({"q": "attn.q", "proj": "attn.proj"})
+    + (Rule(("k.weight", "v.weight"), "attn.kv.weight", _kv_in, _kv_out,
+            how="k and v stacked into kv, rows [k; v]"),
+       Rule(("k.bias", "v.bias"), "attn.kv.bias", _kv_in, _kv_out,
+            how="k and v stacked into kv, rows [k; v]")),
+    check=_class_tokens_check,
+    notes="separate q, k, v linears in timm: q reads the class token, k and v every token "
+          "(attndsl's layout q_kv)"))
+
+
 def _xcit_check(module):
     b = _branch(module)
     sim = b.spec.parameterization.similarity

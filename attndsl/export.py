@@ -23,7 +23,27 @@ class ExportError(AttndslError):
 def _example(module, resolution, batch):
     dtype, device = module._dtype_device()
     H, W = resolution
+    if module._class_tokens is not None:        # tokens (B, P + H·W, C): class tokens first
+        return torch.randn(batch, module._class_tokens + H * W, module.dim, dtype=dtype,
+                           device=device)
     return torch.randn(batch, H, W, module.dim, dtype=dtype, device=device)
+
+
+class _ClassTokensEntry(torch.nn.Module):
+    """The program of a class-attention module takes what its forward_tokens takes:
+    (B, P + H·W, C) with the P class tokens first → (B, P, C); the lowered graph runs the
+    tokens as one row."""
+
+    def __init__(self, graph: torch.nn.Module):
+        super().__init__()
+        self.lowered = graph
+
+    def forward(self, x):
+        return self.lowered(x.unsqueeze(1)).flatten(1, 2)
+
+
+def _entry(module, graph):
+    return graph if module._class_tokens is None else _ClassTokensEntry(graph)
 
 
 def _axis_of(gm: fx.GraphModule, op: str) -> str:
@@ -46,11 +66,14 @@ def export(module, *, resolution=None, dynamic_batch: bool = True,
     rules run with the grid read from the input (H and W symbolic, the passes not applied):
     it works for specs whose rules derive every size from the grid (global, pooled,
     zero-padded sliding neighbourhoods, static filters, …) and fails with an ExportError
-    naming the spec axes that build a table, mask or partition for one grid."""
+    naming the spec axes that build a table, mask or partition for one grid.
+    Class attention's program takes tokens, as its forward_tokens: (B, P + H·W, C) with
+    the P class tokens first → (B, P, C); dynamic_resolution makes the token count
+    symbolic."""
     if dynamic_resolution:
         return _export_dynamic_resolution(module, dynamic_batch, example_batch, max_size)
     resolution = tuple(resolution or module.resolution)
-    gm = module.graph_module(resolution, training=False)
+    gm = _entry(module, module.graph_module(resolution, training=False))
     x = _example(module, resolution, example_batch)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     try:
@@ -80,15 +103,19 @@ def _export_dynamic_resolution(module, dynamic_batch, example_batch, max_size):
             f"{'; '.join(axes)}. Export one program per grid: "
             "export(module, resolution=(H, W))")
     dtype, device = module._dtype_device()
-    root = shape_generic_module(module.plan, module._param_modules(), dtype=dtype,
-                                device=device)
+    root = _entry(module, shape_generic_module(module.plan, module._param_modules(),
+                                               dtype=dtype, device=device))
     x = _example(module, module.resolution, example_batch)
     Dim = torch.export.Dim
     bounds = {"H": (2, max_size), "W": (2, max_size)}
+    tokens = module._class_tokens
 
     def shapes():
-        dims = {1: Dim("H", min=bounds["H"][0], max=bounds["H"][1]),
-                2: Dim("W", min=bounds["W"][0], max=bounds["W"][1])}
+        if tokens is not None:     # one symbolic token count
+            dims = {1: Dim("tokens", min=tokens + 1, max=max_size * max_size)}
+        else:
+            dims = {1: Dim("H", min=bounds["H"][0], max=bounds["H"][1]),
+                    2: Dim("W", min=bounds["W"][0], max=bounds["W"][1])}
         if dynamic_batch:
             dims[0] = Dim("batch", min=1, max=4096)
         return (dims,)

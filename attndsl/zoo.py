@@ -21,3 +21,4 @@ def zoo_path(name: str) -> Path | None:
 
 def zoo_names() -> list[str]:
     return [p.stem for p in zoo_paths()]
+

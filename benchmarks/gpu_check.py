@@ -528,9 +528,9 @@ def main(argv=None) -> int:
                                          stderr=subprocess.STDOUT, text=True), cmd)
 
     if "check" in parts:
-        import attndsl
+        from attndsl import map_zoo_names
         specs = args.specs.split(",") if args.specs else (
-            list(DRY_SPECS) if args.dry_run else attndsl.zoo_names())
+            list(DRY_SPECS) if args.dry_run else map_zoo_names())
         deadline = started + CHECK_SHARE * args.budget_s
         n = max(1, min(args.workers, len(specs)))
         shards = [specs[i::n] for i in range(n)]

@@ -9,7 +9,7 @@ from torch import nn
 import attndsl
 from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_position_index
 import layout_modules as lm
-from published.cait import TalkingHeadAttentionOnMap
+from published.cait import ClassAttention, TalkingHeadAttentionOnMap
 from published.cswin import CSWinAttention
 from published.davit import ChannelAttentionOnMap
 from published.efficientvit import LocalWindowAttention, offset_index
@@ -155,6 +155,26 @@ CASES["msra.efficientvit/small-map"] = (
     dict(dim=48, heads=3), (4, 4))
 
 
+class ClassAttentionOnRow(ClassAttention):
+    """timm's ClassAttn on the (B, 1, 1 + N, C) row `run` gives it: → (B, 1, 1, C)."""
+
+    def forward(self, x):
+        return super().forward(x.flatten(1, 2)).unsqueeze(1)
+
+
+# class attention takes tokens, the class token first: its case's input is one row
+CASES["timm.cait_class"] = (lambda: ClassAttentionOnRow(48, 4), "cait_class_attention",
+                            dict(dim=48, heads=4), (1, 13))
+
+
+def run(module, x):
+    """module(x), or for class attention forward_tokens on the row's tokens."""
+    if not module.plan.branches[0].kind.prefix_queries:
+        return module(x)
+    B, _, n, C = x.shape
+    return module.forward_tokens(x.flatten(1, 2), (1, n - 1), prefix=1).unsqueeze(1)
+
+
 def layout_of(case: str) -> str:
     return case.split("/")[0]
 
@@ -182,7 +202,7 @@ def test_converted_weights_give_the_reference_output(case):
     module.load_state_dict(convert(foreign.state_dict(), layout_of(case), module,
                                    prefix=prefix_of(case)))
     with torch.no_grad():
-        y, r = module(x), foreign(x)
+        y, r = run(module, x), foreign(x)
     assert r.abs().max() > 1e-3
     assert (y - r).abs().max().item() <= 1e-10
 

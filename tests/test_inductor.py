@@ -61,6 +61,25 @@ def test_inductor_strided_halo_matches_the_reference_forward_and_backward():
     assert ((g.double() - e).abs().max() / e.abs().max()) <= 1e-5
 
 
+def test_inductor_class_attention_matches_the_reference_forward_and_backward():
+    """CaiT's class attention (tokens in, the class token's output out) under inductor,
+    against tests/published/cait.py: the zoo's map tests leave it out."""
+    from mechanisms.cait_class_attention import reference as class_reference
+    m64 = randomize(attndsl.compile("cait_class_attention", dim=48, resolution=(5, 6),
+                                    backend="eager", dtype=torch.float64))
+    m = attndsl.compile("cait_class_attention", dim=48, resolution=(5, 6),
+                        backend="inductor", dtype=torch.float32)
+    m.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    z64 = torch.randn(2, 31, 48, generator=torch.Generator().manual_seed(1),
+                      dtype=torch.float64).requires_grad_(True)
+    z = z64.detach().float().requires_grad_(True)
+    y, want = m.forward_tokens(z, (5, 6), prefix=1), class_reference(m64, z64)
+    assert ((y.double() - want).abs().max() / want.abs().max()) <= 1e-5
+    g, = torch.autograd.grad(y.square().sum(), z)
+    e, = torch.autograd.grad(want.square().sum(), z64)
+    assert ((g.double() - e).abs().max() / e.abs().max()) <= 1e-5
+
+
 def test_resolution_sweep_compiles_once_per_resolution():
     """A sweep over resolutions compiles each resolution once, then only reuses; a second
     module of the same spec and sizes reuses the first one's compiled program."""

@@ -100,6 +100,38 @@ def test_class_tokens_are_attended_like_the_grid():
         assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
 
 
+class MHSA(nn.Module):
+    """timm's ConViT MHSA (its last blocks): ViT's attention without q/k norm slots."""
+
+    def __init__(self, dim, num_heads, qkv_bias=False):
+        super().__init__()
+        self.num_heads, self.scale = num_heads, (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        y = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+def test_convit_mhsa_is_swapped_like_vit_attention():
+    torch.manual_seed(2)
+    model = TinyViT().double()
+    for block in model.blocks:
+        block.attn = MHSA(32, 4).double()
+    img = _image()
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [(r.status, r.weights) for r in report] == [("swapped", "converted from timm.vit")] * 2
+    assert report[0].resolution == (4, 4)          # the class token counted as a prefix
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
 def test_all_or_nothing_and_the_reason_for_what_is_left():
     torch.manual_seed(2)
     model = TinyViT(gated_second=True).double()

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 import attndsl
-from zoo_helpers import (ZOO, build, compiled_form_graph, float32_relative_error, float64_error,
+from zoo_helpers import (CLASS_ZOO, ZOO, build, compiled_form_graph, float32_relative_error, float64_error,
                          inputs)
 from zoo_references import PADDED, reference_for
 
 
 def test_every_zoo_spec_has_a_reference():
     assert len(ZOO) >= 40
-    for name in ZOO:
+    assert sorted(ZOO + CLASS_ZOO) == sorted(attndsl.zoo_names()) and CLASS_ZOO
+    for name in ZOO + CLASS_ZOO:
         assert reference_for(name) is not None
 
 

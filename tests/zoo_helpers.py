@@ -6,9 +6,13 @@ from __future__ import annotations
 import torch
 
 import attndsl
+from attndsl import map_zoo_names
 from zoo_references import DIM, GEOMETRY, RES, reference_for
 
-ZOO = attndsl.zoo_names()
+# the zoo specs that map a grid to a grid (forward on (B, H, W, C)); class attention takes
+# tokens with its class tokens first and is checked in tests/test_class_attention.py
+ZOO = map_zoo_names()
+CLASS_ZOO = sorted(set(attndsl.zoo_names()) - set(ZOO))
 
 
 def randomize(module, seed=0):

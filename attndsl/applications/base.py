@@ -127,6 +127,8 @@ class ApplicationKind:
     #                                       tokens are attended like any token (ViT, DeiT:
     #                                       every query sees them, they see every key); a
     #                                       kind without a rule for them refuses them
+    prefix_queries: ClassVar[bool] = False  # only the prefix (class) tokens query, and the
+    #                                       output is theirs: forward_tokens(prefix=…) only
 
     @property
     def name(self) -> str:
@@ -296,6 +298,12 @@ class Selection:
     @property
     def block_shape(self) -> tuple[int, int, int]:
         return self.geo.blocks
+
+    @property
+    def one_query_per_block(self) -> bool:
+        """Blocks of one query each (sliding neighbourhoods): the logits and the aggregation
+        are broadcast multiply-and-sums, which inductor fuses with the key gather."""
+        return self.block_shape[1] == 1
 
     def offsets(self):
         return None

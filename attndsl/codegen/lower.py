@@ -127,7 +127,7 @@ def lower_branch(ctx: R.Ctx, x):
         if sel.weighs_windows:
             return finish_branch(ctx, sel.weigh_windows(weights, v_map, per_channel), v_map, x)
         v = k if (b.kernel_bank.values == "keys" and k is not None) else sel.block_v(v_map)
-        out = R.aggregate(weights, v, per_channel, single_query=sel.block_shape[1] == 1)
+        out = R.aggregate(weights, v, per_channel, single_query=sel.one_query_per_block)
     if ctx.choice.engine == "sdpa" and ctx.tracer is not None:
         # softmax(s·q·kᵀ + bias) @ v: record the pieces for the fused-attention pass
         # (autoplan decided this branch runs in SDPA; the rules running eagerly for a

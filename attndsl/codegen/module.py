@@ -181,6 +181,10 @@ class CompiledAttention(nn.Module):
         self.dim, self.heads_override = arguments.dim(dim), arguments.heads(heads)
         self.plan: Plan = bind(self.spec, self.dim, resolution, heads)
         check_footprint(self.plan)       # before any parameter is allocated
+        # the number of class tokens when only they query (class attention), else None
+        first = self.plan.branches[0]
+        self._class_tokens = first.spec.application.tokens \
+            if first.kind.prefix_queries else None
         self._graphs: OrderedDict = OrderedDict()
         self.backend, self.passes = backend, passes
         self.attention_engine = attention
@@ -271,8 +275,17 @@ class CompiledAttention(nn.Module):
 
     def graph_module(self, resolution=None, training: bool | None = None) -> fx.GraphModule:
         """The lowered fx.GraphModule for a resolution (default: the bound one)."""
-        return self._entry(resolution or self.resolution,
+        return self._entry(self._lowered_at(resolution or self.resolution),
                            self.training if training is None else training)[0]
+
+    def _lowered_at(self, grid) -> tuple[int, int]:
+        """The resolution of the graph that runs for a grid: the grid itself, or for class
+        attention the one row its class tokens and the grid's tokens make (forward_tokens
+        with prefix = its class tokens)."""
+        if self._class_tokens is None:
+            return tuple(grid)
+        H, W = arguments.resolution(grid, "resolution", square_ok=False)
+        return 1, self._class_tokens + H * W
 
     def _graph_key(self, resolution, training: bool) -> tuple:
         """What a lowered graph depends on besides the module's settings."""
@@ -309,7 +322,7 @@ class CompiledAttention(nn.Module):
         `.to()` call it for the bound resolution; call it for another resolution before
         compiling a model that runs there (outside a compiled region a forward does it)."""
         try:
-            self._entry(resolution or self.resolution, self.training)
+            self._entry(self._lowered_at(resolution or self.resolution), self.training)
         except AttndslError:
             if resolution is not None:
                 raise
@@ -336,6 +349,15 @@ class CompiledAttention(nn.Module):
 
     # -- running -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._class_tokens is not None:
+            raise ShapeError(f"'{self.spec.name}' is class attention: its queries are the "
+                             f"{self._class_tokens} class token(s) before the grid, which a "
+                             "(B, H, W, C) map lacks; call forward_tokens(x, (H, W), "
+                             f"prefix={self._class_tokens}) with x (B, {self._class_tokens} "
+                             f"+ H·W, {self.dim})")
+        return self._forward_map(x)
+
+    def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ShapeError(f"'{self.spec.name}' expects x of shape (B, H, W, {self.dim}) "
@@ -360,7 +382,8 @@ class CompiledAttention(nn.Module):
     def forward_tokens(self, x: torch.Tensor, size, prefix: int = 0) -> torch.Tensor:
         """timm-style entry: x (B, N, C) with N = prefix + H·W (the grid row-major after
         `prefix` class / register tokens) → (B, N, C) ((B, H·W/s², C) when the queries are
-        strided: HaloNet's stride s). Prefix tokens need every branch's
+        strided: HaloNet's stride s; (B, tokens, C) for class attention, whose queries are
+        the first `tokens` prefix tokens). Prefix tokens need every branch's
         application to have a rule for them (`global`: attended like any token) and no
         term or extra that places tokens on the grid; the refusal says which is missing."""
         H, W = arguments.resolution(size, "size", square_ok=False)
@@ -370,15 +393,21 @@ class CompiledAttention(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             tokens = f"{prefix}+{H}*{W}={n}" if prefix else f"{H}*{W}={n}"
             raise ShapeError(f"forward_tokens expects (B, {tokens}, {self.dim}), got {shape}")
+        queries = self._class_tokens
+        if queries is not None and prefix < queries:
+            raise ShapeError(f"'{self.spec.name}' is class attention over {queries} class "
+                             f"token(s) before the grid, but prefix={prefix}: pass "
+                             f"prefix={queries} (or more) with the class tokens first")
         if not prefix:
-            y = self(x.reshape(x.shape[0], H, W, x.shape[2]))
+            y = self._forward_map(x.reshape(x.shape[0], H, W, x.shape[2]))
             return y.flatten(1, 2)       # (B, N, C); N/s² tokens for strided queries
         why = prefix_token_refusal(self.plan)
         if why:
             raise ShapeError(f"spec '{self.spec.name}' can't take {prefix} prefix token(s): "
                              f"{why}")
         # attended like any token and nothing reads grid positions: the tokens are one row
-        return self(x.reshape(x.shape[0], 1, n, x.shape[2])).reshape(x.shape)
+        y = self._forward_map(x.reshape(x.shape[0], 1, n, x.shape[2]))
+        return y.flatten(1, 2)      # (B, N, C); (B, tokens, C) for class attention
 
     # -- keep the cache consistent -------------------------------------------------------
     def _apply(self, fn, recurse=True):

@@ -1,6 +1,6 @@
 """timm.cait — timm's CaiT `TalkingHeadAttn`: global multi-head attention over the patch
-tokens (CaiT's class token joins only in the class-attention layers, ClassAttn, which
-attend from the class token alone and are not in the language yet) with talking heads:
+tokens (CaiT's class token joins only in the class-attention layers: timm.cait_class) with
+talking heads:
 the logits and the weights mixed across the heads before and after the softmax."""
 from __future__ import annotations
 
@@ -36,3 +36,4 @@ class TimmCaitTalkingHeadAttn(ForeignKind):
                 "dropout": {"attention": dropout_of(module),
                             "projection": dropout_of(module, "proj_drop")}}
         return Equivalent(spec, dim, heads, token_grid(int(call.input.shape[1])), "timm.cait")
+

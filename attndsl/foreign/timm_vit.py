@@ -41,7 +41,7 @@ class TimmVitAttention(ForeignKind):
                               f"({dim})")
         projections = {"layout": "qkv", "bias": linear_bias(module.qkv),
                        "out_bias": linear_bias(module.proj)}
-        norms = [getattr(module, a, None) for a in ("q_norm", "k_norm")]
+        norms = [getattr(module, a, nn.Identity()) for a in ("q_norm", "k_norm")]
         if all(isinstance(n, nn.LayerNorm) for n in norms):
             if norms[0].eps != norms[1].eps or not norms[0].elementwise_affine:
                 raise Unsupported("q_norm and k_norm differ, or have no affine parameters")

@@ -221,28 +221,39 @@ def _needs(b: m.Branch) -> frozenset:
 
 
 def _check_query_stride(spec: m.Spec, plans: list) -> None:
-    """A branch whose queries are strided (HaloNet's stride 2) outputs a smaller grid than it
-    reads: whatever adds a map of the input's grid to its output can't, nor can branches of
-    other grids be concatenated."""
-    bp = next((bp for bp in plans if bp.geometry.query_stride > 1), None)
+    """A branch whose output is smaller than its input (HaloNet's stride-2 queries, class
+    attention's class tokens): whatever adds a map of the input's grid to its output can't,
+    nor can branches of other grids be concatenated."""
+    bp = next((bp for bp in plans if bp.geometry.query_stride > 1 or bp.kind.prefix_queries),
+              None)
     if bp is None:
         return
-    s = bp.geometry.query_stride
-    where = f"{bp.path}application.stride"
+    if bp.kind.prefix_queries:
+        s = None
+        where = f"{bp.path}application"
+        output = "the class tokens' alone"
+        use = "or use another application"
+    else:
+        s = bp.geometry.query_stride
+        where = f"{bp.path}application.stride"
+        output = f"(H/{s})×(W/{s})"
+        use = "or use stride 1"
     if len(spec.branches) > 1:
-        raise SpecError(f"a stride of {s} makes this branch's output (H/{s})×(W/{s}); a spec "
-                        "with strided queries has that one branch (branches of different "
-                        "grids can't be merged)", path=where)
+        raise SpecError(f"{'class attention' if s is None else f'a stride of {s}'} makes this "
+                        f"branch's output {output}; such a spec has that one branch (branches "
+                        "of different grids can't be merged)", path=where)
     b = bp.spec
     for refused, what in ((b.extras.residual, "extras.residual (adds the input)"),
                           (b.extras.value_conv is not None,
                            "extras.value_conv (adds a conv of the value map)"),
                           (b.kernel.size > 1, "kernel.size > 1 (K×K keys of each query)"),
-                          (bool(spec.pad_to_multiple), "pad_to_multiple (crops to the input)")):
+                          (bool(spec.pad_to_multiple), "pad_to_multiple (crops to the input)"),
+                          (bool(spec.positional) and s is None,
+                           "a positional encoding (convolves the grid, not the tokens' row)")):
         if refused:
-            raise SpecError(f"a stride of {s} makes the output (H/{s})×(W/{s}), which "
-                            f"{what} needs at the input's grid: leave it out, or use stride 1",
-                            path=where)
+            raise SpecError(f"{'class attention' if s is None else f'a stride of {s}'} makes "
+                            f"the output {output}, which {what} needs at the input's grid: "
+                            f"leave it out, {use}", path=where)
 
 
 def _check_merge(spec: m.Spec, plans: list, dim: int) -> None:

@@ -515,3 +515,12 @@ def spec_json_schema() -> dict:
         {"required": required_axes, "not": {"required": ["branches"]}},
     ]
     return schema
+
+
+def map_zoo_names() -> list[str]:
+    """The zoo specs whose forward maps a (B, H, W, C) grid to a grid: all but class
+    attention (application class_tokens), which takes tokens with its class tokens first
+    (forward_tokens) and outputs theirs alone."""
+    from ..zoo import zoo_names
+    return [name for name in zoo_names()
+            if load_spec(name).branches[0].application.kind != "class_tokens"]

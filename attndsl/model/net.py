@@ -178,6 +178,12 @@ def bind_stages(backbone: Backbone, image_size: int | None = None) -> list[tuple
                                     "its input (the residual): downsample between stages "
                                     "instead (the stage's patch merging)",
                                     path=f"{plan.branches[0].path}application.stride")
+                if plan.branches[0].kind.prefix_queries:
+                    raise SpecError("class attention's output is the class tokens' alone, and "
+                                    "a backbone stage runs its attention on the patch grid "
+                                    "(it has no class token): use class attention through "
+                                    "forward_tokens in a model of your own",
+                                    path=f"{plan.branches[0].path}application")
             except SpecError as exc:
                 inner = f".{exc.path}" if exc.path else ""
                 raise SpecError(f"{exc.detail} (stage {i}: {grid[0]}×{grid[1]} tokens at "

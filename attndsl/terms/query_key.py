@@ -42,7 +42,7 @@ class QueryKeyTerm(LogitTerm):
             return scale * q.unsqueeze(-2) * k.unsqueeze(-3)
         if sel.weighs_windows:
             return scale * sel.dot_windows(q, k)
-        if sel.block_shape[1] == 1:
+        if sel.one_query_per_block:
             # one query per block (sliding neighbourhoods): a broadcast multiply-and-sum,
             # which inductor fuses with the key gather; a (1×d)·(d×K²) matmul per pixel
             # does not

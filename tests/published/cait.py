@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from . import on_map
 
-__all__ = ["TalkingHeadAttention", "TalkingHeadAttentionOnMap"]
+__all__ = ["TalkingHeadAttention", "TalkingHeadAttentionOnMap", "ClassAttention"]
 
 
 class TalkingHeadAttention(nn.Module):
@@ -53,3 +53,36 @@ class TalkingHeadAttention(nn.Module):
 
 
 TalkingHeadAttentionOnMap = on_map(TalkingHeadAttention)
+
+
+class ClassAttention(nn.Module):
+    """CaiT's class attention (paper §3, "class-attention stage"; timm ClassAttn layout):
+    with z = [x_class, x_patches] (B, T + N, C), the T class tokens first,
+
+        Q = W_q x_class + b_q            (only the class tokens query)
+        K = W_k z + b_k,  V = W_v z + b_v
+        A_h = softmax(Q_h K_h^T / sqrt(d))     per head h, d = C / h
+        out = W_o concat_h(A_h V_h) + b_o      (B, T, C): the class tokens' output only
+
+    The paper has one class token (T = 1); T > 1 applies the same to each of the first T
+    tokens. Written head by head.
+    State dict (timm): q.weight, q.bias, k.weight, k.bias, v.weight, v.bias, proj.weight,
+    proj.bias."""
+
+    def __init__(self, dim: int, heads: int, class_tokens: int = 1, dtype=torch.float64):
+        super().__init__()
+        self.heads, self.d, self.t = heads, dim // heads, class_tokens
+        self.q = nn.Linear(dim, dim, dtype=dtype)
+        self.k = nn.Linear(dim, dim, dtype=dtype)
+        self.v = nn.Linear(dim, dim, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, dtype=dtype)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        Q, K, V = self.q(z[:, :self.t]), self.k(z), self.v(z)
+        outs = []
+        for h in range(self.heads):
+            part = slice(h * self.d, (h + 1) * self.d)
+            logits = torch.einsum("btc,bnc->btn", Q[..., part], K[..., part]) / self.d ** 0.5
+            outs.append(torch.einsum("btn,bnc->btc", torch.softmax(logits, dim=-1),
+                                     V[..., part]))
+        return self.proj(torch.cat(outs, dim=-1))
