@@ -322,6 +322,53 @@ register(Layout(
           "the bias table is (T, G) in timm and (G, T) here; the shift and its mask live in "
           "the block, not in WindowAttention: pick swin_swmsa for shifted blocks."))
 
+def _gcvit_check(module):
+    b = _branch(module)
+    if b.spec.application.kind != "window" or b.spec.application.shift:
+        return (f"GCViT's local attention is unshifted window attention; the spec's "
+                f"application is '{b.spec.application.kind}'"
+                + (" with a shift" if b.spec.application.kind == "window" else ""))
+    return _swin_check(module)
+
+
+register(Layout(
+    "timm.gcvit", ("swin_wmsa",), "timm GCViT WindowAttentionGlobal (use_global=False)",
+    "timm/models/gcvit.py (WindowAttentionGlobal), timm/layers/pos_embed_rel.py (RelPosBias)",
+    _renames({"qkv": "attn.qkv", "proj": "attn.proj"}) + (
+        Rule("rel_pos.relative_position_bias_table", "attn.rel_pos.bias",
+             inward=lambda t, m: t.t(), outward=lambda t, m: t.t(), how="transposed"),),
+    buffers=(Buffer("rel_pos.relative_position_index",
+                    lambda m: swin_relative_position_index(_window(m)).flatten(),
+                    "the i − j index of the window's (2ws−1)² table, flattened",
+                    persistent=False),),
+    check=_gcvit_check,
+    notes="GCViT's local blocks (use_global=False): Swin's window attention without a shift, "
+          "its RelPosBias under rel_pos.; the global-query blocks (use_global=True: q from "
+          "the stage's global query generator) are not in the language"))
+
+def _eva_check(module):
+    b = _branch(module)
+    if b.spec.application.kind != "global":
+        return f"EvaAttention is global attention; the spec's application is " \
+               f"'{b.spec.application.kind}' (zoo spec eva02_rope)"
+    if b.spec.projections.layout != "qkv" or b.spec.projections.bias not in ("no_key", False):
+        return ("timm's EvaAttention has a fused qkv without bias, with q_bias and v_bias "
+                "beside it: the spec needs projections: {layout: qkv, bias: no_key} (or "
+                "bias: false when the module has none)")
+    return None
+
+
+register(Layout(
+    "timm.eva", ("eva02_rope",), "timm EVA / EVA-02 EvaAttention (fused qkv)",
+    "timm/models/eva.py (EvaAttention)",
+    tuple(Rule(k, f"attn.{k}") for k in ("qkv.weight", "q_bias", "v_bias"))
+    + _renames({"proj": "attn.proj", "q_norm": "attn.q_norm", "k_norm": "attn.k_norm"}),
+    check=_eva_check,
+    notes="qkv has no bias: q_bias and v_bias are separate parameters (timm's k_bias is a "
+          "zero buffer outside the state dict), qkv rows [q; k; v] as in attndsl; the rotary "
+          "embedding is the model's (`rope`, passed to every block), computed by attndsl "
+          "from the spec's projections.rope: no tensor to convert"))
+
 register(Layout(
     "timm.twins_lsa", ("twins_lsa", "twins_lsa_masked"), "timm Twins LocallyGroupedAttn",
     "timm/models/twins.py (LocallyGroupedAttn)",
@@ -423,6 +470,15 @@ register(Layout(
     check=_class_tokens_check,
     notes="separate q, k, v linears in timm: q reads the class token, k and v every token "
           "(attndsl's layout q_kv)"))
+
+
+register(Layout(
+    "timm.volo_class", ("cait_class_attention",), "timm VOLO ClassAttention",
+    "timm/models/volo.py (ClassAttention)",
+    _renames({"q": "attn.q", "kv": "attn.kv", "proj": "attn.proj"}),
+    check=_class_tokens_check,
+    notes="q reads the class token, kv (rows [k; v], each head-major) every token: "
+          "attndsl's layout q_kv as it is"))
 
 
 def _xcit_check(module):

@@ -47,6 +47,30 @@ class TimmWindowAttention(nn.Module):
             b_proj=self.proj.bias)
 
 
+class TimmGcvitLocalAttention(nn.Module):
+    """timm GCViT WindowAttentionGlobal (use_global=False) as its block calls it: qkv, proj
+    and RelPosBias's table under rel_pos.; unshifted windows of the map."""
+
+    def __init__(self, dim, heads, ws, seed=0, dtype=torch.float64):
+        super().__init__()
+        self.heads, self.ws = heads, ws
+        self.qkv = nn.Linear(dim, 3 * dim, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, dtype=dtype)
+        self.rel_pos = nn.Module()
+        self.rel_pos.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * ws - 1) ** 2, heads, dtype=dtype))
+        self.rel_pos.register_buffer("relative_position_index", swin_index(ws).flatten(),
+                                     persistent=False)
+        _randomize(self, seed)
+
+    def forward(self, x):
+        return ref.window_attention(
+            x, heads=self.heads, ws=self.ws, shift=0,
+            scale=(x.shape[-1] // self.heads) ** -0.5,
+            table=self.rel_pos.relative_position_bias_table, w_qkv=self.qkv.weight,
+            b_qkv=self.qkv.bias, w_proj=self.proj.weight, b_proj=self.proj.bias)
+
+
 class TimmLocallyGroupedAttn(nn.Module):
     """timm Twins LocallyGroupedAttn (qkv, proj): window attention, no bias, no shift."""
 

@@ -202,3 +202,32 @@ def test_patch_without_biases_and_spec_of():
     assert found["spec"]["projections"] == {"layout": "q_kv", "bias": False, "out_bias": True}
     report = patch_exactly(model, image(16, 16))
     assert {r.status for r in report} == {"swapped"}
+
+
+class ClassAttention(nn.Module):
+    """timm's VOLO ClassAttention (fused kv), as timm computes it."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        k, v = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.q(x[:, :1]).reshape(B, self.num_heads, 1, self.head_dim) * self.head_dim ** -0.5
+        y = (q @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(B, 1, C))
+
+
+def test_patch_swaps_volo_class_attention_exactly():
+    torch.manual_seed(10)
+    model = TinyCait().double()
+    for block in model.blocks:
+        block.attn = ClassAttention(32, 4).double()
+    report = patch_exactly(model, image(16, 16))
+    assert [(r.status, r.weights) for r in report] == \
+        [("swapped", "converted from timm.volo_class")] * 2

@@ -12,6 +12,7 @@ import layout_modules as lm
 from published.cait import ClassAttention, TalkingHeadAttentionOnMap
 from published.cswin import CSWinAttention
 from published.davit import ChannelAttentionOnMap
+from published.eva import EvaRopeAttention
 from published.efficientvit import LocalWindowAttention, offset_index
 from published.halonet import HaloAttention
 from published.maxvit import MaxVitPartitionAttention
@@ -37,6 +38,8 @@ CASES = {
     # so timm's table and index are those of a 4×4 window
     "timm.swin/small-map": (lambda: lm.TimmWindowAttention(48, 3, 4), "swin_wmsa",
                             dict(dim=48, heads=3), (4, 4)),
+    "timm.gcvit": (lambda: lm.TimmGcvitLocalAttention(48, 3, 7), "swin_wmsa",
+                   dict(dim=48, heads=3), (14, 14)),
     "timm.twins_lsa": (lambda: lm.TimmLocallyGroupedAttn(48, 3, 7), "twins_lsa",
                        dict(dim=48, heads=3), (15, 13)),
     "timm.twins_gsa": (lambda: lm.TimmGlobalSubSampleAttn(48, 3, 8), "twins_gsa",
@@ -162,9 +165,29 @@ class ClassAttentionOnRow(ClassAttention):
         return super().forward(x.flatten(1, 2)).unsqueeze(1)
 
 
+class EvaRopeAttentionOnMap(EvaRopeAttention):
+    """EVA-02's attention on a (B, H, W, C) map, its tokens row-major."""
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        return super().forward(x.reshape(B, H * W, C), (H, W)).reshape(x.shape)
+
+
+def _moved_eva():
+    module = EvaRopeAttentionOnMap(48, 3, reference_grid=(16, 16))
+    with torch.no_grad():       # q_bias / v_bias start at zero: moved, so a dropped one shows
+        module.q_bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+        module.v_bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(5))
+    return module
+
+
+CASES["timm.eva"] = (_moved_eva, "eva02_rope", dict(dim=48, heads=3), (6, 7))
+
 # class attention takes tokens, the class token first: its case's input is one row
 CASES["timm.cait_class"] = (lambda: ClassAttentionOnRow(48, 4), "cait_class_attention",
                             dict(dim=48, heads=4), (1, 13))
+CASES["timm.volo_class"] = (lambda: ClassAttentionOnRow(48, 4, fused_kv=True),
+                            "cait_class_attention", dict(dim=48, heads=4), (1, 13))
 
 
 def run(module, x):

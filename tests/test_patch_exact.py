@@ -132,6 +132,149 @@ def test_convit_mhsa_is_swapped_like_vit_attention():
         assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
 
 
+class RelPosBias(nn.Module):
+    """timm.layers RelPosBias: a ((2w−1)², heads) table, the flattened i − j index."""
+
+    def __init__(self, window, heads):
+        super().__init__()
+        from layout_modules import swin_index
+        self.relative_position_bias_table = nn.Parameter(0.5 * torch.randn((2 * window - 1) ** 2,
+                                                                           heads))
+        self.register_buffer("relative_position_index", swin_index(window).flatten(),
+                             persistent=False)
+        self.window_area = window * window
+
+    def forward(self, attn):
+        n = self.window_area
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        return attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+
+
+class WindowAttentionGlobal(nn.Module):
+    """timm GCViT's attention: q from its input (local blocks) or the stage's global query."""
+
+    def __init__(self, dim, num_heads, window, use_global):
+        super().__init__()
+        self.num_heads, self.head_dim, self.use_global = num_heads, dim // num_heads, use_global
+        self.rel_pos = RelPosBias(window, num_heads)
+        self.qkv = nn.Linear(dim, dim * (2 if use_global else 3))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, q_global=None):
+        B, N, C = x.shape
+        h, d = self.num_heads, self.head_dim
+        if self.use_global:
+            k, v = self.qkv(x).reshape(B, N, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+            q = q_global.repeat_interleave(B // q_global.shape[0], dim=0)
+            q = q.reshape(B, N, h, d).permute(0, 2, 1, 3)
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = self.rel_pos((q * d ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class GcvitBlock(nn.Module):
+    def __init__(self, dim, heads, window, use_global):
+        super().__init__()
+        self.window_size = (window, window)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttentionGlobal(dim, heads, window, use_global)
+
+    def _window_attn(self, x, q_global=None):
+        B, H, W, C = x.shape
+        w = self.window_size[0]
+        win = x.reshape(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, C)
+        y = self.attn(win, q_global).reshape(B, H // w, W // w, w, w, C)
+        return y.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+
+    def forward(self, x, q_global=None):
+        return x + self._window_attn(self.norm1(x), q_global)
+
+
+class TinyGcvit(nn.Module):
+    """A local block, then a global-query block (its query: a pooled window of the map)."""
+
+    def __init__(self, dim=32, heads=4, window=4):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.ModuleList([GcvitBlock(dim, heads, window, False),
+                                     GcvitBlock(dim, heads, window, True)])
+        self.window = window
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).permute(0, 2, 3, 1)
+        q_global = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), self.window).permute(0, 2, 3, 1)
+        for block in self.blocks:
+            x = block(x, q_global)
+        return self.head(x.mean((1, 2)))
+
+
+def test_gcvit_local_blocks_are_swapped_and_global_query_blocks_left_with_the_reason():
+    torch.manual_seed(7)
+    model = TinyGcvit().double()
+    img = _image(32)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager", strict=False)
+    assert [(r.status, r.weights) for r in report] == [
+        ("swapped", "converted from timm.gcvit"), ("left", "unchanged")]
+    assert "global query" in report[1].reason
+    application = model.blocks[0].attn.attn.spec.branches[0].application
+    assert (application.kind, application.size, application.shift) == ("window", 4, 0)
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
+class VoloAttention(nn.Module):
+    """timm's VOLO Attention: plain MHSA called on a (B, H, W, C) map."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, H * W, 3, self.num_heads, C // self.num_heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        y = ((q * (C // self.num_heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(B, H, W, C))
+
+
+VoloAttention.__name__ = "Attention"
+VoloAttention.__module__ = "timm.models.volo"      # how patch tells it from ViT's
+
+
+class TinyVolo(nn.Module):
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = VoloAttention(dim, heads)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).permute(0, 2, 3, 1)
+        x = x + self.attn(self.norm1(x))
+        return self.head(x.mean((1, 2)))
+
+
+def test_volo_attention_on_a_channels_last_map_is_swapped():
+    torch.manual_seed(11)
+    model = TinyVolo().double()
+    img = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager")
+    assert [(r.status, r.convention, r.resolution) for r in report] == [
+        ("swapped", "bhwc", (4, 6))]
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
 def test_all_or_nothing_and_the_reason_for_what_is_left():
     torch.manual_seed(2)
     model = TinyViT(gated_second=True).double()

@@ -79,7 +79,7 @@ def test_mode_dtype_and_device_changes_are_prepared():
     dtype, device = attn._dtype_device()
     assert dtype == torch.float64
     for training in (True, False):
-        assert ((14, 14), training, dtype, device) in attn._graphs
+        assert ((14, 14), training, dtype, device, None) in attn._graphs
 
 
 def test_copies_and_pickles_are_prepared():

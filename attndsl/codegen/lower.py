@@ -50,6 +50,9 @@ def project(ctx: R.Ctx, x_q, x_kv):
         q = R.q_conv(ctx, q)
     if bp.spec.projections.qk_norm is not None:
         q, k = R.head_norm(q, p.q_norm, bp.heads), R.head_norm(k, p.k_norm, bp.heads)
+    if bp.spec.projections.rope is not None:
+        with ctx.emitting("projections: rope"):
+            q, k = R.rope(ctx, q, k, bp.heads)
     values = bp.spec.kernel_bank.values
     if values == "input":
         lo, hi = bp.channels

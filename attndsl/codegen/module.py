@@ -4,6 +4,7 @@ chosen backend."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import types
 from collections import OrderedDict
@@ -287,19 +288,23 @@ class CompiledAttention(nn.Module):
         H, W = arguments.resolution(grid, "resolution", square_ok=False)
         return 1, self._class_tokens + H * W
 
-    def _graph_key(self, resolution, training: bool) -> tuple:
+    def _graph_key(self, resolution, training: bool, tokens=None) -> tuple:
         """What a lowered graph depends on besides the module's settings."""
         dtype, device = self._dtype_device()
-        return tuple(resolution), training, dtype, device
+        return tuple(resolution), training, dtype, device, tokens
 
-    def _entry(self, resolution, training: bool):
-        key = self._graph_key(resolution, training)
-        _, _, dtype, device = key
+    def _entry(self, resolution, training: bool, tokens=None):
+        """The (graph, runner) for a grid; `tokens` (P, H, W) when the grid is the row of P
+        prefix tokens and an H×W grid that a rotary spec reads positions from."""
+        key = self._graph_key(resolution, training, tokens)
+        _, _, dtype, device, _ = key
         if key in self._graphs:
             self._graphs.move_to_end(key)
             return self._graphs[key]
         plan = self.plan if tuple(resolution) == self.plan.resolution \
             else self.plan_for(resolution)
+        if tokens is not None:
+            plan = dataclasses.replace(plan, tokens=tokens)
         engines = decide(plan, self.backend, training=training, dtype=dtype, device=device,
                          attention=self.attention_engine)
         gm = lower(plan, self._param_modules(), dtype=dtype, device=device,
@@ -329,11 +334,11 @@ class CompiledAttention(nn.Module):
             # the bound resolution at construction: the first forward raises the same
             # error with the input that provoked it; a module is still built (and savable)
 
-    def _graph_in_trace(self, resolution) -> fx.GraphModule:
+    def _graph_in_trace(self, resolution, tokens=None) -> fx.GraphModule:
         """The lowered graph while dynamo traces this module (see prepare)."""
-        entry = self._graphs.get(self._graph_key(resolution, self.training))
+        entry = self._graphs.get(self._graph_key(resolution, self.training, tokens))
         if entry is None:
-            entry = _lower_outside_trace(self, resolution)
+            entry = _lower_outside_trace(self, resolution, tokens)
         return entry[0]
 
     def explain_plan(self) -> str:
@@ -357,7 +362,7 @@ class CompiledAttention(nn.Module):
                              f"+ H·W, {self.dim})")
         return self._forward_map(x)
 
-    def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_map(self, x: torch.Tensor, tokens=None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ShapeError(f"'{self.spec.name}' expects x of shape (B, H, W, {self.dim}) "
@@ -376,8 +381,8 @@ class CompiledAttention(nn.Module):
         if torch.compiler.is_compiling():
             # a user's torch.compile around this module: trace the lowered graph itself,
             # so that their compile fuses it with the rest of their model
-            return self._graph_in_trace((x.shape[1], x.shape[2]))(x)
-        return self._entry((x.shape[1], x.shape[2]), self.training)[1](x)
+            return self._graph_in_trace((x.shape[1], x.shape[2]), tokens)(x)
+        return self._entry((x.shape[1], x.shape[2]), self.training, tokens)[1](x)
 
     def forward_tokens(self, x: torch.Tensor, size, prefix: int = 0) -> torch.Tensor:
         """timm-style entry: x (B, N, C) with N = prefix + H·W (the grid row-major after
@@ -405,8 +410,10 @@ class CompiledAttention(nn.Module):
         if why:
             raise ShapeError(f"spec '{self.spec.name}' can't take {prefix} prefix token(s): "
                              f"{why}")
-        # attended like any token and nothing reads grid positions: the tokens are one row
-        y = self._forward_map(x.reshape(x.shape[0], 1, n, x.shape[2]))
+        # attended like any token: the tokens are one row (a rotary spec reads the grid
+        # positions of the row's tokens from `tokens`; the prefix tokens are not rotated)
+        tokens = (prefix, H, W) if self.plan.rotary else None
+        y = self._forward_map(x.reshape(x.shape[0], 1, n, x.shape[2]), tokens)
         return y.flatten(1, 2)      # (B, N, C); (B, tokens, C) for class attention
 
     # -- keep the cache consistent -------------------------------------------------------
@@ -452,10 +459,10 @@ class CompiledAttention(nn.Module):
                           "dtype, device or mode outside the compiled region: call "
                           "module.prepare(resolution) (or run the model once) before "
                           "torch.compile(..., fullgraph=True)")
-def _lower_outside_trace(module: CompiledAttention, resolution):
+def _lower_outside_trace(module: CompiledAttention, resolution, tokens=None):
     """A graph nobody prepared (a resolution first seen inside a user's compiled region):
     lowered eagerly at a graph break."""
-    return module._entry(resolution, module.training)
+    return module._entry(resolution, module.training, tokens)
 
 
 def check_output_path(path, what: str) -> Path:

@@ -109,6 +109,66 @@ def head_norm(t, norm, heads: int):
     return norm(t.unflatten(-1, (heads, -1))).flatten(-2)
 
 
+def rope_tables(ctx, d: int, map_grid):
+    """cos and sin of every channel's rotation angle, (n, d) in the spec's pair layout, for
+    the n tokens of the (h, w) q/k maps, as graph constants. The token at row y, column x
+    turns by [y·f_0 … y·f_{b−1}, x·f_0 … x·f_{b−1}], f_i = temperature^(−i/b), b = d/4
+    (positions times reference_grid / (H, W) when given, H×W the grid the spec is bound
+    at: padded rows and columns continue it). When the plan's `tokens` is (P, H, W) the map
+    is one row of P prefix tokens (angle 0: not rotated) then the H×W grid. Built in
+    float64; H and W may be symbolic (a dynamic-resolution export)."""
+    rope = ctx.bp.spec.projections.rope
+    plan = ctx.root.plan if ctx.root is not None else None
+    tokens = plan.tokens if plan is not None else None
+    P, (h, w) = 0, map_grid
+    H, W = (plan.resolution if ctx.tracer is not None else ctx.grid) \
+        if plan is not None else ctx.grid
+    if tokens is not None:
+        P, H, W = tokens
+        h, w = H, W
+    ys = torch.arange(h, device=ctx.device, dtype=torch.float64)
+    xs = torch.arange(w, device=ctx.device, dtype=torch.float64)
+    if rope.reference_grid is not None:
+        ys, xs = ys * (rope.reference_grid[0] / H), xs * (rope.reference_grid[1] / W)
+    ys, xs = (t.flatten()[:, None] for t in torch.meshgrid(ys, xs, indexing="ij"))
+    b = d // 4
+    bands = rope.temperature ** -(torch.arange(b, device=ctx.device, dtype=torch.float64) / b)
+    angles = torch.cat([ys * bands, xs * bands], dim=-1)              # (h·w, 2b)
+    if P:
+        angles = torch.cat([angles.new_zeros(P, 2 * b), angles])
+    # each angle turns one pair: channels (2i, 2i+1) (interleaved) or (i, i + d/2) (halves)
+    angles = angles.repeat_interleave(2, -1) if rope.pairs == "interleaved" \
+        else torch.cat([angles, angles], -1)
+    return (ctx.constant("rope_cos", angles.cos().to(ctx.dtype)),
+            ctx.constant("rope_sin", angles.sin().to(ctx.dtype)))
+
+
+def rotate_pairs(t, pairs: str):
+    """The pair partner of every channel with the sign of a quarter turn: [−t1, t0, −t3, t2,
+    …] (interleaved) or [−t_{d/2…}, t_{0…d/2}] (halves)."""
+    if pairs == "interleaved":
+        t = t.unflatten(-1, (-1, 2))
+        return torch.stack([-t[..., 1], t[..., 0]], dim=-1).flatten(-2)
+    first, second = t.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def rope(ctx, q, k, heads: int):
+    """Rotate each head's q and k channels by their tokens' angles: t·cos + rot(t)·sin on the
+    (B, h, w, G·d) maps (the (h·w, d) tables shared by the heads)."""
+    d = ctx.bp.qk_head_dim
+    # static sizes in a traced graph; the input's (maybe symbolic) ones when run eagerly
+    h, w = ctx.sel.map_grid if ctx.tracer is not None else (q.shape[1], q.shape[2])
+    cos, sin = rope_tables(ctx, d, (h, w))
+    pairs = ctx.bp.spec.projections.rope.pairs
+
+    def turn(t):
+        t = t.flatten(1, 2).unflatten(-1, (heads, d))               # (B, n, G, d)
+        t = t * cos[:, None] + rotate_pairs(t, pairs) * sin[:, None]
+        return t.flatten(-2).unflatten(1, (h, w))
+    return turn(q), turn(k)
+
+
 def q_conv(ctx, q):
     """The depthwise conv of the projected q map, over the map or inside each block."""
     conv = ctx.p.q_conv

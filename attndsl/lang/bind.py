@@ -100,6 +100,14 @@ class Plan:
     heads: int
     head_dim: int
     branches: tuple[BranchPlan, ...]
+    # (P, H, W) when the grid is one row of P prefix tokens then an H×W grid row-major
+    # (forward_tokens with prefix): rotary positions are read from it (None: the grid's own)
+    tokens: tuple[int, int, int] | None = None
+
+    @property
+    def rotary(self) -> bool:
+        """Some branch rotates q and k by the tokens' grid positions (projections.rope)."""
+        return any(bp.spec.projections.rope is not None for bp in self.branches)
 
     @property
     def query_stride(self) -> int:
@@ -220,6 +228,26 @@ def _needs(b: m.Branch) -> frozenset:
     return frozenset(needs)
 
 
+def _check_rope(b: m.Branch, path: str, kind, qk_head_dim: int) -> None:
+    """Rotary embeddings rotate projected q and k by their tokens' grid positions, for the
+    dot product of the query_key term."""
+    where = f"{path}projections.rope"
+    par = b.parameterization
+    if not isinstance(par, m.Additive) or "query_key" not in par.term_kinds \
+            or b.kernel_bank.keys != "dynamic":
+        raise SpecError("rope rotates q and k for the q·k of the 'query_key' term with dynamic "
+                        "keys, which this branch lacks", path=where)
+    if qk_head_dim % 4:
+        raise SpecError(f"2-D rope rotates pairs of channels, half of them by the row and half "
+                        f"by the column, so a head's q/k width must be a multiple of 4; it is "
+                        f"{qk_head_dim}", path=where)
+    if not kind.grid_keys or kind.prefix_queries:
+        raise SpecError(f"rope reads the grid positions of q's and k's tokens; application "
+                        f"'{kind.name}' makes its {'queries' if kind.prefix_queries else 'keys'}"
+                        f" elsewhere (valid applications: {kinds_with('grid_keys')})",
+                        path=where)
+
+
 def _check_query_stride(spec: m.Spec, plans: list) -> None:
     """A branch whose output is smaller than its input (HaloNet's stride-2 queries, class
     attention's class tokens): whatever adds a map of the input's grid to its output can't,
@@ -329,6 +357,8 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
     kind = kind_of(app)
     geo = kind.bind(app, Where(branch=b, path=path, grid=grid, dim=dim, heads=heads,
                                head_dim=d))
+    if b.projections.rope is not None:
+        _check_rope(b, path, kind, qk_dim // heads)
 
     # -- other sizes against the grid: a kernel wider than twice the map reads only
     # padding, and unbounded sizes would allocate (or unroll) without limit

@@ -212,6 +212,30 @@ class QKNorm(Component):
     eps: Float = Field(default=1e-6, ge=1e-12, le=1.0)
 
 
+class Rope(Component):
+    """Rotary position embedding of q and k (RoFormer, Su et al., 2021; 2-D axial as in
+    EVA-02 and timm's RoPE ViTs): each head's q and k vectors are rotated pair by pair by
+    angles of the token's grid position, so that q·k depends on the offset between the
+    tokens. With d channels per head and b = d/4 bands f_i = temperature^(−i/b): the angles
+    are [y·f_0 … y·f_{b−1}, x·f_0 … x·f_{b−1}] for the token at row y, column x (positions
+    scaled by reference_grid / grid when given: EVA's ref_feat_shape). pairs: interleaved
+    rotates channels (2i, 2i+1) by angle i; halves rotates (i, i + d/2). Class / register
+    tokens before the grid are not rotated (EVA)."""
+
+    kind: Literal["axial"] = "axial"
+    temperature: Float = Field(default=10000.0, gt=1.0, le=1e12)
+    reference_grid: tuple[Int, Int] | None = None
+    pairs: Literal["interleaved", "halves"] = "interleaved"
+
+    @field_validator("reference_grid")
+    @classmethod
+    def _positive(cls, value):
+        if value is not None and min(value) < 1:
+            raise ValueError(f"reference_grid must be two positive integers (rows, columns), "
+                             f"got {list(value)}")
+        return value
+
+
 class QConv(Component):
     """A depthwise size×size conv (with bias) of the projected q map (EfficientViT's
     per-head `dws`, its BatchNorm folded in); scope map: zero-padded at the map's borders,
@@ -238,6 +262,7 @@ class Projections(Component):
     qk_width: QKWidth | None = None
     qk_norm: QKNorm | None = None
     q_conv: QConv | None = None
+    rope: Rope | None = None
 
 
 class ValueConv(Component):

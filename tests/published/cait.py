@@ -67,18 +67,24 @@ class ClassAttention(nn.Module):
     The paper has one class token (T = 1); T > 1 applies the same to each of the first T
     tokens. Written head by head.
     State dict (timm): q.weight, q.bias, k.weight, k.bias, v.weight, v.bias, proj.weight,
-    proj.bias."""
+    proj.bias; with fused_kv (timm's VOLO ClassAttention) kv.weight, kv.bias (rows [k; v])
+    in place of k and v."""
 
-    def __init__(self, dim: int, heads: int, class_tokens: int = 1, dtype=torch.float64):
+    def __init__(self, dim: int, heads: int, class_tokens: int = 1, dtype=torch.float64,
+                 fused_kv: bool = False):
         super().__init__()
         self.heads, self.d, self.t = heads, dim // heads, class_tokens
         self.q = nn.Linear(dim, dim, dtype=dtype)
-        self.k = nn.Linear(dim, dim, dtype=dtype)
-        self.v = nn.Linear(dim, dim, dtype=dtype)
+        if fused_kv:
+            self.kv = nn.Linear(dim, 2 * dim, dtype=dtype)
+        else:
+            self.k = nn.Linear(dim, dim, dtype=dtype)
+            self.v = nn.Linear(dim, dim, dtype=dtype)
         self.proj = nn.Linear(dim, dim, dtype=dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        Q, K, V = self.q(z[:, :self.t]), self.k(z), self.v(z)
+        Q = self.q(z[:, :self.t])
+        K, V = self.kv(z).chunk(2, dim=-1) if hasattr(self, "kv") else (self.k(z), self.v(z))
         outs = []
         for h in range(self.heads):
             part = slice(h * self.d, (h + 1) * self.d)
