@@ -481,6 +481,40 @@ register(Layout(
           "attndsl's layout q_kv as it is"))
 
 
+def _botnet_check(module):
+    b = _branch(module)
+    terms = getattr(b.spec.parameterization, "term_kinds", ())
+    if b.spec.application.kind != "global" or "query_rel_pos_hw" not in terms:
+        return ("timm's BottleneckAttn is global attention with height / width relative "
+                "logits: the spec needs application: {kind: global} and the "
+                "query_rel_pos_hw term (zoo spec botnet_mhsa)")
+    if b.spec.parameterization.rel_pos_orientation != "j_minus_i":
+        return "timm reads its tables at key − query: the spec must say j_minus_i"
+    return None
+
+
+def _conv1x1_in(t, m):
+    return t.flatten(1)                 # (out, in, 1, 1) → (out, in)
+
+
+def _conv1x1_out(t, m):
+    return t[:, :, None, None]
+
+
+register(Layout(
+    "timm.botnet", ("botnet_mhsa",), "timm BottleneckAttn (stride 1)",
+    "timm/layers/bottleneck_attn.py (BottleneckAttn, PosEmbedRel)",
+    (Rule("qkv.weight", "attn.qkv.weight", _conv1x1_in, _conv1x1_out,
+          how="the 1×1 conv as a linear: rows [q; k; v], each head-major"),
+     Rule("qkv.bias", "attn.qkv.bias", how="same tensor"),
+     Rule("pos_embed.height_rel", "attn.rel_pos.height", how="same tensor: (2H−1, d) rows "
+          "at key − query + H − 1"),
+     Rule("pos_embed.width_rel", "attn.rel_pos.width", how="same tensor: (2W−1, d)")),
+    check=_botnet_check,
+    notes="channels-first 1×1 conv qkv, no output projection; the tables are sized by the "
+          "grid the module was built for (feat_size)"))
+
+
 def _xcit_check(module):
     b = _branch(module)
     sim = b.spec.parameterization.similarity

@@ -10,6 +10,7 @@ import attndsl
 from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_position_index
 import layout_modules as lm
 from published.cait import ClassAttention, TalkingHeadAttentionOnMap
+from published.botnet import BottleneckAttention
 from published.cswin import CSWinAttention
 from published.davit import ChannelAttentionOnMap
 from published.eva import EvaRopeAttention
@@ -181,6 +182,15 @@ def _moved_eva():
     return module
 
 
+def _moved_botnet():
+    module = BottleneckAttention(48, 4, (6, 7))
+    with torch.no_grad():       # the tables start at zero: moved, so a misplaced one shows
+        for t in (module.pos_embed.height_rel, module.pos_embed.width_rel, module.qkv.weight):
+            t.normal_(0, 0.2, generator=torch.Generator().manual_seed(t.numel()))
+    return module
+
+
+CASES["timm.botnet"] = (_moved_botnet, "botnet_mhsa", dict(dim=48, heads=4), (6, 7))
 CASES["timm.eva"] = (_moved_eva, "eva02_rope", dict(dim=48, heads=3), (6, 7))
 
 # class attention takes tokens, the class token first: its case's input is one row

@@ -275,6 +275,73 @@ def test_volo_attention_on_a_channels_last_map_is_swapped():
         assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
 
 
+class BottleneckAttn(nn.Module):
+    """timm's BottleneckAttn (channels-first, PosEmbedRel), as timm computes it: the
+    relative logits by the pad-and-reshape skew."""
+
+    def __init__(self, dim, feat_size, num_heads=4, stride=1):
+        super().__init__()
+        self.num_heads, self.dim_head_qk = num_heads, dim // num_heads
+        self.dim_head_v, self.scale_pos_embed = dim // num_heads, False
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        self.pos_embed = nn.Module()
+        self.pos_embed.height, self.pos_embed.width = feat_size
+        d = dim // num_heads
+        self.pos_embed.height_rel = nn.Parameter(0.3 * torch.randn(2 * feat_size[0] - 1, d))
+        self.pos_embed.width_rel = nn.Parameter(0.3 * torch.randn(2 * feat_size[1] - 1, d))
+        self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
+
+    @staticmethod
+    def _rel_logits_1d(q, rel_k, permute_mask):
+        B, H, W, dim = q.shape
+        x = (q @ rel_k.transpose(-1, -2)).reshape(-1, W, 2 * W - 1)
+        x_pad = F.pad(F.pad(x, [0, 1]).flatten(1), [0, W - 1]).reshape(-1, W + 1, 2 * W - 1)
+        x = x_pad[:, :W, W - 1:].reshape(B, H, 1, W, W).expand(-1, -1, H, -1, -1)
+        return x.permute(permute_mask)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        d = self.dim_head_qk
+        q, k, v = torch.split(self.qkv(x), [C, C, C], dim=1)
+        q = q.reshape(B * self.num_heads, d, -1).transpose(-1, -2)
+        k = k.reshape(B * self.num_heads, d, -1)
+        v = v.reshape(B * self.num_heads, d, -1).transpose(-1, -2)
+        qm = q.reshape(-1, H, W, d)
+        rel = self._rel_logits_1d(qm, self.pos_embed.width_rel, (0, 1, 3, 2, 4)) \
+            + self._rel_logits_1d(qm.transpose(1, 2), self.pos_embed.height_rel, (0, 3, 1, 4, 2))
+        attn = ((q @ k) * d ** -0.5 + rel.reshape(-1, H * W, H * W)).softmax(-1)
+        return self.pool((attn @ v).transpose(-1, -2).reshape(B, C, H, W))
+
+
+class TinyBotnet(nn.Module):
+    def __init__(self, dim=32):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.attn = BottleneckAttn(dim, (4, 6))
+        self.down = BottleneckAttn(dim, (4, 6), stride=2)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img)
+        x = x + self.attn(x)
+        return self.head(self.down(x).mean((2, 3)))
+
+
+def test_botnet_attention_is_swapped_and_its_stride_2_left_with_the_reason():
+    torch.manual_seed(12)
+    model = TinyBotnet().double()
+    img = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    with torch.no_grad():
+        before = model(img)
+    report = patch(model, example=img, backend="eager", strict=False)
+    assert [(r.status, r.weights) for r in report] == [
+        ("swapped", "converted from timm.botnet"), ("left", "unchanged")]
+    assert "average-pooled" in report[1].reason
+    with torch.no_grad():
+        assert (model(img) - before).abs().max() <= 1e-12 * before.abs().max()
+
+
 def test_all_or_nothing_and_the_reason_for_what_is_left():
     torch.manual_seed(2)
     model = TinyViT(gated_second=True).double()
