@@ -515,6 +515,60 @@ register(Layout(
           "grid the module was built for (feat_size)"))
 
 
+def _per_head_sizes(m) -> tuple[int, int, int]:
+    bp = _branch(m)
+    return bp.heads, bp.qk_head_dim, bp.value_head_dim
+
+
+def _per_head_in(t, m):
+    """timm's per-head row groups [q_g | k_g | v_g] → attndsl's [q; k; v], each head-major."""
+    G, kd, vd = _per_head_sizes(m)
+    groups = t.unflatten(0, (G, 2 * kd + vd))
+    q, k, v = groups.split([kd, kd, vd], dim=1)
+    return torch.cat([q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)])
+
+
+def _per_head_out(t, m):
+    G, kd, vd = _per_head_sizes(m)
+    q, k, v = t.split([G * kd, G * kd, G * vd])
+    return torch.cat([q.unflatten(0, (G, kd)), k.unflatten(0, (G, kd)),
+                      v.unflatten(0, (G, vd))], dim=1).flatten(0, 1)
+
+
+def _abs_offset_index(m) -> torch.Tensor:
+    """EfficientFormer's / LeViT's attention_bias_idxs: |Δy|·W + |Δx| of every token pair."""
+    H, W = _branch(m).grid
+    ys, xs = torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)
+    return (ys[:, None] - ys[None, :]).abs() * W + (xs[:, None] - xs[None, :]).abs()
+
+
+def _efficientformer_check(module):
+    b = _branch(module)
+    par = b.spec.parameterization
+    if b.spec.application.kind != "global" or "rel_pos_bias" not in par.term_kinds \
+            or par.rel_pos_orientation != "abs":
+        return ("timm's EfficientFormer Attention is global attention with a bias per "
+                "|offset|: the spec needs application global, the rel_pos_bias term and "
+                "rel_pos_orientation abs (zoo spec efficientformer_attention)")
+    return None
+
+
+register(Layout(
+    "timm.efficientformer", ("efficientformer_attention",), "timm EfficientFormer Attention",
+    "timm/models/efficientformer.py (Attention)",
+    (Rule("qkv.weight", "attn.qkv.weight", _per_head_in, _per_head_out,
+          how="rows grouped per head [q_g | k_g | v_g] ↔ [q; k; v]"),
+     Rule("qkv.bias", "attn.qkv.bias", _per_head_in, _per_head_out,
+          how="the same order as the weight's rows"),
+     Rule("attention_biases", "attn.rel_pos.bias", how="same tensor: (G, H·W) by |Δy|·W + |Δx|"))
+    + _renames({"proj": "attn.proj"}),
+    buffers=(Buffer("attention_bias_idxs", _abs_offset_index,
+                    "|Δy|·W + |Δx| of every token pair"),),
+    check=_efficientformer_check,
+    notes="the value width (attn_ratio · key_dim per head) is the spec's v_width, the key "
+          "width its qk_width; proj maps the value width back to the model's"))
+
+
 def _xcit_check(module):
     b = _branch(module)
     sim = b.spec.parameterization.similarity
@@ -1040,6 +1094,56 @@ def layout_markdown() -> str:
             out.append(f"| `{b.foreign}` | {shapes[b.foreign]} | — | {what} |")
         out.append("")
     return "\n".join(out)
+
+
+def _levit_qkv_in(t, m):
+    """LinearNorm (Linear + eval BatchNorm1d) folded, then the per-head row groups
+    [q_g | k_g | v_g] reordered to [q; k; v]."""
+    w, b = _fold_in(False)(t, m)
+    return _per_head_in(w, m), _per_head_in(b, m)
+
+
+def _levit_qkv_out(t, m):
+    w, b = t
+    return _fold_out(False)((_per_head_out(w, m), _per_head_out(b, m)), m)
+
+
+def _linear_bn_keys(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{k}" for k in ("linear.weight", "bn.weight", "bn.bias",
+                                           "bn.running_mean", "bn.running_var"))
+
+
+def _levit_check(module):
+    spec = module.spec
+    if spec.merge.activation != "hardswish" or not spec.merge.out \
+            or spec.branches[0].projections.out:
+        return ("LeViT applies Hardswish to the heads, then proj: the spec needs "
+                "projections.out: false and merge: {activation: hardswish, out: true} (zoo "
+                "spec levit_attention)")
+    return _efficientformer_check(module)
+
+
+register(Layout(
+    "timm.levit", ("levit_attention",), "timm LeViT Attention (use_conv=False, eval mode)",
+    "timm/models/levit.py (Attention, LinearNorm)",
+    (Rule(_linear_bn_keys("qkv"), ("attn.qkv.weight", "attn.qkv.bias"), _levit_qkv_in,
+          _levit_qkv_out, how="Linear + BatchNorm folded; rows grouped per head "
+          "[q_g | k_g | v_g] ↔ [q; k; v]"),
+     Rule(_linear_bn_keys("proj.ln"), ("merge.proj.weight", "merge.proj.bias"),
+          _fold_in(False), _fold_out(False), how="Linear + BatchNorm folded"),
+     Rule("attention_biases", "attn.rel_pos.bias", how="same tensor: (G, H·W) by |Δy|·W + |Δx|")),
+    buffers=(Buffer("attention_bias_idxs", _abs_offset_index,
+                    "|Δy|·W + |Δx| of every token pair", persistent=False),
+             Buffer("qkv.bn.num_batches_tracked", lambda m: torch.tensor(0),
+                    "BatchNorm's counter (any value is accepted)", fixed=False),
+             Buffer("proj.ln.bn.num_batches_tracked", lambda m: torch.tensor(0),
+                    "BatchNorm's counter (any value is accepted)", fixed=False)),
+    check=_levit_check,
+    notes="BatchNorms folded into the linears (eval mode), so a round trip keeps the "
+          "function, not the BN statistics (the way out writes identity BatchNorms "
+          "carrying the bias, num_batches_tracked 0); Hardswish is merge.activation, "
+          "proj.ln the merge's projection; the value width (attn_ratio · key_dim per head) "
+          "is the spec's v_width when it differs from the model's"))
 
 
 __all__ = ["convert", "ConversionError", "LAYOUTS", "layout_names", "layout_markdown", "Layout", "Rule",

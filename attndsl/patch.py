@@ -184,8 +184,11 @@ def _double(value):
 def _relative_error(original: nn.Module, attribute: str, replacement: nn.Module,
                     call: Call) -> float:
     """Both in float64 on the probe's call: max |new − old| / max |old|."""
-    old_owner = copy.deepcopy(original).double().eval()
-    new = copy.deepcopy(replacement).double().eval()
+    # not chained: a module's own train() may return None (timm's EfficientFormer)
+    old_owner, new = copy.deepcopy(original), copy.deepcopy(replacement)
+    for module in (old_owner, new):
+        module.double()
+        module.eval()
     args, kwargs = _double(call.args), _double(call.kwargs)
     with torch.no_grad():
         want = getattr(old_owner, attribute)(*args, **kwargs)

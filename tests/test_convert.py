@@ -14,7 +14,9 @@ from published.botnet import BottleneckAttention
 from published.cswin import CSWinAttention
 from published.davit import ChannelAttentionOnMap
 from published.eva import EvaRopeAttention
+from published.efficientformer import EfficientFormerAttention
 from published.efficientvit import LocalWindowAttention, offset_index
+from published.levit import LevitAttention
 from published.halonet import HaloAttention
 from published.maxvit import MaxVitPartitionAttention
 from published.pvt_v2 import PvtV2LinearAttention
@@ -190,6 +192,38 @@ def _moved_botnet():
     return module
 
 
+def _moved_efficientformer():
+    module = EfficientFormerAttention(56, 4, 4, 4, (5, 6))     # qk 16 = 56·2/7, v 64 = 56·8/7
+    with torch.no_grad():       # the biases start at zero: moved, so a misplaced one shows
+        module.attention_biases.normal_(0, 0.5, generator=torch.Generator().manual_seed(6))
+    return module
+
+
+def _efficientformer_56():
+    spec = attndsl.load_spec("efficientformer_attention").model_dump()
+    spec["name"], spec["heads"] = "efficientformer_56", 4
+    spec["branches"][0]["projections"]["qk_width"] = {"num": 2, "den": 7}
+    spec["branches"][0]["projections"]["v_width"] = {"num": 8, "den": 7}
+    return spec
+
+
+CASES["timm.efficientformer"] = (_moved_efficientformer, _efficientformer_56(),
+                                 dict(dim=56, heads=4), (5, 6))
+def _moved_levit():
+    """LeViT with BatchNorm statistics and biases away from their initial values."""
+    module = LevitAttention(64, 8, 4, 2, (5, 6)).eval()       # qk 32 = 64/2, v 64
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        module.attention_biases.normal_(0, 0.5, generator=gen)
+        for bn in (module.qkv.bn, module.proj.ln.bn):
+            bn.weight.uniform_(0.5, 1.5, generator=gen)
+            bn.bias.normal_(0, 0.5, generator=gen)
+            bn.running_mean.normal_(0, 0.5, generator=gen)
+            bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    return module
+
+
+CASES["timm.levit"] = (_moved_levit, "levit_attention", dict(dim=64, heads=4), (5, 6))
 CASES["timm.botnet"] = (_moved_botnet, "botnet_mhsa", dict(dim=48, heads=4), (6, 7))
 CASES["timm.eva"] = (_moved_eva, "eva02_rope", dict(dim=48, heads=3), (6, 7))
 
@@ -241,19 +275,20 @@ def test_converted_weights_give_the_reference_output(case):
 
 
 def _conv_bn_key(k):
-    return ".c.weight" in k or ".conv.weight" in k or ".bn." in k
+    return ".c.weight" in k or ".conv.weight" in k or "linear.weight" in k or ".bn." in k
 
 
 def expected_back(case, original, module):
     """What a round trip gives back bitwise: the original, except
     - timm.halo: the first 2·halo rows of each table, never read, come back as zeros;
-    - msra.efficientvit: the Conv2d_BN pairs come back folded (compared by output)."""
+    - msra.efficientvit, timm.efficientvit_msra, timm.levit: the Conv2d_BN / LinearNorm
+      pairs come back folded (compared by output)."""
     layout = layout_of(case)
     if layout == "timm.halo":
         rows = 2 * module.plan.branches[0].geometry.halo
         return {k: torch.cat([torch.zeros_like(v[:rows]), v[rows:]])
                 if k.startswith("pos_embed.") else v for k, v in original.items()}
-    if layout in ("msra.efficientvit", "timm.efficientvit_msra"):
+    if layout in ("msra.efficientvit", "timm.efficientvit_msra", "timm.levit"):
         return {k: v for k, v in original.items() if not _conv_bn_key(k)}
     return dict(original)
 

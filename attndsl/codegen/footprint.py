@@ -63,11 +63,12 @@ def estimate(plan: Plan, dtype: torch.dtype = torch.float32, params=None) -> lis
                        f"{bp.qk_dim:,} channels wide at width {bp.width}; ")
         needs.append(Need(f"{bp.path}projections" + (".qk_width" if widened else ""),
                           f"{widened}q, k, v and output maps of {queries:,} "
-                          f"tokens ({bp.qk_dim} + {bp.qk_dim} + {bp.width} + {bp.width} "
-                          f"channels{f', q and k × {taps} taps' if taps > 1 else ''}; "
+                          f"tokens ({bp.qk_dim} + {bp.qk_dim} + {bp.value_width} + "
+                          f"{bp.value_width} channels"
+                          f"{f', q and k × {taps} taps' if taps > 1 else ''}; "
                           f"×{COPIES_IN_TRAINING} in training)",
-                          COPIES_IN_TRAINING * queries * (2 * bp.qk_dim * taps + 2 * bp.width)
-                          * item))
+                          COPIES_IN_TRAINING * queries
+                          * (2 * bp.qk_dim * taps + 2 * bp.value_width) * item))
         if app.kind == "global" and terms - {"query_key", "query_mean"}:
             n = queries
             needs.append(Need(f"{bp.path}parameterization.terms",

@@ -27,7 +27,7 @@ from .passes import ATTENTION_CORE, ENGINES, FLEX_CORE, AttentionCore, FlexCore,
 def project(ctx: R.Ctx, x_q, x_kv):
     """Input projections → q, k, v maps (B, h, w, width) (None where not made)."""
     bp, p, layout = ctx.bp, ctx.p, ctx.bp.spec.projections.layout
-    dq, dv = bp.qk_dim, bp.width
+    dq, dv = bp.qk_dim, bp.value_width
     q = k = v = None
     if layout == "qkv" and bp.spec.projections.bias == "no_key":
         # timm Swin-V2: one bias vector (q_bias, zeros, v_bias) for the fused projection
@@ -247,8 +247,8 @@ class GraphRoot(nn.Module):
             y = previous
         else:
             y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
-        if merge.activation == "relu":
-            y = F.relu(y)
+        if merge.activation != "none":
+            y = R.ACTIVATIONS[merge.activation](y)
         if merge.out:
             y = self.merge.proj(y)
         if padded:

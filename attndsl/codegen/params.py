@@ -68,16 +68,16 @@ def branch_parameters(plan: Plan, bp: BranchPlan) -> nn.Module:
     """The parameters of one branch, as an nn.Module whose attributes are the names above."""
     b, C = bp.spec, bp.reads        # the model's channels, or the slice a cascade reads
     mod = nn.Module()
-    widths = {"q": bp.qk_dim, "k": bp.qk_dim, "v": bp.width}
+    widths = {"q": bp.qk_dim, "k": bp.qk_dim, "v": bp.value_width}
     no_key = b.projections.bias == "no_key"      # Swin-V2: q_bias and v_bias, no k bias
     for name, makes in PROJECTION_WIDTHS[b.projections.layout]:
         setattr(mod, name, _linear(C, sum(widths[c] for c in makes),
                                    bool(b.projections.bias) and not no_key))
     if no_key:
         mod.q_bias = nn.Parameter(torch.zeros(bp.qk_dim))
-        mod.v_bias = nn.Parameter(torch.zeros(bp.width))
+        mod.v_bias = nn.Parameter(torch.zeros(bp.value_width))
     if b.projections.out:
-        mod.proj = _linear(bp.width, bp.width, b.projections.out_bias)
+        mod.proj = _linear(bp.value_width, bp.width, b.projections.out_bias)
     if b.projections.q_conv is not None:
         s = b.projections.q_conv.size
         mod.q_conv = nn.Conv2d(bp.qk_dim, bp.qk_dim, s, padding=s // 2, groups=bp.qk_dim)
@@ -139,7 +139,9 @@ def spec_parameters(plan: Plan) -> dict[str, nn.Module]:
         mods[bp.name] = branch_parameters(plan, bp)
     if plan.spec.merge.out:
         merge = nn.Module()
-        merge.proj = _linear(plan.dim, plan.dim, plan.spec.merge.out_bias)
+        merged = plan.dim if plan.spec.merge.kind == "sequence" \
+            else sum(bp.output_width for bp in plan.branches)
+        merge.proj = _linear(merged, plan.dim, plan.spec.merge.out_bias)
         mods["merge"] = merge
     return mods
 

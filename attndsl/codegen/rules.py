@@ -227,7 +227,8 @@ def add(a, b):
     return b if a is None else a if b is None else a + b
 
 
-ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "identity": lambda t: t}
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "hardswish": F.hardswish,
+               "identity": lambda t: t}
 
 
 def hadamard_logits(ctx, q_map, k_map):

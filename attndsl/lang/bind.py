@@ -36,6 +36,7 @@ class BranchPlan:
     reads: int                 # channels of the branch's input (the model's, or its slice)
     geometry: Geometry
     needs: frozenset = field(default_factory=frozenset)  # subset of {"q", "k", "v"}
+    v_dim: int = 0             # total width of v when projections.v_width sets it (0: width)
 
     def __getattr__(self, name):
         # the kind's own sizes (a window's shift and padded grid, a cluster tree's levels …)
@@ -54,7 +55,23 @@ class BranchPlan:
 
     @property
     def width(self) -> int:
+        """The branch's channels: its share of the model's, where its output goes."""
         return self.heads * self.head_dim
+
+    @property
+    def value_width(self) -> int:
+        """Total width of v and of the attention's output before the projections."""
+        return self.v_dim or self.width
+
+    @property
+    def value_head_dim(self) -> int:
+        return self.value_width // self.heads
+
+    @property
+    def output_width(self) -> int:
+        """Width of the branch's output: its channels after its own projection, else the
+        values'."""
+        return self.width if self.spec.projections.out else self.value_width
 
     @property
     def depthwise(self) -> bool:
@@ -304,6 +321,20 @@ def _check_merge(spec: m.Spec, plans: list, dim: int) -> None:
                             f"slice, so the branches need equal widths; got "
                             f"{[bp.width for bp in plans]} (give them equal heads)",
                             path="branches")
+    # values of another width (v_width) leave a branch at their width unless its own
+    # projection brings them back; the merged output must be the model's width, or merge.out
+    # must project it there
+    for bp in plans:
+        if bp.output_width != bp.width and merge.kind in ("sequence", "cascade"):
+            raise SpecError(f"v_width makes this branch's output {bp.output_width} wide, and "
+                            f"a {merge.kind} feeds it to the next branch at {bp.width}: give "
+                            "the branch its projection (projections.out: true)",
+                            path=f"{bp.path}projections.out")
+    merged = sum(bp.output_width for bp in plans) if merge.kind != "sequence" else dim
+    if merged != dim and not merge.out and any(bp.v_dim for bp in plans):
+        raise SpecError(f"v_width makes the merged output {merged} wide, not the model's "
+                        f"{dim}: project it back (projections.out: true, or merge.out: true)",
+                        path="merge.out")
 
 
 def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim,
@@ -320,6 +351,7 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                         f"({dim} // {b.projections.qk_width.den} * "
                         f"{b.projections.qk_width.num}); use a larger dim or a smaller den",
                         path=f"{path}projections.qk_width")
+    v_dim = _value_width(b, path, heads, dim)
     needs = _needs(b)
     makes = set(LAYOUT_MAKES[b.projections.layout])
     if b.kernel_bank.values == "input" and "v" in makes:
@@ -474,7 +506,36 @@ def _bind_branch(b: m.Branch, path: str, heads: int, d: int, channels, grid, dim
                             path=f"{path}projections.q_conv.scope")
     return BranchPlan(spec=b, path=path, heads=heads, head_dim=d, qk_dim=qk_dim,
                       channels=channels, grid=grid, reads=reads or dim, geometry=geo,
-                      needs=needs)
+                      needs=needs, v_dim=v_dim)
+
+
+def _value_width(b: m.Branch, path: str, heads: int, dim: int) -> int:
+    """The total value width projections.v_width sets (0 without it), and what it refuses:
+    whatever reads the values at the branch's channel width."""
+    r = b.projections.v_width
+    if r is None:
+        return 0
+    where = f"{path}projections.v_width"
+    v_dim = -(-(dim // r.den * r.num) // r.multiple_of) * r.multiple_of
+    if v_dim < heads or v_dim % heads:
+        raise SpecError(f"v_width gives a value width of {v_dim} at dim {dim} ({dim} // "
+                        f"{r.den} * {r.num}), which {heads} heads can't share; valid: a "
+                        f"positive multiple of {heads}", path=where)
+    par = b.parameterization
+    for refused, what in (
+            (not isinstance(par, m.Additive) or b.kernel_bank.keys != "dynamic"
+             or "query_key" not in par.term_kinds,
+             "a parameterization other than the query_key term with dynamic keys"),
+            (b.kernel_bank.values != "projected", "kernel_bank.values other than 'projected'"),
+            (b.kernel.type == "depthwise", "kernel.type depthwise (a weight per channel)"),
+            (b.kernel.expand is not None, "kernel.expand (ghost head: per channel)"),
+            (b.extras.value_conv is not None, "extras.value_conv (at the branch's width)"),
+            (b.extras.output_bias, "extras.output_bias (at the branch's width)")):
+        if refused:
+            raise SpecError(f"v_width sets the values' width apart from the branch's "
+                            f"channels, which {what} reads: leave one of them out",
+                            path=where)
+    return v_dim
 
 
 def kinds_with(fact: str) -> str:

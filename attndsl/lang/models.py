@@ -196,7 +196,9 @@ class KernelBank(Component):
 
 
 class QKWidth(Component):
-    """Width of q and k: C // den · num, rounded up to a multiple (ELSA: 2/3, 8)."""
+    """Width of q and k (`qk_width`: ELSA's 2/3, EfficientViT's key_dim) or of the values
+    (`v_width`: EfficientFormer's and LeViT's attn_ratio): C // den · num, rounded up to a
+    multiple."""
 
     kind: Literal["ratio"] = "ratio"
     num: Int = Field(ge=1)
@@ -260,6 +262,7 @@ class Projections(Component):
     out: bool = True
     out_bias: bool = True
     qk_width: QKWidth | None = None
+    v_width: QKWidth | None = None     # values wider or narrower than the branch's channels
     qk_norm: QKNorm | None = None
     q_conv: QConv | None = None
     rope: Rope | None = None
@@ -344,11 +347,12 @@ class Merge(Component):
     cascade  -- each branch reads its own channel slice of the input plus the previous
                 branch's output, and projects from its own width (EfficientViT's cascaded
                 group attention); outputs concatenated.
-    activation is applied to the merged output before `out` (EfficientViT: ReLU).
+    activation is applied to the merged output before `out` (EfficientViT: ReLU; LeViT:
+    Hardswish).
     """
 
     kind: Literal["concat", "sequence", "cascade"] = "concat"
-    activation: Literal["none", "relu"] = "none"
+    activation: Literal["none", "relu", "hardswish"] = "none"
     out: bool = False
     out_bias: bool = True
 
