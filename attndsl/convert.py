@@ -569,6 +569,41 @@ register(Layout(
           "width its qk_width; proj maps the value width back to the model's"))
 
 
+def _gpsa_check(module):
+    b = _branch(module)
+    if b.spec.normalization.kind != "gated_positional" or b.spec.application.kind != "global" \
+            or b.spec.projections.layout != "qkv":
+        return ("timm's GPSA is global attention with the gated_positional normalization and "
+                "a qkv projection (zoo spec convit_gpsa)")
+    return None
+
+
+def _qk_v_in(parts, m):
+    return torch.cat(parts)             # qk rows [q; k], then v's: attndsl's [q; k; v]
+
+
+def _qk_v_out(t, m):
+    qk_rows = 2 * _branch(m).qk_dim
+    return t[:qk_rows], t[qk_rows:]
+
+
+register(Layout(
+    "timm.convit_gpsa", ("convit_gpsa",), "timm ConViT GPSA",
+    "timm/models/convit.py (GPSA)",
+    (Rule(("qk.weight", "v.weight"), "attn.qkv.weight", _qk_v_in, _qk_v_out,
+          how="qk's rows [q; k], then v's: [q; k; v]"),
+     Rule(("qk.bias", "v.bias"), "attn.qkv.bias", _qk_v_in, _qk_v_out,
+          how="the same order as the weight's rows"),
+     Rule("pos_proj.weight", "attn.gated.position.weight", how="same tensor: (G, 3) over "
+          "(Δx, Δy, Δx² + Δy²)"),
+     Rule("pos_proj.bias", "attn.gated.position.bias"),
+     Rule("gating_param", "attn.gated.gate", how="same tensor: λ, the gate is σ(λ)"))
+    + _renames({"proj": "attn.proj"}),
+    check=_gpsa_check,
+    notes="timm's rel_indices (the offsets' features) is a non-persistent buffer it "
+          "recomputes; attndsl builds the same features per grid"))
+
+
 def _xcit_check(module):
     b = _branch(module)
     sim = b.spec.parameterization.similarity

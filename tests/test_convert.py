@@ -11,6 +11,7 @@ from attndsl.convert import LAYOUTS, ConversionError, convert, swin_relative_pos
 import layout_modules as lm
 from published.cait import ClassAttention, TalkingHeadAttentionOnMap
 from published.botnet import BottleneckAttention
+from published.convit import GatedPositionalSelfAttention
 from published.cswin import CSWinAttention
 from published.davit import ChannelAttentionOnMap
 from published.eva import EvaRopeAttention
@@ -224,6 +225,14 @@ def _moved_levit():
 
 
 CASES["timm.levit"] = (_moved_levit, "levit_attention", dict(dim=64, heads=4), (5, 6))
+def _moved_gpsa():
+    module = GatedPositionalSelfAttention(48, 4, qkv_bias=True)
+    with torch.no_grad():       # the gate starts at ones: moved, so a misplaced one shows
+        module.gating_param.copy_(torch.linspace(-1.0, 2.0, 4, dtype=torch.float64))
+    return module
+
+
+CASES["timm.convit_gpsa"] = (_moved_gpsa, "convit_gpsa", dict(dim=48, heads=4), (5, 5))
 CASES["timm.botnet"] = (_moved_botnet, "botnet_mhsa", dict(dim=48, heads=4), (6, 7))
 CASES["timm.eva"] = (_moved_eva, "eva02_rope", dict(dim=48, heads=3), (6, 7))
 
