@@ -127,6 +127,28 @@ def qkv_widths(module: nn.Module) -> tuple[int, int]:
     return dim, heads
 
 
+def qk_norm_of(module: nn.Module) -> dict | None:
+    """projections.qk_norm for a module's q_norm / k_norm (timm's per-head LayerNorms;
+    None when both are Identity or absent), Unsupported for any other pair."""
+    norms = [getattr(module, a, nn.Identity()) for a in ("q_norm", "k_norm")]
+    if all(isinstance(n, nn.Identity) for n in norms):
+        return None
+    if not all(isinstance(n, nn.LayerNorm) for n in norms):
+        raise Unsupported(f"q/k norms {[type(n).__name__ for n in norms]}: only LayerNorm "
+                          "(timm's qk_norm) is in the language")
+    if norms[0].eps != norms[1].eps or not norms[0].elementwise_affine:
+        raise Unsupported("q_norm and k_norm differ, or have no affine parameters")
+    return {"kind": "layernorm", "eps": float(norms[0].eps)}
+
+
+def equal_head_widths(heads: int, qk_head: int, v_head: int, dim: int) -> None:
+    """Unsupported unless q/k and values have the same width per head and the heads fill
+    the width (timm's HaloAttn / BottleneckAttn with qk_ratio 1 and dim_out = dim)."""
+    if qk_head != v_head or heads * v_head != dim:
+        raise Unsupported(f"q/k heads of {qk_head} and value heads of {v_head} channels at "
+                          f"width {dim}: only equal widths (qk_ratio 1, dim_out = dim) are read")
+
+
 def dropout_of(module: nn.Module, attribute: str = "attn_drop") -> float:
     drop = getattr(module, attribute, None)
     return float(getattr(drop, "p", 0.0) or 0.0)

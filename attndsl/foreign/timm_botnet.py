@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Equivalent, ForeignKind, Unsupported, register
+from .base import Equivalent, ForeignKind, Unsupported, equal_head_widths, register
 
 
 @register
@@ -25,9 +25,7 @@ class TimmBottleneckAttn(ForeignKind):
         heads = int(module.num_heads)
         dk, dv = int(module.dim_head_qk), int(module.dim_head_v)
         dim = module.qkv.in_channels
-        if dk != dv or heads * dv != dim:
-            raise Unsupported(f"q/k heads of {dk} and value heads of {dv} channels at width "
-                              f"{dim}: only equal widths (qk_ratio 1, dim_out = dim) are read")
+        equal_head_widths(heads, dk, dv, dim)
         x = call.input
         grid = (int(x.shape[2]), int(x.shape[3]))
         table = (int(module.pos_embed.height), int(module.pos_embed.width))

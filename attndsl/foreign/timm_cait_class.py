@@ -17,23 +17,30 @@ class TimmClassAttn(ForeignKind):
 
     def equivalent(self, module, parent, call: Call, model) -> Equivalent:
         q, k, v, proj = module.q, module.k, module.v, module.proj
-        dim, heads = q.in_features, int(module.num_heads)
+        dim = q.in_features
         if any(t.in_features != dim or t.out_features != dim for t in (q, k, v, proj)):
             raise Unsupported("its q, k, v and proj are not all Linear(dim, dim)")
-        biases = {linear_bias(t) for t in (q, k, v)}
-        if len(biases) > 1:
-            raise Unsupported("some of its q, k, v linears have a bias and some not")
-        spec = {"name": "timm_class_attention", "heads": heads,
-                "projections": {"layout": "q_kv", "bias": biases.pop(),
-                                "out_bias": linear_bias(proj)},
-                "parameterization": {"kind": "additive", "terms": ["query_key"]},
-                "normalization": {"kind": "softmax"},
-                "application": {"kind": "class_tokens", "tokens": 1},
-                "dropout": {"attention": dropout_of(module),
-                            "projection": dropout_of(module, "proj_drop")}}
-        grid = token_grid(int(call.input.shape[1]) - 1)
-        return Equivalent(spec, dim, heads, grid, "timm.cait_class",
-                          ("the class token (first) queries; the output is its alone",))
+        return class_attention(module, call, (q, k, v), self.name)
 
     def replacement(self, compiled, module, model):
         return stand_in(self.convention, compiled, prefix=1)
+
+
+def class_attention(module, call: Call, inputs: tuple, layout: str) -> Equivalent:
+    """The equivalent of a timm class attention (one class token, first) whose input
+    linears `inputs` (q, k, v or q, kv) all have a bias or none."""
+    heads, dim = int(module.num_heads), module.proj.out_features
+    biases = {linear_bias(t) for t in inputs}
+    if len(biases) > 1:
+        raise Unsupported("some of its input linears have a bias and some not")
+    spec = {"name": "timm_class_attention", "heads": heads,
+            "projections": {"layout": "q_kv", "bias": biases.pop(),
+                            "out_bias": linear_bias(module.proj)},
+            "parameterization": {"kind": "additive", "terms": ["query_key"]},
+            "normalization": {"kind": "softmax"},
+            "application": {"kind": "class_tokens", "tokens": 1},
+            "dropout": {"attention": dropout_of(module),
+                        "projection": dropout_of(module, "proj_drop")}}
+    grid = token_grid(int(call.input.shape[1]) - 1)
+    return Equivalent(spec, dim, heads, grid, layout,
+                      ("the class token (first) queries; the output is its alone",))

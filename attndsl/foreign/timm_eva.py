@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register
+from .base import (Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias,
+                   qk_norm_of, register)
 from .conventions import Tokens, token_grid
 
 
@@ -45,14 +46,9 @@ class TimmEvaAttention(ForeignKind):
         else:
             bias = "no_key"
         projections = {"layout": "qkv", "bias": bias, "out_bias": linear_bias(module.proj)}
-        norms = [module.q_norm, module.k_norm]
-        if all(isinstance(n, nn.LayerNorm) for n in norms):
-            if norms[0].eps != norms[1].eps or not norms[0].elementwise_affine:
-                raise Unsupported("q_norm and k_norm differ, or have no affine parameters")
-            projections["qk_norm"] = {"kind": "layernorm", "eps": float(norms[0].eps)}
-        elif not all(isinstance(n, nn.Identity) for n in norms):
-            raise Unsupported(f"q/k norms {[type(n).__name__ for n in norms]}: only "
-                              "LayerNorm is in the language")
+        qk_norm = qk_norm_of(module)
+        if qk_norm is not None:
+            projections["qk_norm"] = qk_norm
         prefix = int(getattr(module, "num_prefix_tokens", 0) or 0)
         grid = token_grid(int(call.input.shape[1]) - prefix)
         rope_tensor = call.kwargs.get("rope", call.args[1] if len(call.args) > 1 else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Equivalent, ForeignKind, Unsupported, register
+from .base import Equivalent, ForeignKind, Unsupported, equal_head_widths, register
 
 
 @register
@@ -28,9 +28,7 @@ class TimmHaloAttn(ForeignKind):
         heads = int(module.num_heads)
         dk, dv = int(module.dim_head_qk), int(module.dim_head_v)
         dim = module.q.in_channels
-        if dk != dv or heads * dv != dim:
-            raise Unsupported(f"q/k heads of {dk} and value heads of {dv} channels at width "
-                              f"{dim}: only equal widths (qk_ratio 1, dim_out = dim) are read")
+        equal_head_widths(heads, dk, dv, dim)
         bias = module.q.bias is not None
         x = call.input
         spec = {"name": "timm_halo_attention", "heads": heads,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias, register
+from .base import (Call, Equivalent, ForeignKind, Unsupported, dropout_of, linear_bias,
+                   qk_norm_of, register)
 from .conventions import token_grid
 
 
@@ -41,14 +42,9 @@ class TimmVitAttention(ForeignKind):
                               f"({dim})")
         projections = {"layout": "qkv", "bias": linear_bias(module.qkv),
                        "out_bias": linear_bias(module.proj)}
-        norms = [getattr(module, a, nn.Identity()) for a in ("q_norm", "k_norm")]
-        if all(isinstance(n, nn.LayerNorm) for n in norms):
-            if norms[0].eps != norms[1].eps or not norms[0].elementwise_affine:
-                raise Unsupported("q_norm and k_norm differ, or have no affine parameters")
-            projections["qk_norm"] = {"kind": "layernorm", "eps": float(norms[0].eps)}
-        elif not all(isinstance(n, nn.Identity) for n in norms):
-            raise Unsupported(f"q/k norms {[type(n).__name__ for n in norms]}: only "
-                              "LayerNorm (timm's qk_norm) is in the language")
+        qk_norm = qk_norm_of(module)
+        if qk_norm is not None:
+            projections["qk_norm"] = qk_norm
         prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         grid = token_grid(int(call.input.shape[1]) - prefix)
         spec = {"name": "timm_vit_attention", "heads": heads, "projections": projections,

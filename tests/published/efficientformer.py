@@ -35,9 +35,8 @@ class EfficientFormerAttention(nn.Module):
         idx = (ys[:, None] - ys[None, :]).abs() * self.W + (xs[:, None] - xs[None, :]).abs()
         self.register_buffer("attention_bias_idxs", idx)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        t = self.qkv(x.reshape(B, H * W, C))
+    def attend(self, t: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs, concatenated, from the projected (B, N, h(2kd + vd)) t."""
         per_head = 2 * self.kd + self.vd
         outs = []
         for g in range(self.heads):
@@ -46,4 +45,9 @@ class EfficientFormerAttention(nn.Module):
             logits = q @ k.transpose(-1, -2) / self.kd ** 0.5 \
                 + self.attention_biases[g][self.attention_bias_idxs]
             outs.append(logits.softmax(-1) @ v)
-        return self.proj(torch.cat(outs, dim=-1)).reshape(B, H, W, C)
+        return torch.cat(outs, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        y = self.attend(self.qkv(x.reshape(B, H * W, C)))
+        return self.proj(y).reshape(B, H, W, C)

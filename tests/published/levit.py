@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .efficientformer import EfficientFormerAttention
+
 __all__ = ["LevitAttention"]
 
 
@@ -34,31 +36,22 @@ class LinearNorm(nn.Module):
         return (y - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
 
 
-class LevitAttention(nn.Module):
+class LevitAttention(EfficientFormerAttention):
+    """EfficientFormer's attention (tests/published/efficientformer.py: the same logits and
+    per-head groups) with LeViT's LinearNorm projections and Hardswish before proj."""
+
     def __init__(self, dim: int, key_dim: int, heads: int, attn_ratio: int, grid,
                  dtype=torch.float64):
-        super().__init__()
-        self.heads, self.kd, self.vd = heads, key_dim, attn_ratio * key_dim
-        self.H, self.W = grid
+        super().__init__(dim, key_dim, heads, attn_ratio, grid, dtype)
         self.qkv = LinearNorm(dim, heads * (2 * self.kd + self.vd), dtype)
         self.proj = nn.Module()
         self.proj.ln = LinearNorm(heads * self.vd, dim, dtype)
-        self.attention_biases = nn.Parameter(torch.zeros(heads, self.H * self.W, dtype=dtype))
-        ys = torch.arange(self.H).repeat_interleave(self.W)
-        xs = torch.arange(self.W).repeat(self.H)
-        idx = (ys[:, None] - ys[None, :]).abs() * self.W + (xs[:, None] - xs[None, :]).abs()
+        # timm keeps LeViT's index out of the state dict
+        idx = self.attention_bias_idxs
+        del self.attention_bias_idxs
         self.register_buffer("attention_bias_idxs", idx, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        t = self.qkv(x.reshape(B, H * W, C))
-        per_head = 2 * self.kd + self.vd
-        outs = []
-        for g in range(self.heads):
-            q, k, v = t[..., g * per_head:(g + 1) * per_head].split(
-                [self.kd, self.kd, self.vd], dim=-1)
-            logits = q @ k.transpose(-1, -2) / self.kd ** 0.5 \
-                + self.attention_biases[g][self.attention_bias_idxs]
-            outs.append(logits.softmax(-1) @ v)
-        y = F.hardswish(torch.cat(outs, dim=-1))
+        y = F.hardswish(self.attend(self.qkv(x.reshape(B, H * W, C))))
         return self.proj.ln(y).reshape(B, H, W, C)
