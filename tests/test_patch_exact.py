@@ -13,7 +13,7 @@ from torch import nn
 
 import attndsl
 from attndsl.patch import PatchError, patch, spec_of
-from patch_models import patch_exactly
+from patch_models import image, patch_exactly
 from tiny_swin import TinySwin
 
 
@@ -325,6 +325,59 @@ def test_botnet_attention_is_swapped_and_its_stride_2_left_with_the_reason():
     assert [(r.status, r.weights) for r in report] == [
         ("swapped", "converted from timm.botnet"), ("left", "unchanged")]
     assert "average-pooled" in report[1].reason
+
+
+class MaskUnitAttention(nn.Module):
+    """timm's Hiera MaskUnitAttention, as timm computes it: mask unit w holds the unrolled
+    tokens t with t mod num_windows = w; q_stride > 1 max-pools the queries."""
+
+    def __init__(self, dim, dim_out, heads, q_stride, window_size, use_mask_unit_attn):
+        super().__init__()
+        self.dim, self.dim_out, self.heads, self.q_stride = dim, dim_out, heads, q_stride
+        self.head_dim, self.window_size = dim_out // heads, window_size
+        self.use_mask_unit_attn = use_mask_unit_attn
+        self.qkv = nn.Linear(dim, 3 * dim_out)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
+        q, k, v = self.qkv(x).reshape(B, -1, nw, 3, self.heads, self.head_dim) \
+            .permute(3, 0, 4, 2, 1, 5).unbind(0)
+        if self.q_stride > 1:
+            q = q.view(B, self.heads, nw, self.q_stride, -1, self.head_dim).amax(dim=3)
+        y = ((q * self.head_dim ** -0.5) @ k.transpose(-1, -2)).softmax(-1) @ v
+        return self.proj(y.transpose(1, 3).reshape(B, -1, self.dim_out))
+
+
+class TinyHiera(nn.Module):
+    """Unrolled tokens (any fixed order: a permutation of the grid), a mask-unit block, a
+    global block, then a pooling block (q_stride 4, width doubled)."""
+
+    def __init__(self, dim=32):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.register_buffer("order", torch.randperm(24, generator=torch.Generator().manual_seed(1)))
+        self.blocks = nn.ModuleList([MaskUnitAttention(dim, dim, 4, 1, 6, True),
+                                     MaskUnitAttention(dim, dim, 4, 1, 24, False),
+                                     MaskUnitAttention(dim, 2 * dim, 4, 4, 6, False)])
+        self.head = nn.Linear(2 * dim, 10)
+
+    def forward(self, img):
+        x = self.embed(img).flatten(2).transpose(1, 2)[:, self.order]
+        x = x + self.blocks[0](x)
+        x = x + self.blocks[1](x)
+        return self.head(self.blocks[2](x).mean(1))
+
+
+def test_hiera_mask_units_are_grid_groups_of_the_token_row():
+    torch.manual_seed(16)
+    model = TinyHiera().double()
+    report = patch_exactly(model, image(16, 24), strict=False)
+    assert [(r.status, r.resolution) for r in report[:2]] == [("swapped", (1, 24))] * 2
+    assert report[2].status == "left" and "max-pooled" in report[2].reason
+    unit, whole = (model.blocks[i].attn.spec.branches[0].application for i in (0, 1))
+    assert (unit.kind, unit.size, whole.kind) == ("grid", (1, 6), "global")
 
 
 def test_all_or_nothing_and_the_reason_for_what_is_left():

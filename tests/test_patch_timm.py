@@ -122,7 +122,8 @@ def test_non_square_images_get_per_axis_windows_and_partitions():
     ("volo_d1_224", 16, "", "OutlookAttention"),
     ("botnet26t_256", 2, "average-pooled", ""),
     ("levit_128s", 6, "not a multiple of its 6 heads", "AttentionDownsample"),
-    ("gcvit_xxtiny", 6, "global query tokens", "")])
+    ("gcvit_xxtiny", 6, "global query tokens", ""),
+    ("hiera_tiny_224", 9, "max-pooled", "")])
 def test_the_second_group_as_far_as_the_language_reaches(name, swapped, left, unrecognized):
     """What the language says is swapped exactly; the rest is left with the reason (a
     mechanism the language lacks) or reported unrecognized — never changed."""
