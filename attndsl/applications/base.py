@@ -300,6 +300,12 @@ class Selection:
         return self.geo.blocks
 
     @property
+    def key_grid(self) -> tuple[int, int] | None:
+        """(kh, kw) when every block's keys are a kh × kw grid in row-major order (a
+        separable relative-position term splits over it), else None."""
+        return None
+
+    @property
     def one_query_per_block(self) -> bool:
         """Blocks of one query each (sliding neighbourhoods): the logits and the aggregation
         are broadcast multiply-and-sums, which inductor fuses with the key gather."""

@@ -26,6 +26,10 @@ class GlobalSelection(Selection):
     def block_shape(self):
         return 1, self.H * self.W, self.H * self.W
 
+    @property
+    def key_grid(self):
+        return self.H, self.W
+
     def offsets(self):
         ys, xs = torch.meshgrid(torch.arange(self.H), torch.arange(self.W), indexing="ij")
         return pair_offsets(ys.flatten(), xs.flatten())

@@ -95,6 +95,10 @@ class HaloSelection(Selection):
 
     block_v = block_k
 
+    @property
+    def key_grid(self):
+        return self.win, self.win
+
     def unblock(self, y):
         bq = self.b // self.s
         y = y.unflatten(3, (bq, bq)).unflatten(2, (self.nh, self.nw))

@@ -75,9 +75,27 @@ class QueryRelPosHWTerm(LogitTerm):
                    + r_w[ctx.constant("rel_rows_width", rows_w)])    # (nb, Lq, Lk, d)
             prod = q.unsqueeze(-2) * rel                             # (B, G, nb, Lq, Lk, d)
             out = prod if ctx.bp.depthwise else prod.sum(-1)
+        elif separable(rows_h[0], rows_w[0], sel.key_grid):
+            # the keys a (kh × kw) grid, row-major, whose height row depends on the key's
+            # row alone and width row on its column (HaloNet's windows, BoTNet's grid): each
+            # query's kh + kw logits, then their outer sum — Lq·(kh + kw) gathered values
+            # instead of 2·Lq·Lk (HaloNet 8/3: 13× fewer)
+            kh, kw = sel.key_grid
+            lh = pick_rows(ctx, q @ r_h.t(), rows_h[0].unflatten(-1, (kh, kw))[..., 0], "height")
+            lw = pick_rows(ctx, q @ r_w.t(), rows_w[0].unflatten(-1, (kh, kw))[..., 0, :], "width")
+            out = (lh.unsqueeze(-1) + lw.unsqueeze(-2)).flatten(-2)
         else:
             # offsets shared by the blocks: q·r for every table row (a small matmul), then
             # each pair's row — the (…, Lq, Lk, d) product of gathered tables is never built
             out = (pick_rows(ctx, q @ r_h.t(), rows_h[0], "height")
                    + pick_rows(ctx, q @ r_w.t(), rows_w[0], "width"))
         return scale * out if term.scaled else out
+
+
+def separable(rows_h: torch.Tensor, rows_w: torch.Tensor, key_grid) -> bool:
+    """The (Lq, Lk) table rows split by a (kh × kw) key grid: the height row constant
+    along each key row, the width row constant along each key column."""
+    if key_grid is None or rows_h.dim() != 2 or rows_h.shape[-1] != key_grid[0] * key_grid[1]:
+        return False
+    h, w = rows_h.unflatten(-1, key_grid), rows_w.unflatten(-1, key_grid)
+    return bool((h == h[..., :1]).all()) and bool((w == w[..., :1, :]).all())
