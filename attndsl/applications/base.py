@@ -287,6 +287,11 @@ class Selection:
     def block_v(self, t):
         return self.block_k(t)
 
+    def block_kv(self, k, v):
+        """Keys and values blocked together: kinds whose blocking copies (halo windows)
+        do it once for both; the default blocks them one by one."""
+        return self.block_k(k), self.block_v(v)
+
     def unblock(self, y):
         return merge_heads(y.squeeze(2), self.H, self.W)
 

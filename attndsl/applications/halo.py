@@ -82,18 +82,31 @@ class HaloSelection(Selection):
         # (B, nh, bq, nw, bq, G, c) → (B, G, nh·nw, bq·bq, c)
         return t.permute(0, 5, 1, 3, 2, 4, 6).flatten(4, 5).flatten(2, 3)
 
-    def block_k(self, t):
+    def _windows(self, t):
+        """(B, H, W, ch) → (B, nh, win, nw, win, ch): each block's haloed window."""
         b, a, win, nh, nw = self.b, self.a, self.win, self.nh, self.nw
         e = -(-2 * a // b)
         # zero halo (after the projection: padded keys/values are zeros), plus the extra
         # rows/columns the chunked windows read past it (never part of a window)
         t = F.pad(t, (0, 0, a, (nw + e) * b - self.W - a, a, (nh + e) * b - self.H - a))
-        t = halo_windows(t, 1, nh, b, a, win)                   # (B, nh, win, Wp, G·c)
-        t = halo_windows(t, 3, nw, b, a, win)                   # (B, nh, win, nw, win, G·c)
+        t = halo_windows(t, 1, nh, b, a, win)                   # (B, nh, win, Wp, ch)
+        return halo_windows(t, 3, nw, b, a, win)                # (B, nh, win, nw, win, ch)
+
+    def _by_head(self, t):
         t = t.unflatten(-1, (self.bp.heads, -1))                # (B, nh, u, nw, t, G, c)
         return t.permute(0, 5, 1, 3, 2, 4, 6).flatten(4, 5).flatten(2, 3)
 
+    def block_k(self, t):
+        return self._by_head(self._windows(t))
+
     block_v = block_k
+
+    def block_kv(self, k, v):
+        """Keys and values windowed in one pass (one pad, one copy of the windows for both,
+        as the k/v maps are side by side), then split."""
+        kv = self._windows(torch.cat([k, v], dim=-1))
+        k, v = torch.split(kv, [self.bp.qk_dim, self.bp.value_width], dim=-1)
+        return self._by_head(k), self._by_head(v)
 
     @property
     def key_grid(self):
