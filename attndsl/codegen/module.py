@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ArgumentError, AttndslError, ShapeError
 from ..lang import arguments
-from ..lang.bind import Plan, bind
+from ..lang.bind import Plan, bind, kinds_with
 from ..lang.io import SpecLike, dump_spec, load_spec, load_spec_text
 from .autoplan import ATTENTION, decide, explain
 from .footprint import check_footprint
@@ -489,7 +489,7 @@ def prefix_token_refusal(plan: Plan) -> str | None:
         where = f"branch '{bp.name}'" if len(plan.branches) > 1 else "its application"
         if not kind.prefix_tokens:
             return (f"{where} '{kind.name}' has no rule for prefix tokens (kinds with one: "
-                    "global)")
+                    f"{kinds_with('prefix_tokens')})")
         terms = getattr(b.parameterization, "terms", ())
         placed = [t.kind for t in terms if term_of(t).offsets]
         if placed:
