@@ -242,7 +242,7 @@ def _registered_kinds():
 UNIONS = {
     "parameterization": {"additive", "hadamard"},
     "normalization": {"softmax", "identity", "relu", "layernorm", "sigmoid", "l1",
-                      "filter_norm", "sum", "talking_heads"},
+                      "filter_norm", "sum", "talking_heads", "gated_positional"},
     # every module of attndsl/applications/ (at least the first six)
     "application": _registered_kinds(),
 }
