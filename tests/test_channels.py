@@ -119,14 +119,9 @@ class DavitChannel(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
 
 
-class DavitWindow(nn.Module):
-    """timm's DaViT WindowAttention: plain attention over the tokens it is given."""
-
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.num_heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+class DavitWindow(DavitChannel):
+    """timm's DaViT WindowAttention (the same qkv and proj): plain attention over the
+    tokens it is given."""
 
     def forward(self, x):
         B, N, C = x.shape

@@ -70,6 +70,3 @@ class ClassTokensKind(ApplicationKind):
 
     def rule(self, ctx):
         return ClassTokensSelection(ctx)
-
-    def dynamic_resolution(self, bp):
-        return None

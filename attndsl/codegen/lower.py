@@ -90,6 +90,9 @@ def lower_branch(ctx: R.Ctx, x):
             y = R.static_filter_conv(ctx, sel, v_map, bias)
         return finish_branch(ctx, y, v_map, x, bias_added=bias is not None)
     v_blocks = None          # the values blocked together with the keys (block_kv)
+
+    def blocked_values():
+        return v_blocks if v_blocks is not None else sel.block_v(v_map)
     if isinstance(b.parameterization, m.Hadamard):
         q = k = None
         with ctx.emitting("parameterization: hadamard"):
@@ -111,7 +114,7 @@ def lower_branch(ctx: R.Ctx, x):
                 q, k = (None if t is None else phi(t) for t in (q, k))
         if ctx.choice.engine == "linear":
             with ctx.emitting("normalization: sum (associative form)"):
-                v = v_blocks if v_blocks is not None else sel.block_v(v_map)
+                v = blocked_values()
                 y = sel.unblock(R.linear_aggregate(ctx, q, k, v))
             return finish_branch(ctx, y, v_map, x)
         with ctx.emitting("parameterization: additive"):
@@ -124,8 +127,7 @@ def lower_branch(ctx: R.Ctx, x):
         weights = R.normalize(ctx, R.add(scores, bias))
     if R.ghost_head_splits(ctx):
         with ctx.emitting("kernel.expand: ghost_head"):
-            v = None if sel.weighs_windows else \
-                v_blocks if v_blocks is not None else sel.block_v(v_map)
+            v = None if sel.weighs_windows else blocked_values()
             y = R.ghost_head_aggregate(ctx, sel, weights, v, v_map)
         return finish_branch(ctx, y, v_map, x)
     if b.kernel.expand is not None:
@@ -135,8 +137,7 @@ def lower_branch(ctx: R.Ctx, x):
     with ctx.emitting(f"{app} (aggregation)"):
         if sel.weighs_windows:
             return finish_branch(ctx, sel.weigh_windows(weights, v_map, per_channel), v_map, x)
-        v = k if (b.kernel_bank.values == "keys" and k is not None) else \
-            v_blocks if v_blocks is not None else sel.block_v(v_map)
+        v = k if (b.kernel_bank.values == "keys" and k is not None) else blocked_values()
         out = R.aggregate(weights, v, per_channel, single_query=sel.one_query_per_block)
     if ctx.choice.engine == "sdpa" and ctx.tracer is not None:
         # softmax(s·q·kᵀ + bias) @ v: record the pieces for the fused-attention pass

@@ -118,13 +118,11 @@ def rope_tables(ctx, d: int, map_grid):
     is one row of P prefix tokens (angle 0: not rotated) then the H×W grid. Built in
     float64; H and W may be symbolic (a dynamic-resolution export)."""
     rope = ctx.bp.spec.projections.rope
-    plan = ctx.root.plan if ctx.root is not None else None
-    tokens = plan.tokens if plan is not None else None
-    P, (h, w) = 0, map_grid
-    H, W = (plan.resolution if ctx.tracer is not None else ctx.grid) \
-        if plan is not None else ctx.grid
-    if tokens is not None:
-        P, H, W = tokens
+    plan = ctx.root.plan
+    # a traced graph is for the plan's grid; rules run eagerly read the input's (ctx.grid)
+    P, (h, w), (H, W) = 0, map_grid, plan.resolution if ctx.tracer is not None else ctx.grid
+    if plan.tokens is not None:
+        P, H, W = plan.tokens
         h, w = H, W
     ys = torch.arange(h, device=ctx.device, dtype=torch.float64)
     xs = torch.arange(w, device=ctx.device, dtype=torch.float64)
